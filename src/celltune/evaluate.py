@@ -1,0 +1,64 @@
+"""Scoring a trained model on a labelled split, and writing what was scored."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from celltune.checkpoint import ModelCard, load_checkpoint
+from celltune.data import DataError, LabelledSplits, Sample, discover
+from celltune.metrics import classification_metrics
+from celltune.predict import Prediction, card_transform, make_loader, predict_probs, write_predictions_csv
+from celltune.report import plot_confusion, write_json
+
+log = logging.getLogger(__name__)
+
+
+def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64,
+          num_workers: int = 0) -> tuple[dict, np.ndarray]:
+    """(metrics, (N, C) probabilities) of ``model`` on ``samples``."""
+    probs = predict_probs(model, make_loader(samples, card_transform(card), batch_size=batch_size,
+                                             num_workers=num_workers))
+    labels = [s.label for s in samples]
+    return classification_metrics(labels, probs.argmax(axis=1), card.class_names), probs
+
+
+def write_scored(out_dir: Path, *, split: str, metrics: dict, probs: np.ndarray, samples: list[Sample],
+                 class_names: list[str], tag: str = "") -> None:
+    """predictions{tag}.csv and confusion_matrix{tag}.png under ``out_dir``."""
+    predictions = [Prediction(s.path, p.tolist()) for s, p in zip(samples, probs, strict=True)]
+    write_predictions_csv(out_dir / f"predictions{tag}.csv", predictions, class_names, [s.label for s in samples])
+    plot_confusion(metrics["confusion_matrix"], class_names, out_dir / f"confusion_matrix{tag}.png",
+                   title=f"{split}: accuracy {metrics['accuracy']:.3f}, ACA {metrics['mean_class_accuracy']:.3f}")
+
+
+def align_labels(found: LabelledSplits, class_names: list[str], root: str | Path) -> LabelledSplits:
+    """Re-index the dataset's labels to the checkpoint's class order; a class the model never saw is an error."""
+    unknown = sorted(set(found.class_names) - set(class_names))
+    if unknown:
+        raise DataError(f"{root}: classes {unknown} are not among the model's classes {class_names}")
+    index = [class_names.index(c) for c in found.class_names]
+    splits = {k: [Sample(s.path, index[s.label]) for s in v] for k, v in found.splits.items()}
+    return LabelledSplits(list(class_names), splits, found.layout)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str = "test", seed: int = 0,
+                        out_dir: str | Path | None = None, batch_size: int = 64) -> dict:
+    """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given."""
+    model, card, saved = load_checkpoint(checkpoint)
+    found = align_labels(discover(data, seed=saved.get("split_seed", seed)), card.class_names, data)
+    if split not in found.splits:
+        raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
+    samples = found.splits[split]
+    metrics, probs = score(model, card, samples, batch_size=batch_size)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tag = f"_{split}"
+        write_scored(out, split=split, metrics=metrics, probs=probs, samples=samples, class_names=card.class_names,
+                     tag=tag)
+        write_json(out / f"metrics{tag}.json", metrics)
+    return metrics

@@ -1,0 +1,76 @@
+"""Files a run leaves behind: history CSV, metrics JSON, curve and confusion-matrix plots (matplotlib OO API)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def read_history(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def plot_curves(history: list[dict], out_dir: Path) -> list[Path]:
+    """loss.png and accuracy.png: train vs validation per epoch."""
+    epochs = [row["epoch"] for row in history]
+    written = []
+    for metric, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_acc", "val_acc", "val_aca"))):
+        fig = Figure(figsize=(5, 3.5))
+        ax = fig.add_subplot()
+        for key in keys:
+            ax.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        path = out_dir / f"{metric}.png"
+        _save(fig, path)
+        written.append(path)
+    return written
+
+
+def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path, title: str = "") -> Path:
+    """Counts in each cell, colour by row-normalised rate so small classes are as visible as large ones."""
+    counts = np.asarray(cm)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    fig = Figure(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
+    ax = fig.add_subplot()
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+    return path
