@@ -1,0 +1,219 @@
+"""``celltune <verb>``: the only place that parses flags and prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from celltune.config import TrainConfig, config_from_dict, load_config
+
+log = logging.getLogger("celltune")
+
+# flag -> TrainConfig field for `celltune train`; every flag defaults to None so only given flags override --config.
+_TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("--data", {"help": "data folder (class folders, train/val/test class folders, or ICPR 2014 CSV layout)"}),
+    ("--model", {"help": "torchvision or timm model name (default mobilenet_v2)"}),
+    ("--weights", {"help": "state_dict or checkpoint file to start from instead of the library's pretrained weights"}),
+    ("--epochs", {"type": int}),
+    ("--batch-size", {"type": int}),
+    ("--lr", {"type": float}),
+    ("--weight-decay", {"type": float}),
+    ("--optimizer", {"choices": ["sgd", "adamw"]}),
+    ("--scheduler", {"choices": ["plateau", "cosine", "none"]}),
+    ("--warmup-epochs", {"type": float}),
+    ("--label-smoothing", {"type": float}),
+    ("--image-size", {"type": int, "help": "input size in pixels (default: the pretrained weights' size)"}),
+    ("--seed", {"type": int}),
+    ("--num-workers", {"type": int}),
+    ("--accelerator", {"help": "auto, cpu, gpu"}),
+    ("--out-dir", {"help": "parent folder of run directories (default runs)"}),
+    ("--name", {"help": "run directory name (default MODEL-TIMESTAMP); never overwritten"}),
+    ("--max-steps-per-epoch", {"type": int, "help": "cap on batches per epoch, for quick checks"}),
+]
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of options; flags given here override it")
+    for flag, kwargs in _TRAIN_FLAGS:
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--freeze-backbone", action="store_true", default=None, help="train the new head only")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
+                   help="random initialisation instead of ImageNet weights")
+
+
+def _train_config(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> TrainConfig:
+    names = [flag[2:].replace("-", "_") for flag, _ in _TRAIN_FLAGS] + ["freeze_backbone", "pretrained"]
+    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.config:
+        return load_config(args.config, {**(defaults or {}), **given})
+    return config_from_dict({**(defaults or {}), **given}, source="command line")
+
+
+def _format_metrics(m: dict) -> str:
+    width = max(len(c) for c in m["class_names"]) + 2
+    lines = [f"images {m['num_samples']}  accuracy {m['accuracy']:.4f}  mean class accuracy (ACA) "
+             f"{m['mean_class_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}", "",
+             f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
+    for name, row in m["per_class"].items():
+        lines.append(f"{name:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
+                     f"{row['support']:>9d}")
+    lines += ["", "confusion matrix (rows true, columns predicted):"]
+    lines += ["  " + " ".join(f"{v:>6d}" for v in row) for row in m["confusion_matrix"]]
+    return "\n".join(lines)
+
+
+def _print_run(run_dir: Path) -> None:
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    print(f"\nrun directory: {run_dir}")
+    print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, validation ACA "
+          f"{metrics['best_val']['mean_class_accuracy']:.4f}; {metrics['train_seconds']:.0f} s, "
+          f"{metrics['fit_images_per_second']:.1f} training images/s")
+    print(f"\n{metrics['split']} split:\n{_format_metrics(metrics)}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from celltune.train import fit
+
+    config = _train_config(args)
+    if not config.data:
+        raise ValueError("give --data DIR (or data: in the --config file)")
+    _print_run(fit(config))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from celltune.evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
+                                  batch_size=args.batch_size)
+    print(f"{args.split} split of {args.data}:\n{_format_metrics(metrics)}")
+    if args.out_dir:
+        print(f"\nwrote metrics_{args.split}.json, predictions_{args.split}.csv, confusion_matrix_{args.split}.png "
+              f"to {args.out_dir}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from celltune.predict import Predictor, images_under, write_predictions_csv
+
+    predictor = Predictor(args.checkpoint)
+    inputs = [Path(p) for p in args.images]
+    missing = [p for p in inputs if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such image or folder")
+    folders = [p for p in inputs if p.is_dir()]
+    files = [p for p in inputs if p.is_file()]
+    for pred in predictor.predict_paths(files, batch_size=args.batch_size):
+        ranked = ", ".join(f"{c} {p:.3f}" for c, p in pred.topk(predictor.class_names, args.topk))
+        print(f"{pred.path}: {ranked}")
+    if folders:
+        out = Path(args.output)
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"{out} exists; choose another --output or pass --overwrite")
+        paths = [p for folder in folders for p in images_under(folder)]
+        write_predictions_csv(out, predictor.predict_paths(paths, batch_size=args.batch_size), predictor.class_names)
+        print(f"wrote {len(paths)} predictions to {out}")
+    return 0
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from celltune.data import discover, summarize
+
+    s = summarize(discover(args.data, seed=args.seed))
+    splits = list(s["counts"])
+    width = max(len(c) for c in s["classes"]) + 2
+    print(f"{args.data}: {s['layout']}, {len(s['classes'])} classes")
+    print(f"{'class':<{width}}" + "".join(f"{sp:>8}" for sp in splits))
+    for c in s["classes"]:
+        print(f"{c:<{width}}" + "".join(f"{s['counts'][sp][c]:>8d}" for sp in splits))
+    print(f"{'total':<{width}}" + "".join(f"{s['totals'][sp]:>8d}" for sp in splits))
+    sizes = s["image_sizes"]
+    print(f"image sizes: most common {', '.join(sizes['most_common'])}; min {sizes['min'][0]}x{sizes['min'][1]}, "
+          f"max {sizes['max'][0]}x{sizes['max'][1]}; modes {s['modes']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from celltune.demo import demo_config
+    from celltune.train import fit
+
+    config = demo_config(data=args.data, workdir=Path(args.workdir), epochs=args.epochs)
+    print(f"demo: fine-tuning {config.model} on {config.data}" + ("" if args.data else " (SYNTHETIC cells)"))
+    _print_run(fit(config))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from celltune.models import available_models
+
+    names = [n for n in available_models() if args.filter in n]
+    print("\n".join(names))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="celltune", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a pretrained model")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labelled split")
+    p.add_argument("checkpoint", help="run directory or best.pt")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out-dir", help="write metrics, predictions and confusion matrix here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="class probabilities for images; folders go to a CSV")
+    p.add_argument("checkpoint", help="run directory or best.pt")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--output", default="predictions.csv", help="CSV for folder arguments")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summarize", help="counts per class and split, image sizes")
+    p.add_argument("data")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split for a single class-folder tree")
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("demo", help="fine-tune the offline pretrained model on synthetic HEp-2-like cells")
+    p.add_argument("--data", help="run the same recipe on this real data folder instead")
+    p.add_argument("--workdir", default="celltune-demo", help="where the synthetic data and the runs go")
+    p.add_argument("--epochs", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list model names")
+    p.add_argument("filter", nargs="?", default="")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines already
+    from celltune.data import DataError
+    from celltune.models import ModelNotFoundError, WeightsUnavailableError
+
+    try:
+        return args.func(args)
+    except (DataError, ModelNotFoundError, WeightsUnavailableError, FileNotFoundError, FileExistsError,
+            ValueError) as err:
+        print(f"celltune: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
