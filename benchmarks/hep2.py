@@ -1,6 +1,7 @@
 """Benchmark: fine-tune the offline pretrained model on the ICPR 2014 HEp-2 cell set and report on its test split.
 
     python benchmarks/hep2.py [--data ../shared/data/hep2_icpr2014] [--epochs 12] [--image-size 96]
+    python benchmarks/hep2.py --config configs/timm_modern.yaml    # a recipe file, with the offline model
 
 Trains on training/, selects the best epoch by validation/ mean class accuracy, reports on test/. Prints test accuracy,
 ACA, wall time and training images/s. Target (issue 2): test accuracy >= 0.92 within 60 minutes on 2 CPU cores.
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from celltune.config import TrainConfig
+from celltune.config import TrainConfig, load_config, replace
 from celltune.models import DEFAULT_MODEL
 from celltune.train import fit
 
@@ -26,7 +27,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--config", help="a recipe YAML (configs/); --model, --image-size and --epochs override it")
+    p.add_argument("--epochs", type=int, default=None, help="default 12, or the recipe's")
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -39,18 +41,24 @@ def main() -> int:
         print(f"no HEp-2 data at {args.data}; pass --data", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    config = TrainConfig(
-        data=args.data, model=args.model, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer="adamw", lr=args.lr, weight_decay=0.05, scheduler="cosine", warmup_epochs=1,
-        label_smoothing=0.1, num_workers=args.num_workers, accelerator=args.accelerator, out_dir=args.out_dir,
-        name=f"hep2-{args.model}-{args.image_size}px", max_steps_per_epoch=args.max_steps_per_epoch,
-    )
+    common = {"data": args.data, "model": args.model, "image_size": args.image_size,
+              "num_workers": args.num_workers, "accelerator": args.accelerator, "out_dir": args.out_dir,
+              "max_steps_per_epoch": args.max_steps_per_epoch}
+    if args.config:
+        recipe = Path(args.config).stem
+        config = load_config(args.config, common | ({"epochs": args.epochs} if args.epochs else {}))
+    else:
+        recipe = "foundation"
+        config = TrainConfig(**common, epochs=args.epochs or 12, batch_size=args.batch_size, optimizer="adamw",
+                             lr=args.lr, weight_decay=0.05, scheduler="cosine", warmup_epochs=1, label_smoothing=0.1)
+    config = replace(config, name=f"hep2-{recipe}-{args.model}-{args.image_size}px")
     start = time.perf_counter()
     run_dir = fit(config)
     wall = time.perf_counter() - start
     m = json.loads((run_dir / "metrics.json").read_text())
     result = {
-        "model": args.model, "image_size": args.image_size, "epochs": m["epochs_run"], "best_epoch": m["best_epoch"],
+        "recipe": recipe, "model": args.model, "image_size": args.image_size, "epochs": m["epochs_run"],
+        "best_epoch": m["best_epoch"], "tta": m["tta"],
         "test_accuracy": round(m["accuracy"], 4), "test_aca": round(m["mean_class_accuracy"], 4),
         "test_macro_f1": round(m["macro_f1"], 4), "val_aca": round(m["best_val"]["mean_class_accuracy"], 4),
         "wall_seconds": round(wall), "train_images_per_second": round(m["fit_images_per_second"], 1),

@@ -37,6 +37,10 @@ def test_evaluate_prints_and_writes_metrics(trained_run, tiny_data, tmp_path, ca
     assert metrics["num_samples"] == 18 and len(metrics["per_class"]) == 6
     assert f"accuracy {metrics['accuracy']:.4f}" in out
     assert (tmp_path / "confusion_matrix_val.png").is_file() and (tmp_path / "predictions_val.csv").is_file()
+    assert metrics["tta"] == "none" and 0.0 <= metrics["roc_auc_macro"] <= 1.0
+    assert main(["-q", "evaluate", str(trained_run), "--data", str(tiny_data), "--split", "val", "--tta", "dihedral",
+                 "--out-dir", str(tmp_path / "tta")]) == 0
+    assert json.loads((tmp_path / "tta" / "metrics_val.json").read_text())["tta"] == "dihedral"
 
 
 def test_predict_topk_for_images_and_csv_for_folders(trained_run, tiny_data, tmp_path, capsys):
@@ -81,3 +85,13 @@ def test_demo_config_makes_synthetic_data(tmp_path):
     config = demo_config(data=None, workdir=tmp_path, epochs=1)
     assert (Path(config.data) / "README.txt").read_text().startswith("SYNTHETIC")
     assert config.pretrained and config.epochs == 1
+
+
+def test_resume_flag_continues_a_run_in_place(tiny_data, tmp_path):
+    args = ["-q", "train", "--data", str(tiny_data), "--model", "mobilenet_v2", "--no-pretrained", "--image-size",
+            "32", "--batch-size", "8", "--max-steps-per-epoch", "1", "--num-workers", "0", "--scheduler", "plateau",
+            "--out-dir", str(tmp_path), "--name", "r"]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert main(["-q", "train", "--resume", str(tmp_path / "r"), "--epochs", "2"]) == 0
+    assert [row["epoch"] for row in csv.DictReader((tmp_path / "r" / "history.csv").open())] == ["1", "2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

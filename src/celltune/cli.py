@@ -32,24 +32,56 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--out-dir", {"help": "parent folder of run directories (default runs)"}),
     ("--name", {"help": "run directory name (default MODEL-TIMESTAMP); never overwritten"}),
     ("--max-steps-per-epoch", {"type": int, "help": "cap on batches per epoch, for quick checks"}),
+    ("--mask-dir", {"help": "masks with the images' file names: white keeps, black zeroes the pixel"}),
+    ("--balance", {"choices": ["none", "sampler", "loss"], "help": "class imbalance: weighted sampler or loss"}),
+    ("--patience", {"type": int, "help": "early stopping after this many epochs without improvement"}),
+    ("--early-stop-monitor", {"choices": ["val_loss", "val_aca"]}),
+    ("--tta", {"choices": ["none", "flips", "dihedral"], "help": "test-time augmentation for the final report"}),
+]
+
+# flag -> Augment field; None defaults as above.
+_AUGMENT_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("--hflip", {"action": argparse.BooleanOptionalAction}),
+    ("--vflip", {"action": argparse.BooleanOptionalAction}),
+    ("--rot90", {"action": argparse.BooleanOptionalAction, "help": "random right-angle turns"}),
+    ("--rotation", {"type": float, "help": "random rotation range in degrees (0: off)"}),
+    ("--crop-scale", {"type": float, "help": "RandomResizedCrop smallest area fraction (1.0: off)"}),
+    ("--affine-degrees", {"type": float, "help": "RandomAffine rotation range"}),
+    ("--affine-translate", {"type": float, "help": "RandomAffine shift, fraction of the size"}),
+    ("--affine-scale", {"type": float, "help": "RandomAffine zoom range 1 +- this"}),
+    ("--color-jitter", {"type": float, "help": "brightness/contrast jitter strength"}),
+    ("--randaugment-ops", {"type": int, "help": "RandAugment operations per image (0: off)"}),
+    ("--randaugment-magnitude", {"type": int}),
+    ("--random-erasing", {"type": float, "help": "RandomErasing probability"}),
+    ("--mixup", {"type": float, "help": "Mixup alpha (0: off)"}),
+    ("--cutmix", {"type": float, "help": "CutMix alpha (0: off)"}),
 ]
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of options; flags given here override it")
-    for flag, kwargs in _TRAIN_FLAGS:
+    for flag, kwargs in _TRAIN_FLAGS + _AUGMENT_FLAGS:
         p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its own directory")
     p.add_argument("--freeze-backbone", action="store_true", default=None, help="train the new head only")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="random initialisation instead of ImageNet weights")
 
 
-def _train_config(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> TrainConfig:
-    names = [flag[2:].replace("-", "_") for flag, _ in _TRAIN_FLAGS] + ["freeze_backbone", "pretrained"]
-    given = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    if args.config:
-        return load_config(args.config, {**(defaults or {}), **given})
-    return config_from_dict({**(defaults or {}), **given}, source="command line")
+def _given(args: argparse.Namespace, flags: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    names = [flag[2:].replace("-", "_") for flag, _ in flags]
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    given = _given(args, _TRAIN_FLAGS) | {n: getattr(args, n) for n in ("freeze_backbone", "pretrained")
+                                          if getattr(args, n) is not None}
+    if augment := _given(args, _AUGMENT_FLAGS):
+        given["augment"] = augment
+    config_file = Path(args.resume) / "config.yaml" if args.resume else args.config
+    if config_file:
+        return load_config(config_file, given)
+    return config_from_dict(given, source="command line")
 
 
 def _format_metrics(m: dict) -> str:
@@ -82,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     if not config.data:
         raise ValueError("give --data DIR (or data: in the --config file)")
-    _print_run(fit(config))
+    _print_run(fit(config, resume=args.resume))
     return 0
 
 
@@ -90,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from celltune.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, tta=args.tta, mask_dir=args.mask_dir)
     print(f"{args.split} split of {args.data}:\n{_format_metrics(metrics)}")
     if args.out_dir:
         print(f"\nwrote metrics_{args.split}.json, predictions_{args.split}.csv, confusion_matrix_{args.split}.png "
@@ -101,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from celltune.predict import Predictor, images_under, write_predictions_csv
 
-    predictor = Predictor(args.checkpoint)
+    predictor = Predictor(args.checkpoint, tta=args.tta)
     inputs = [Path(p) for p in args.images]
     missing = [p for p in inputs if not p.exists()]
     if missing:
@@ -171,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--out-dir", help="write metrics, predictions and confusion matrix here")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"],
+                   help="average predictions over flipped (4) or all flipped and rotated (8) views")
+    p.add_argument("--mask-dir", help="masks with the images' file names, as in training")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="class probabilities for images; folders go to a CSV")
@@ -180,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="predictions.csv", help="CSV for folder arguments")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"])
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("summarize", help="counts per class and split, image sizes")

@@ -33,6 +33,11 @@ class TrainConfig:
     plateau_patience: int = 5
     label_smoothing: float = 0.0
     augment: Augment = field(default_factory=Augment)
+    mask_dir: str | None = None  # masks with the images' file names: white keeps, black zeroes the pixel
+    balance: Literal["none", "sampler", "loss"] = "none"  # class imbalance: weighted sampler or class-weighted loss
+    patience: int | None = None  # early stopping: epochs without improvement of early_stop_monitor
+    early_stop_monitor: Literal["val_loss", "val_aca"] = "val_loss"
+    tta: Literal["none", "flips", "dihedral"] = "none"  # test-time augmentation for the final report
     val_fraction: float = 0.15  # used only for a single class-folder tree
     test_fraction: float = 0.15
     seed: int = 0

@@ -208,12 +208,35 @@ def read_image(path: str | Path) -> torch.Tensor:
     return tensor.contiguous()
 
 
-class CellDataset(torch.utils.data.Dataset):
-    """(image, label) pairs; ``transform`` maps the (3, H, W) float image to the model's input."""
+def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:
+    """The mask of each sample: same relative path (or, failing that, same file name) under ``mask_dir``."""
+    data_root, mask_dir = Path(data_root), Path(mask_dir)
+    out = []
+    for s in samples:
+        candidates = [mask_dir / s.path.relative_to(data_root), mask_dir / s.path.name]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise DataError(f"{s.path}: no mask at {candidates[0]} or {candidates[1]}; add one or drop --mask-dir")
+        out.append(found)
+    return out
 
-    def __init__(self, samples: list[Sample], transform=None) -> None:
+
+def apply_mask(image: torch.Tensor, mask_path: Path) -> torch.Tensor:
+    """Zero the pixels where the mask is black; white keeps the image. (3, H, W) -> (3, H, W)."""
+    mask = read_image(mask_path)[0] > 0.5  # (H, W)
+    if mask.shape != image.shape[1:]:
+        raise DataError(f"{mask_path}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[1:])}")
+    return image * mask
+
+
+class CellDataset(torch.utils.data.Dataset):
+    """(image, label) pairs; masks (if any) black out background before ``transform`` maps the (3, H, W) float
+    image to the model's input."""
+
+    def __init__(self, samples: list[Sample], transform=None, masks: list[Path] | None = None) -> None:
         self.samples = samples
         self.transform = transform
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -221,6 +244,8 @@ class CellDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[i]
         image = read_image(sample.path)
+        if self.masks is not None:
+            image = apply_mask(image, self.masks[i])
         if self.transform is not None:
             image = self.transform(image)
         return image, sample.label

@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
-from celltune.data import DataError, LabelledSplits, Sample, discover
+from celltune.data import DataError, LabelledSplits, Sample, discover, mask_paths
 from celltune.metrics import classification_metrics
 from celltune.predict import Prediction, card_transform, make_loader, predict_probs, write_predictions_csv
 from celltune.report import plot_confusion, write_json
@@ -17,13 +17,14 @@ from celltune.report import plot_confusion, write_json
 log = logging.getLogger(__name__)
 
 
-def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64,
-          num_workers: int = 0) -> tuple[dict, np.ndarray]:
+def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64, num_workers: int = 0,
+          tta: str = "none", masks: list[Path] | None = None) -> tuple[dict, np.ndarray]:
     """(metrics, (N, C) probabilities) of ``model`` on ``samples``."""
-    probs = predict_probs(model, make_loader(samples, card_transform(card), batch_size=batch_size,
-                                             num_workers=num_workers))
+    loader = make_loader(samples, card_transform(card), batch_size=batch_size, num_workers=num_workers, masks=masks)
+    probs = predict_probs(model, loader, tta=tta)
     labels = [s.label for s in samples]
-    return classification_metrics(labels, probs.argmax(axis=1), card.class_names), probs
+    metrics = classification_metrics(labels, probs.argmax(axis=1), card.class_names, probs=probs)
+    return metrics | {"tta": tta}, probs
 
 
 def write_scored(out_dir: Path, *, split: str, metrics: dict, probs: np.ndarray, samples: list[Sample],
@@ -46,14 +47,16 @@ def align_labels(found: LabelledSplits, class_names: list[str], root: str | Path
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str = "test", seed: int = 0,
-                        out_dir: str | Path | None = None, batch_size: int = 64) -> dict:
+                        out_dir: str | Path | None = None, batch_size: int = 64, tta: str = "none",
+                        mask_dir: str | Path | None = None) -> dict:
     """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given."""
     model, card, saved = load_checkpoint(checkpoint)
     found = align_labels(discover(data, seed=saved.get("split_seed", seed)), card.class_names, data)
     if split not in found.splits:
         raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
     samples = found.splits[split]
-    metrics, probs = score(model, card, samples, batch_size=batch_size)
+    masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
+    metrics, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
 from celltune.data import IMAGE_SUFFIXES, CellDataset, Sample, read_image
-from celltune.transforms import eval_transform
+from celltune.transforms import TTA_VIEWS, eval_transform
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,21 @@ def default_device() -> torch.device:
 
 
 @torch.inference_mode()
-def predict_probs(
-    model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device | None = None
-) -> np.ndarray:
+def batch_probs(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """(B, C) softmax probabilities, averaged over the test-time augmentation views of (B, 3, H, W) ``images``."""
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {sorted(TTA_VIEWS)}")
+    views = TTA_VIEWS[tta](images)
+    return torch.stack([model(v).float().softmax(dim=1) for v in views]).mean(dim=0)
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: torch.device | None = None,
+                  tta: str = "none") -> np.ndarray:
     """(N, num_classes) softmax probabilities in loader order."""
     device = device or default_device()
     model = model.to(device).eval()
-    out = [model(images.to(device)).float().softmax(dim=1).cpu() for images, _ in loader]
+    out = [batch_probs(model, images.to(device), tta).cpu() for images, _ in loader]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -38,8 +46,9 @@ def card_transform(card: ModelCard):
                           interpolation=card.interpolation)
 
 
-def make_loader(samples: list[Sample], transform, *, batch_size: int = 64, num_workers: int = 0):
-    return torch.utils.data.DataLoader(CellDataset(samples, transform), batch_size=batch_size, shuffle=False,
+def make_loader(samples: list[Sample], transform, *, batch_size: int = 64, num_workers: int = 0,
+                masks: list[Path] | None = None):
+    return torch.utils.data.DataLoader(CellDataset(samples, transform, masks), batch_size=batch_size, shuffle=False,
                                        num_workers=num_workers)
 
 
@@ -56,11 +65,12 @@ class Prediction:
 class Predictor:
     """A checkpoint with its own preprocessing, ready for images."""
 
-    def __init__(self, checkpoint: str | Path, device: torch.device | None = None) -> None:
+    def __init__(self, checkpoint: str | Path, device: torch.device | None = None, tta: str = "none") -> None:
         self.model, self.card, _ = load_checkpoint(checkpoint)
         self.device = device or default_device()
         self.model.to(self.device)
         self.transform = card_transform(self.card)
+        self.tta = tta
 
     @property
     def class_names(self) -> list[str]:
@@ -72,7 +82,7 @@ class Predictor:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
             batch = torch.stack([self.transform(read_image(p)) for p in chunk]).to(self.device)
-            probs = self.model(batch).float().softmax(dim=1).cpu().tolist()
+            probs = batch_probs(self.model, batch, self.tta).cpu().tolist()
             results += [Prediction(p, pr) for p, pr in zip(chunk, probs, strict=True)]
         return results
 

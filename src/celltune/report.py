@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,9 +30,9 @@ def read_history(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path | BinaryIO) -> None:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
 
 
 def plot_curves(history: list[dict], out_dir: Path) -> list[Path]:
@@ -53,8 +54,10 @@ def plot_curves(history: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path, title: str = "") -> Path:
-    """Counts in each cell, colour by row-normalised rate so small classes are as visible as large ones."""
+def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path | BinaryIO, title: str = "",
+                   normalized: bool = False) -> Path | BinaryIO:
+    """Counts (or, ``normalized``, the fraction of each true class) in each cell; colour by row-normalised rate so
+    small classes are as visible as large ones."""
     counts = np.asarray(cm)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
@@ -68,8 +71,8 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path, titl
     ax.set_ylabel("true")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            text = f"{rates[i, j]:.2f}" if normalized else str(counts[i, j])
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if rates[i, j] > 0.5 else "black")
     if title:
         ax.set_title(title)
     _save(fig, path)

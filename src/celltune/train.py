@@ -14,18 +14,24 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
 from celltune.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.config import TrainConfig, save_config
-from celltune.data import CellDataset, discover, summarize
+from celltune.data import CellDataset, LabelledSplits, discover, mask_paths, summarize
 from celltune.evaluate import score, write_scored
 from celltune.metrics import classification_metrics
 from celltune.models import create_model, resolve_name
 from celltune.report import plot_curves, write_history, write_json
+from celltune.report_html import write_report
 from celltune.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"  # Lightning's full training state (optimizer, scheduler, loops), for --resume
 
 
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
@@ -60,26 +66,51 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """N / (C * count) per class: 1.0 everywhere for balanced data; a class absent from ``labels`` gets 0."""
+    counts = torch.bincount(torch.as_tensor(labels), minlength=num_classes).float()
+    weights = len(labels) / (num_classes * counts)
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
 class CellClassifier(L.LightningModule):
     """Cross-entropy fine-tuning; keeps the epoch history and writes ``best.pt`` on each new best validation ACA."""
 
-    def __init__(self, model: nn.Module, *, card: ModelCard, config: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, model: nn.Module, *, card: ModelCard, config: TrainConfig, run_dir: Path,
+                 loss_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
         self.card = card
         self.config = config
         self.run_dir = run_dir
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=config.label_smoothing)
+        aug = config.augment
+        self.mixup = None
+        if aug.mixup or aug.cutmix:
+            # Mixup/CutMix make soft targets; label smoothing moves into them.
+            self.mixup = Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, label_smoothing=config.label_smoothing,
+                               num_classes=len(card.class_names))
+            self.soft_criterion = SoftTargetCrossEntropy()
         self.history: list[dict] = []
         self.best_aca = -1.0
-        self.best_epoch = -1
         self.images_seen = 0
         self._train_sums = torch.zeros(3)  # loss * n, correct, n
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._last_val: dict[str, float] = {}
         self._epoch_start = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    # The run's own state travels in Lightning's checkpoint, so --resume continues the history and the best score.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["celltune"] = {"history": self.history, "best_aca": self.best_aca, "images_seen": self.images_seen}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("celltune", {})
+        self.history = list(state.get("history", []))
+        self.best_aca = float(state.get("best_aca", -1.0))
+        self.images_seen = int(state.get("images_seen", 0))
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
@@ -92,8 +123,13 @@ class CellClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        logits = self(images)  # (B, C)
-        loss = self.criterion(logits, labels)
+        if self.mixup is not None and len(labels) % 2 == 0:
+            images, soft_targets = self.mixup(images, labels)
+            logits = self(images)  # (B, C)
+            loss = self.soft_criterion(logits, soft_targets)
+        else:
+            logits = self(images)
+            loss = self.criterion(logits, labels)
         n = labels.numel()
         self._train_sums += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n])
         self.log("loss", loss, prog_bar=True)
@@ -102,8 +138,8 @@ class CellClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
-        self._val_outputs.append((logits.detach().float().cpu(), labels.cpu(), nn.functional.cross_entropy(
-            logits.float(), labels, reduction="sum").detach().cpu()))
+        loss_sum = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        self._val_outputs.append((logits.detach().float().cpu(), labels.cpu(), loss_sum.detach().cpu()))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
@@ -113,19 +149,20 @@ class CellClassifier(L.LightningModule):
         loss = float(sum(o[2] for o in self._val_outputs)) / len(labels)
         self._val_outputs.clear()
         m = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.card.class_names)
-        self.log_dict({"val_loss": loss, "val_acc": m["accuracy"], "val_aca": m["mean_class_accuracy"]}, prog_bar=True)
         self._last_val = {"val_loss": loss, "val_acc": m["accuracy"], "val_aca": m["mean_class_accuracy"],
                           "val_macro_f1": m["macro_f1"]}
-        if not self.trainer.sanity_checking and m["mean_class_accuracy"] > self.best_aca:
-            self.best_aca, self.best_epoch = m["mean_class_accuracy"], self.current_epoch
+        self.log_dict({k: self._last_val[k] for k in ("val_loss", "val_acc", "val_aca")}, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        if m["mean_class_accuracy"] > self.best_aca:
+            self.best_aca = m["mean_class_accuracy"]
             save_checkpoint(self.run_dir / BEST, model=self.model, card=self.card,
                             extra={"epoch": self.current_epoch, "val_metrics": m, "split_seed": self.config.seed})
-
-    def on_train_epoch_end(self) -> None:
+        # The epoch's row is complete here, before Lightning writes last.ckpt at the end of validation.
         loss_sum, correct, n = self._train_sums.tolist()
         self.images_seen += int(n)
         row = {"epoch": self.current_epoch + 1, "train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
-               **getattr(self, "_last_val", {}), "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+               **self._last_val, "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
                "seconds": time.perf_counter() - self._epoch_start}
         self.history.append(row)
         write_history(self.run_dir / "history.csv", self.history)
@@ -155,9 +192,39 @@ def _num_workers(config: TrainConfig) -> int:
     return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
-def fit(config: TrainConfig) -> Path:
-    """Train as ``config`` says; returns the run directory holding checkpoint, history, metrics and plots."""
+def _loaders(config: TrainConfig, found: LabelledSplits, train_tf, eval_tf):
+    workers = _num_workers(config)
+    args: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": workers,
+                            "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
+    masks = {split: mask_paths(found.splits[split], data_root=config.data, mask_dir=config.mask_dir)
+             if config.mask_dir else None for split in found.splits}
+    train = found.splits["train"]
+    sampler = None
+    if config.balance == "sampler":
+        # Each image drawn with probability 1 / (its class count): every class equally often per epoch on average.
+        weights = class_weights([s.label for s in train], len(found.class_names))[[s.label for s in train]]
+        sampler = torch.utils.data.WeightedRandomSampler(weights.tolist(), num_samples=len(train), replacement=True)
+    # drop_last keeps BatchNorm away from a final batch of one image.
+    train_loader = torch.utils.data.DataLoader(
+        CellDataset(train, train_tf, masks["train"]), shuffle=sampler is None, sampler=sampler,
+        drop_last=len(train) > config.batch_size, **args)
+    val_loader = torch.utils.data.DataLoader(CellDataset(found.splits["val"], eval_tf, masks["val"]), **args)
+    return train_loader, val_loader, masks
+
+
+def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
+    """Train as ``config`` says; returns the run directory holding checkpoint, history, metrics and report.
+
+    ``resume``: a run directory whose ``last.ckpt`` continues (epochs, optimizer and scheduler state) in place.
+    """
     resolve_name(config.model)  # a misspelt model fails before the dataset is scanned
+    if config.balance == "loss" and (config.augment.mixup or config.augment.cutmix):
+        raise ValueError("balance: loss does not combine with Mixup/CutMix soft targets; use balance: sampler")
+    if resume is not None and not (Path(resume) / LAST).is_file():
+        raise FileNotFoundError(f"{Path(resume) / LAST}: nothing to resume; the run never finished an epoch")
+    # Absolute paths, so the saved config.yaml (and --resume) work from any directory.
+    config = replace(config, data=str(Path(config.data).resolve()),
+                     mask_dir=str(Path(config.mask_dir).resolve()) if config.mask_dir else None)
     L.seed_everything(config.seed, workers=True, verbose=False)
     found = discover(config.data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                      seed=config.seed)
@@ -169,33 +236,38 @@ def fit(config: TrainConfig) -> Path:
     card = ModelCard(model_name=config.model, class_names=found.class_names, mean=list(prep.mean), std=list(prep.std),
                      image_size=config.image_size, interpolation=prep.interpolation)
 
-    run_dir = new_run_dir(config.out_dir, config.name or f"{config.model.replace(':', '_')}-"
-                          f"{datetime.now():%Y%m%d-%H%M%S}")
+    if resume is not None:
+        run_dir = Path(resume)
+    else:
+        run_dir = new_run_dir(config.out_dir, config.name or f"{config.model.replace(':', '_')}-"
+                              f"{datetime.now():%Y%m%d-%H%M%S}")
     save_config(config, run_dir / "config.yaml")
     write_json(run_dir / "dataset.json", summary)
     log.info("run directory %s", run_dir)
 
-    workers = _num_workers(config)
-    loader_args: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": workers,
-                                   "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
     train_tf = train_transform(image_size=config.image_size, mean=prep.mean, std=prep.std,
                                interpolation=prep.interpolation, augment=config.augment)
     eval_tf = eval_transform(image_size=config.image_size, mean=prep.mean, std=prep.std,
                              interpolation=prep.interpolation)
-    # drop_last keeps BatchNorm away from a final batch of one image.
-    train_loader = torch.utils.data.DataLoader(CellDataset(found.splits["train"], train_tf), shuffle=True,
-                                               drop_last=len(found.splits["train"]) > config.batch_size, **loader_args)
-    val_loader = torch.utils.data.DataLoader(CellDataset(found.splits["val"], eval_tf), **loader_args)
+    train_loader, val_loader, masks = _loaders(config, found, train_tf, eval_tf)
 
-    module = CellClassifier(model, card=card, config=config, run_dir=run_dir)
+    loss_weights = (class_weights([s.label for s in found.splits["train"]], len(found.class_names))
+                    if config.balance == "loss" else None)
+    module = CellClassifier(model, card=card, config=config, run_dir=run_dir, loss_weights=loss_weights)
+    callbacks: list[L.Callback] = [ModelCheckpoint(dirpath=run_dir, filename=Path(LAST).stem,
+                                                   enable_version_counter=False, save_on_train_epoch_end=True)]
+    if config.patience is not None:
+        callbacks.append(EarlyStopping(monitor=config.early_stop_monitor, patience=config.patience,
+                                       mode="min" if config.early_stop_monitor == "val_loss" else "max"))
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices, logger=False,
-        enable_checkpointing=False, num_sanity_val_steps=0, deterministic=False,
-        limit_train_batches=config.max_steps_per_epoch or 1.0, log_every_n_steps=10, default_root_dir=run_dir,
+        callbacks=callbacks, num_sanity_val_steps=0, limit_train_batches=config.max_steps_per_epoch or 1.0,
+        log_every_n_steps=10, default_root_dir=run_dir,
     )
-    start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader)
-    train_seconds = time.perf_counter() - start
+    trainer.fit(module, train_loader, val_loader, ckpt_path=Path(resume) / LAST if resume is not None else None)
+    train_seconds = sum(row["seconds"] for row in module.history)  # all epochs, across resumes
+    if not (run_dir / BEST).is_file():
+        raise RuntimeError(f"{run_dir}: training stopped before a validation pass; no checkpoint was written")
     write_history(run_dir / "history.csv", module.history)
     plot_curves(module.history, run_dir)
 
@@ -203,7 +275,8 @@ def fit(config: TrainConfig) -> Path:
     best = torch.load(run_dir / BEST, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
     split = "test" if found.splits.get("test") else "val"
-    metrics, probs = score(model, card, found.splits[split], batch_size=config.batch_size * 2)
+    metrics, probs = score(model, card, found.splits[split], batch_size=config.batch_size * 2, tta=config.tta,
+                           masks=masks[split])
     write_scored(run_dir, split=split, metrics=metrics, probs=probs, samples=found.splits[split],
                  class_names=card.class_names)
     write_json(run_dir / "metrics.json", {
@@ -214,5 +287,6 @@ def fit(config: TrainConfig) -> Path:
         # Training images per wall-clock second of the whole fit, validation passes included.
         "fit_images_per_second": module.images_seen / train_seconds if train_seconds else float(np.nan),
     })
+    write_report(run_dir, samples=found.splits[split], probs=probs)
     log.info("%s accuracy %.4f, ACA %.4f", split, metrics["accuracy"], metrics["mean_class_accuracy"])
     return run_dir
