@@ -106,6 +106,7 @@ def _print_run(run_dir: Path) -> None:
           f"{metrics['best_val']['mean_class_accuracy']:.4f}; {metrics['train_seconds']:.0f} s, "
           f"{metrics['fit_images_per_second']:.1f} training images/s")
     print(f"\n{metrics['split']} split:\n{_format_metrics(metrics)}")
+    print(f"\nreport: {run_dir / 'report.html'}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
