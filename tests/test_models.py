@@ -132,3 +132,29 @@ def test_offline_imagenet_weights_are_genuine(name, available):
 
 def test_default_model_is_one_with_offline_weights():
     assert DEFAULT_MODEL in ("mobilenet_v2", "tf_efficientnet_lite0")
+
+
+@pytest.mark.parametrize(("name", "stem"), [("resnet18", "conv1"), ("timm:resnet18", "conv1"),
+                                            ("tf_efficientnet_lite0", "conv_stem"), ("alexnet", "features.0")])
+@pytest.mark.parametrize("in_chans", [1, 2, 4, 5])
+def test_stem_adapted_from_rgb_filters(name, stem, in_chans):
+    torch.manual_seed(0)
+    rgb_model, rgb_prep = create_model(name, num_classes=2, pretrained=False)
+    torch.manual_seed(0)  # the same initial weights, standing in for pretrained ones
+    model, prep = create_model(name, num_classes=2, in_chans=in_chans, pretrained=False)
+    rgb = rgb_model.get_submodule(stem).weight.detach()
+    w = model.get_submodule(stem).weight.detach()
+    assert w.shape == (rgb.shape[0], in_chans, *rgb.shape[2:])
+    scale = 3 / in_chans
+    mean = rgb.mean(dim=1)
+    if in_chans >= 3:
+        assert torch.allclose(w[:, :3], rgb * scale)  # RGB filters kept, rescaled
+    for c in range(3 if in_chans >= 3 else 0, in_chans):
+        assert torch.allclose(w[:, c], mean * scale)  # extra channels: the mean RGB filter, rescaled
+    # A grey image with every channel equal gets the same stem response as the RGB model gave it.
+    x = torch.full((1, in_chans, 32, 32), 0.3)
+    conv, rgb_conv = model.get_submodule(stem), rgb_model.get_submodule(stem)
+    assert torch.allclose(conv(x), rgb_conv(torch.full((1, 3, 32, 32), 0.3)), atol=1e-5)
+    assert len(prep.mean) == len(prep.std) == in_chans
+    if in_chans >= 3:
+        assert prep.mean[:3] == rgb_prep.mean

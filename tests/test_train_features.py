@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from celltune.config import TrainConfig, load_config
-from celltune.data import DataError, discover, mask_paths
+from celltune.data import DataError, discover
+from celltune.dataset import mask_paths
 from celltune.train import LAST, CellClassifier, _loaders, class_weights, fit
 from celltune.transforms import Augment
 

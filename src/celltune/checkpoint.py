@@ -25,6 +25,10 @@ class ModelCard:
     image_size: int
     interpolation: str = "bilinear"
     in_chans: int = 3
+    channels: list[str] | None = None  # None: RGB from one image file; else channel names or TIFF plane numbers
+    intensity: str = "scale"  # scale | percentile | dataset (see celltune.channels)
+    multilabel: bool = False  # sigmoid outputs, several labels per image
+    thresholds: list[float] | None = None  # multi-label: per-class decision thresholds tuned on validation
 
 
 def save_checkpoint(path: str | Path, *, model: nn.Module, card: ModelCard, extra: dict | None = None) -> None:

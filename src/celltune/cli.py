@@ -35,8 +35,14 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--mask-dir", {"help": "masks with the images' file names: white keeps, black zeroes the pixel"}),
     ("--balance", {"choices": ["none", "sampler", "loss"], "help": "class imbalance: weighted sampler or loss"}),
     ("--patience", {"type": int, "help": "early stopping after this many epochs without improvement"}),
-    ("--early-stop-monitor", {"choices": ["val_loss", "val_aca"]}),
+    ("--early-stop-monitor", {"choices": ["val_loss", "val_aca", "val_macro_f1"]}),
     ("--tta", {"choices": ["none", "flips", "dihedral"], "help": "test-time augmentation for the final report"}),
+    ("--channels", {"type": lambda s: [c.strip() for c in s.split(",")],
+                    "help": "red,green,blue,yellow for {id}_red.png files, or TIFF planes 0,1,2,3"}),
+    ("--intensity", {"choices": ["scale", "percentile", "dataset"],
+                     "help": "bit-depth scaling, per-image percentile stretch, or dataset mean/std"}),
+    ("--label-names", {"help": "multi-label: 'id,name' CSV naming the label ids"}),
+    ("--focal-gamma", {"type": float, "help": "multi-label: focal loss with this gamma instead of BCE"}),
 ]
 
 # flag -> Augment field; None defaults as above.
@@ -84,7 +90,21 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return config_from_dict(given, source="command line")
 
 
+def _format_multilabel(m: dict) -> str:
+    width = max(len(c) for c in m["class_names"]) + 2
+    lines = [f"images {m['num_samples']}  macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}  "
+             f"exact match {m['exact_match']:.4f}", "",
+             f"{'label':<{width}}{'images':>8}{'threshold':>10}{'precision':>10}{'recall':>10}{'f1':>8}{'auc':>8}"]
+    for name, r in m["per_class"].items():
+        auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"
+        lines.append(f"{name:<{width}}{r['support']:>8d}{r['threshold']:>10.2f}{r['precision']:>10.4f}"
+                     f"{r['recall']:>10.4f}{r['f1']:>8.4f}{auc:>8}")
+    return "\n".join(lines)
+
+
 def _format_metrics(m: dict) -> str:
+    if m.get("multilabel"):
+        return _format_multilabel(m)
     width = max(len(c) for c in m["class_names"]) + 2
     lines = [f"images {m['num_samples']}  accuracy {m['accuracy']:.4f}  mean class accuracy (ACA) "
              f"{m['mean_class_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}", "",
@@ -102,8 +122,9 @@ def _print_run(run_dir: Path) -> None:
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"\nrun directory: {run_dir}")
-    print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, validation ACA "
-          f"{metrics['best_val']['mean_class_accuracy']:.4f}; {metrics['train_seconds']:.0f} s, "
+    selection = "macro_f1" if metrics.get("multilabel") else "mean_class_accuracy"
+    print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, validation {selection} "
+          f"{metrics['best_val'][selection]:.4f}; {metrics['train_seconds']:.0f} s, "
           f"{metrics['fit_images_per_second']:.1f} training images/s")
     print(f"\n{metrics['split']} split:\n{_format_metrics(metrics)}")
     print(f"\nreport: {run_dir / 'report.html'}")
@@ -132,24 +153,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from celltune.predict import Predictor, images_under, write_predictions_csv
+    from celltune.predict import Predictor, inputs_under, write_predictions_csv
 
     predictor = Predictor(args.checkpoint, tta=args.tta)
+    card = predictor.card
     inputs = [Path(p) for p in args.images]
-    missing = [p for p in inputs if not p.exists()]
+    # With per-channel files an image is named by its stem (data/abc for data/abc_red.png ...), which is no file.
+    stems_allowed = card.channels is not None and not all(c.isdigit() for c in card.channels)
+    missing = [p for p in inputs if not p.exists() and not stems_allowed]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no such image or folder")
     folders = [p for p in inputs if p.is_dir()]
-    files = [p for p in inputs if p.is_file()]
-    for pred in predictor.predict_paths(files, batch_size=args.batch_size):
-        ranked = ", ".join(f"{c} {p:.3f}" for c, p in pred.topk(predictor.class_names, args.topk))
-        print(f"{pred.path}: {ranked}")
+    files = [p for p in inputs if not p.is_dir()]
     if folders:
         out = Path(args.output)
         if out.exists() and not args.overwrite:
             raise FileExistsError(f"{out} exists; choose another --output or pass --overwrite")
-        paths = [p for folder in folders for p in images_under(folder)]
-        write_predictions_csv(out, predictor.predict_paths(paths, batch_size=args.batch_size), predictor.class_names)
+    for pred in predictor.predict_paths(files, batch_size=args.batch_size):
+        hits = (pred.above(predictor.class_names, predictor.thresholds) if card.multilabel
+                else pred.topk(predictor.class_names, args.topk))
+        print(f"{pred.path}: " + (", ".join(f"{c} {p:.3f}" for c, p in hits) or "(no label above threshold)"))
+    if folders:
+        paths = [p for folder in folders for p in inputs_under(folder, card.channels)]
+        write_predictions_csv(out, predictor.predict_paths(paths, batch_size=args.batch_size), predictor.class_names,
+                              thresholds=predictor.thresholds if card.multilabel else None)
         print(f"wrote {len(paths)} predictions to {out}")
     return 0
 

@@ -36,7 +36,11 @@ class TrainConfig:
     mask_dir: str | None = None  # masks with the images' file names: white keeps, black zeroes the pixel
     balance: Literal["none", "sampler", "loss"] = "none"  # class imbalance: weighted sampler or class-weighted loss
     patience: int | None = None  # early stopping: epochs without improvement of early_stop_monitor
-    early_stop_monitor: Literal["val_loss", "val_aca"] = "val_loss"
+    early_stop_monitor: Literal["val_loss", "val_aca", "val_macro_f1"] = "val_loss"
+    channels: list[str] | None = None  # e.g. [red, green, blue, yellow] for {id}_red.png files, or TIFF planes [0, 1]
+    intensity: Literal["scale", "percentile", "dataset"] = "scale"  # see celltune.channels
+    label_names: str | None = None  # multi-label: 'id,name' CSV naming the label ids
+    focal_gamma: float = 0.0  # multi-label: focal loss with this gamma instead of BCE when > 0
     tta: Literal["none", "flips", "dihedral"] = "none"  # test-time augmentation for the final report
     val_fraction: float = 0.15  # used only for a single class-folder tree
     test_fraction: float = 0.15

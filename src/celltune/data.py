@@ -4,8 +4,11 @@ Three layouts are recognised, in this order:
 
 1. ICPR 2014 HEp-2: a CSV with ``Image ID,Image class`` rows (ids unpadded) beside ``training/``, ``validation/`` and
    ``test/`` folders of ``00001.png``-style files.
-2. Class-per-folder trees under ``train/`` (or ``training/``), ``val/`` (``valid/``, ``validation/``) and ``test/``.
-3. One class-per-folder tree, split into train/val/test by a seeded stratified split.
+2. Multi-label (Human Protein Atlas): a CSV with ``Id,Target`` rows, Target holding space-separated label ids, beside
+   a folder of the CSV's name (``train.csv`` -> ``train/``) holding ``{Id}.png`` / ``{Id}.tif`` or one file per channel
+   ``{Id}_red.png``...; split by iterative stratification.
+3. Class-per-folder trees under ``train/`` (or ``training/``), ``val/`` (``valid/``, ``validation/``) and ``test/``.
+4. One class-per-folder tree, split into train/val/test by a seeded stratified split.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 SPLITS = ("train", "val", "test")
 _SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 _ICPR_HEADER = ("image id", "image class")
+_MULTILABEL_HEADER = ("id", "target")
 
 
 class DataError(ValueError):
@@ -34,8 +38,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    path: Path
-    label: int
+    path: Path  # an image file, or for per-channel files their common stem ({Id} of {Id}_red.png)
+    label: int | tuple[int, ...]  # a class index, or the label ids of a multi-label image
 
 
 @dataclass
@@ -46,11 +50,19 @@ class LabelledSplits:
     splits: dict[str, list[Sample]] = field(default_factory=dict)
     layout: str = ""
 
+    def class_indices(self, split: str) -> list[int]:
+        """Single-label: the class index of every image of ``split``."""
+        return [s.label for s in self.splits[split] if isinstance(s.label, int)]
+
+    @property
+    def multilabel(self) -> bool:
+        return any(isinstance(s.label, tuple) for samples in self.splits.values() for s in samples)
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """{split: {class name: count}} with every class present, zeros included."""
+        """{split: {class name: images}} with every class present, zeros included (multi-label: images per label)."""
         out = {}
         for split, samples in self.splits.items():
-            per_label = Counter(s.label for s in samples)
+            per_label = Counter(lab for s in samples for lab in (s.label if isinstance(s.label, tuple) else [s.label]))
             out[split] = {name: per_label[i] for i, name in enumerate(self.class_names)}
         return out
 
@@ -63,13 +75,91 @@ def _split_dir(root: Path, split: str) -> Path | None:
     return next((root / d for d in _SPLIT_DIRS[split] if (root / d).is_dir()), None)
 
 
-def _find_icpr_csv(root: Path) -> Path | None:
+def _find_csv(root: Path, header: tuple[str, str]) -> Path | None:
     for path in sorted(root.glob("*.csv")):
         with path.open(newline="") as f:
-            header = next(csv.reader(f), [])
-        if tuple(h.strip().lower() for h in header[:2]) == _ICPR_HEADER:
+            first = next(csv.reader(f), [])
+        if tuple(h.strip().lower() for h in first[:2]) == header:
             return path
     return None
+
+
+def read_label_names(path: str | Path) -> dict[int, str]:
+    """``id,name`` rows (a header row is skipped) -> {id: name}."""
+    path = Path(path)
+    names: dict[int, str] = {}
+    with path.open(newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if len(row) < 2 or (line == 1 and not row[0].strip().isdigit()):
+                continue
+            try:
+                names[int(row[0])] = row[1].strip()
+            except ValueError as err:
+                raise DataError(f"{path}:{line}: expected 'id,name', got {row!r}") from err
+    return names
+
+
+def _read_multilabel(root: Path, csv_path: Path, *, label_names: str | Path | None, val_fraction: float,
+                     test_fraction: float, seed: int) -> LabelledSplits:
+    folder = root / csv_path.stem if (root / csv_path.stem).is_dir() else root
+    files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    channel_stems = {stem.rsplit("_", 1)[0] for stem in files if "_" in stem}
+    samples: list[Sample] = []
+    label_sets: list[tuple[int, ...]] = []
+    with csv_path.open(newline="") as f:
+        rows = csv.reader(f)
+        next(rows)
+        for line, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            try:
+                image_id, labels = row[0].strip(), tuple(sorted({int(t) for t in row[1].split()}))
+            except (ValueError, IndexError) as err:
+                raise DataError(f"{csv_path}:{line}: expected 'Id,Target' with space-separated label ids, "
+                                f"got {row!r}") from err
+            label_sets.append(labels)
+            if image_id in files:
+                samples.append(Sample(files[image_id], labels))
+            elif image_id in channel_stems:
+                samples.append(Sample(folder / image_id, labels))
+            else:
+                raise DataError(f"{folder / image_id}.png: no image (or {image_id}_<channel>.png files) for "
+                                f"{csv_path}:{line}; add it or remove the row")
+    names = read_label_names(label_names) if label_names else {}
+    num_classes = max([*names, *(lab for labels in label_sets for lab in labels)]) + 1
+    class_names = [names.get(i, str(i)) for i in range(num_classes)]
+    parts = iterative_split(label_sets, num_classes,
+                            fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed)
+    out = LabelledSplits(class_names, layout=f"multi-label CSV ({csv_path.name}), iterative stratification "
+                         f"(seed {seed})")
+    for split, idx in zip(SPLITS, parts, strict=True):
+        if idx:
+            out.splits[split] = [samples[i] for i in idx]
+    return out
+
+
+def iterative_split(labels: list[tuple[int, ...]], num_classes: int, *, fractions: tuple[float, float, float],
+                    seed: int) -> list[list[int]]:
+    """Train/val/test indices keeping each label's frequency alike in every part (Sechidis et al. 2011, through the
+    iterative-stratification package)."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    y = np.zeros((len(labels), num_classes), dtype=np.int64)
+    for i, labs in enumerate(labels):
+        y[i, list(labs)] = 1
+    everything = np.arange(len(labels))
+    parts: list[list[int]] = []
+    rest = everything
+    for fraction, remaining in ((fractions[2], 1.0), (fractions[1], 1.0 - fractions[2])):
+        share = fraction / remaining
+        if share <= 0 or len(rest) < 2:
+            parts.insert(0, [])
+            continue
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+        keep, take = next(splitter.split(rest[:, None], y[rest]))
+        parts.insert(0, sorted(rest[take].tolist()))
+        rest = rest[keep]
+    return [sorted(rest.tolist()), *parts]
 
 
 def _read_icpr(root: Path, csv_path: Path) -> LabelledSplits:
@@ -149,9 +239,11 @@ def stratified_split(
 def _read_single_tree(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> LabelledSplits:
     folders = _class_folders(root)
     class_names = [d.name for d in folders]
-    samples = [Sample(p, i) for i, d in enumerate(folders) for p in _images_in(d)]
+    pairs = [(p, i) for i, d in enumerate(folders) for p in _images_in(d)]
+    samples = [Sample(p, i) for p, i in pairs]
+    labels = [i for _, i in pairs]
     parts = stratified_split(
-        [s.label for s in samples], fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed
+        labels, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed
     )
     out = LabelledSplits(class_names, layout=f"one class-folder tree, stratified split (seed {seed})")
     for split, idx in zip(SPLITS, parts, strict=True):
@@ -161,14 +253,18 @@ def _read_single_tree(root: Path, *, val_fraction: float, test_fraction: float, 
 
 
 def discover(
-    root: str | Path, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
+    root: str | Path, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+    label_names: str | Path | None = None,
 ) -> LabelledSplits:
     """Find the labelled images under ``root`` in any of the supported layouts."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
-    if (csv_path := _find_icpr_csv(root)) is not None:
+    if (csv_path := _find_csv(root, _ICPR_HEADER)) is not None:
         found = _read_icpr(root, csv_path)
+    elif (csv_path := _find_csv(root, _MULTILABEL_HEADER)) is not None:
+        found = _read_multilabel(root, csv_path, label_names=label_names, val_fraction=val_fraction,
+                                 test_fraction=test_fraction, seed=seed)
     elif _split_dir(root, "train") is not None:
         found = _read_split_trees(root)
     else:
@@ -208,57 +304,23 @@ def read_image(path: str | Path) -> torch.Tensor:
     return tensor.contiguous()
 
 
-def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:
-    """The mask of each sample: same relative path (or, failing that, same file name) under ``mask_dir``."""
-    data_root, mask_dir = Path(data_root), Path(mask_dir)
-    out = []
-    for s in samples:
-        candidates = [mask_dir / s.path.relative_to(data_root), mask_dir / s.path.name]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise DataError(f"{s.path}: no mask at {candidates[0]} or {candidates[1]}; add one or drop --mask-dir")
-        out.append(found)
-    return out
-
-
-def apply_mask(image: torch.Tensor, mask_path: Path) -> torch.Tensor:
-    """Zero the pixels where the mask is black; white keeps the image. (3, H, W) -> (3, H, W)."""
-    mask = read_image(mask_path)[0] > 0.5  # (H, W)
-    if mask.shape != image.shape[1:]:
-        raise DataError(f"{mask_path}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[1:])}")
-    return image * mask
-
-
-class CellDataset(torch.utils.data.Dataset):
-    """(image, label) pairs; masks (if any) black out background before ``transform`` maps the (3, H, W) float
-    image to the model's input."""
-
-    def __init__(self, samples: list[Sample], transform=None, masks: list[Path] | None = None) -> None:
-        self.samples = samples
-        self.transform = transform
-        self.masks = masks
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        sample = self.samples[i]
-        image = read_image(sample.path)
-        if self.masks is not None:
-            image = apply_mask(image, self.masks[i])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, sample.label
-
-
 def summarize(found: LabelledSplits) -> dict:
     """Counts per class and split and image sizes; opens every file's header, so a corrupt file fails here."""
     sizes: Counter[tuple[int, int]] = Counter()
     modes: Counter[str] = Counter()
+    channel_files: dict[Path, dict[str, Path]] = {}  # folder -> {stem: one of its channel files}
+
+    def header_file(path: Path) -> Path:
+        if path.is_file():
+            return path
+        if path.parent not in channel_files:
+            channel_files[path.parent] = {f.stem.rsplit("_", 1)[0]: f for f in path.parent.iterdir() if "_" in f.stem}
+        return channel_files[path.parent].get(path.name, path)
+
     for samples in found.splits.values():
         for s in samples:
             try:
-                with Image.open(s.path) as img:
+                with Image.open(header_file(s.path)) as img:
                     sizes[img.size] += 1
                     modes[img.mode] += 1
             except (OSError, UnidentifiedImageError) as err:

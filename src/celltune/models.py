@@ -210,6 +210,41 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
     setattr(parent, attr, nn.Linear(old.in_features, num_classes))
 
 
+def stem_name(model: nn.Module) -> str:
+    """Qualified name of the first convolution that reads the 3 image channels."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.in_channels == 3:
+            return name
+    raise ValueError(f"{type(model).__name__} has no 3-channel input convolution to adapt")
+
+
+def adapt_stem(model: nn.Module, in_chans: int) -> None:
+    """Make the stem read ``in_chans`` channels, keeping what the pretrained RGB filters learned.
+
+    The RGB filters stay on the first three channels; each extra channel gets the mean of the RGB filters (fewer than
+    three channels: every channel gets that mean). All are then scaled by 3 / in_chans, so an image whose channels are
+    all equal gives the stem the same response as the equal-channel RGB image did. The layer is changed in place, so a
+    subclass such as timm's Conv2dSame keeps its padding. Weight (O, 3, kh, kw) -> (O, in_chans, kh, kw).
+    """
+    conv = model.get_submodule(stem_name(model))
+    assert isinstance(conv, nn.Conv2d)
+    if conv.groups != 1:
+        raise ValueError(f"cannot adapt a grouped stem convolution ({stem_name(model)}) to {in_chans} channels")
+    rgb = conv.weight.detach()
+    mean = rgb.mean(dim=1, keepdim=True)
+    keep = 3 if in_chans >= 3 else 0
+    extra = mean.expand(-1, in_chans - keep, -1, -1)
+    weight = torch.cat([rgb[:, :keep], extra], dim=1) * (3.0 / in_chans)
+    conv.weight = nn.Parameter(weight.contiguous())
+    conv.in_channels = in_chans
+
+
+def _adapt_stats(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+    """Per-channel mean/std to go with ``adapt_stem``: RGB values kept, others their mean."""
+    mean = sum(values) / len(values)
+    return tuple(values[:3]) + (mean,) * (in_chans - 3) if in_chans >= 3 else (mean,) * in_chans
+
+
 def freeze_backbone(model: nn.Module) -> None:
     """Train the head only. Frozen BatchNorm layers are also kept in eval mode by the training module."""
     head = head_name(model)
@@ -249,12 +284,17 @@ def create_model(
     freeze: bool = False,
     weights: str | Path | None = None,
 ) -> tuple[nn.Module, Preprocessing]:
-    """Build ``name`` with a fresh ``num_classes`` head and return it with the preprocessing its weights expect."""
-    if in_chans != 3:
-        raise NotImplementedError("only 3-channel input is supported so far; grayscale images are made RGB")
+    """Build ``name`` with a fresh ``num_classes`` head and return it with the preprocessing its weights expect.
+
+    ``in_chans`` other than 3 adapts the pretrained stem (see ``adapt_stem``), for torchvision and timm alike.
+    """
     library, bare = resolve_name(name)
     _, build = _LIBRARIES[library]
     model, prep = build(bare, pretrained and weights is None)
+    if in_chans != 3:
+        adapt_stem(model, in_chans)
+        prep = Preprocessing(_adapt_stats(prep.mean, in_chans), _adapt_stats(prep.std, in_chans), prep.input_size,
+                             prep.interpolation)
     replace_head(model, num_classes)
     if weights is not None:
         load_weights_file(model, weights)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
-from celltune.data import IMAGE_SUFFIXES, CellDataset, Sample, read_image
+from celltune.data import IMAGE_SUFFIXES, Sample
+from celltune.dataset import CellDataset, load_input
 from celltune.transforms import TTA_VIEWS, eval_transform
 
 log = logging.getLogger(__name__)
@@ -23,21 +24,23 @@ def default_device() -> torch.device:
 
 
 @torch.inference_mode()
-def batch_probs(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """(B, C) softmax probabilities, averaged over the test-time augmentation views of (B, 3, H, W) ``images``."""
+def batch_probs(model: nn.Module, images: torch.Tensor, tta: str = "none", multilabel: bool = False) -> torch.Tensor:
+    """(B, C) probabilities (softmax, or per-label sigmoid), averaged over the test-time augmentation views of the
+    (B, channels, H, W) ``images``."""
     if tta not in TTA_VIEWS:
         raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {sorted(TTA_VIEWS)}")
     views = TTA_VIEWS[tta](images)
-    return torch.stack([model(v).float().softmax(dim=1) for v in views]).mean(dim=0)
+    activate = torch.sigmoid if multilabel else (lambda logits: logits.softmax(dim=1))
+    return torch.stack([activate(model(v).float()) for v in views]).mean(dim=0)
 
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: torch.device | None = None,
-                  tta: str = "none") -> np.ndarray:
-    """(N, num_classes) softmax probabilities in loader order."""
+                  tta: str = "none", multilabel: bool = False) -> np.ndarray:
+    """(N, num_classes) probabilities in loader order."""
     device = device or default_device()
     model = model.to(device).eval()
-    out = [batch_probs(model, images.to(device), tta).cpu() for images, _ in loader]
+    out = [batch_probs(model, images.to(device), tta, multilabel).cpu() for images, _ in loader]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -46,10 +49,11 @@ def card_transform(card: ModelCard):
                           interpolation=card.interpolation)
 
 
-def make_loader(samples: list[Sample], transform, *, batch_size: int = 64, num_workers: int = 0,
+def make_loader(samples: list[Sample], card: ModelCard, *, batch_size: int = 64, num_workers: int = 0,
                 masks: list[Path] | None = None):
-    return torch.utils.data.DataLoader(CellDataset(samples, transform, masks), batch_size=batch_size, shuffle=False,
-                                       num_workers=num_workers)
+    dataset = CellDataset(samples, card_transform(card), masks, channels=card.channels, intensity=card.intensity,
+                          num_classes=len(card.class_names))
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class Prediction:
     def topk(self, class_names: list[str], k: int) -> list[tuple[str, float]]:
         order = np.argsort(self.probs)[::-1][:k]
         return [(class_names[i], float(self.probs[i])) for i in order]
+
+    def above(self, class_names: list[str], thresholds: list[float]) -> list[tuple[str, float]]:
+        """Multi-label: every label whose probability reaches its threshold, most probable first."""
+        hits = [i for i, (p, t) in enumerate(zip(self.probs, thresholds, strict=True)) if p >= t]
+        return sorted(((class_names[i], float(self.probs[i])) for i in hits), key=lambda x: -x[1])
 
 
 class Predictor:
@@ -76,30 +85,52 @@ class Predictor:
     def class_names(self) -> list[str]:
         return self.card.class_names
 
+    @property
+    def thresholds(self) -> list[float]:
+        return self.card.thresholds or [0.5] * len(self.class_names)
+
     @torch.inference_mode()
     def predict_paths(self, paths: list[Path], batch_size: int = 64) -> list[Prediction]:
         results: list[Prediction] = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            batch = torch.stack([self.transform(read_image(p)) for p in chunk]).to(self.device)
-            probs = batch_probs(self.model, batch, self.tta).cpu().tolist()
+            images = [load_input(p, channels=self.card.channels, intensity=self.card.intensity) for p in chunk]
+            batch = torch.stack([self.transform(x) for x in images]).to(self.device)
+            probs = batch_probs(self.model, batch, self.tta, self.card.multilabel).cpu().tolist()
             results += [Prediction(p, pr) for p, pr in zip(chunk, probs, strict=True)]
         return results
 
 
-def images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def inputs_under(folder: Path, channels: list[str] | None = None) -> list[Path]:
+    """Images under ``folder``; with named channels, the stems of ``{stem}_{channel}.png`` file groups."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if channels is None or all(c.isdigit() for c in channels):
+        return files
+    marker = f"_{channels[0]}"
+    return [p.with_name(p.stem[: -len(marker)]) for p in files if p.stem.endswith(marker)]
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction], class_names: list[str],
-                          labels: list[int] | None = None) -> None:
-    """One row per image: path, [true label,] predicted label, confidence, then one probability column per class."""
+                          labels: list | None = None, thresholds: list[float] | None = None) -> None:
+    """One row per image: path, [true label(s),] predicted label(s), confidence, one probability column per class.
+
+    With ``thresholds`` (multi-label), labels are space-separated and the predicted ones are those above threshold.
+    """
+    def names(ids) -> str:
+        return " ".join(class_names[i] for i in ids)
+
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         head = ["path"] + (["true"] if labels is not None else []) + ["predicted", "confidence"]
         writer.writerow(head + [f"p_{c}" for c in class_names])
         for i, pred in enumerate(predictions):
-            best = int(np.argmax(pred.probs))
-            true = [class_names[labels[i]]] if labels is not None else []
-            writer.writerow([str(pred.path), *true, class_names[best], f"{pred.probs[best]:.6f}",
-                             *(f"{p:.6f}" for p in pred.probs)])
+            if thresholds is None:
+                best = int(np.argmax(pred.probs))
+                predicted, confidence = class_names[best], pred.probs[best]
+                true = [class_names[labels[i]]] if labels is not None else []
+            else:
+                hits = pred.above(class_names, thresholds)
+                predicted = " ".join(name for name, _ in hits)
+                confidence = min((p for _, p in hits), default=max(pred.probs))
+                true = [names(labels[i])] if labels is not None else []
+            writer.writerow([str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs)])

@@ -39,10 +39,11 @@ def plot_curves(history: list[dict], out_dir: Path) -> list[Path]:
     """loss.png and accuracy.png: train vs validation per epoch."""
     epochs = [row["epoch"] for row in history]
     written = []
-    for metric, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_acc", "val_acc", "val_aca"))):
+    scores = ("train_acc", "val_acc", "val_aca", "val_macro_f1", "val_micro_f1")
+    for metric, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", scores)):
         fig = Figure(figsize=(5, 3.5))
         ax = fig.add_subplot()
-        for key in keys:
+        for key in (k for k in keys if history and k in history[0]):
             ax.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)

@@ -43,12 +43,13 @@ def _thumbnail(path: Path, size: int = 128) -> bytes:
     return buf.getvalue()
 
 
-def worst_misclassified(samples: list[Sample], probs: np.ndarray, k: int = 12) -> list[tuple[Sample, int, float]]:
-    """Wrong predictions, most confident first: (sample, predicted label, its probability)."""
+def worst_misclassified(samples: list[Sample], probs: np.ndarray,
+                        k: int = 12) -> list[tuple[Sample, int, int, float]]:
+    """Single-label mistakes, most confident first: (sample, true label, predicted label, its probability)."""
     predicted = probs.argmax(axis=1)
-    wrong = [i for i, s in enumerate(samples) if predicted[i] != s.label]
-    wrong.sort(key=lambda i: -probs[i, predicted[i]])
-    return [(samples[i], int(predicted[i]), float(probs[i, predicted[i]])) for i in wrong[:k]]
+    wrong = [(i, s.label) for i, s in enumerate(samples) if isinstance(s.label, int) and predicted[i] != s.label]
+    wrong.sort(key=lambda x: -probs[x[0], predicted[x[0]]])
+    return [(samples[i], true, int(predicted[i]), float(probs[i, predicted[i]])) for i, true in wrong[:k]]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -61,14 +62,60 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
+def _multilabel_sections(metrics: dict) -> str:
+    summary = [["macro-F1", _fmt(metrics["macro_f1"])], ["micro-F1", _fmt(metrics["micro_f1"])],
+               ["micro precision / recall", f"{metrics['micro_precision']:.4f} / {metrics['micro_recall']:.4f}"],
+               ["exact match (all labels right)", _fmt(metrics["exact_match"])],
+               ["ROC AUC (macro over labels)", _fmt(metrics.get("roc_auc_macro"))],
+               ["images", str(metrics["num_samples"])], ["test-time augmentation", metrics.get("tta", "none")],
+               ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs_run']}"],
+               ["best validation macro-F1 (at 0.5)", _fmt(metrics["best_val"]["macro_f1"])]]
+    per_label = [[c, str(r["support"]), f"{r['frequency']:.3f}", f"{r['threshold']:.2f}", _fmt(r["precision"]),
+                  _fmt(r["recall"]), _fmt(r["f1"]), _fmt(r.get("roc_auc"))] for c, r in metrics["per_class"].items()]
+    return (f"<h2>Result on the {html.escape(metrics['split'])} split (multi-label)</h2>"
+            f"{_table(['metric', 'value'], summary)}<h2>Per label</h2><p>Thresholds tuned per label on the "
+            "validation split for the best F1.</p>"
+            + _table(["label", "images", "frequency", "threshold", "precision", "recall", "F1", "ROC AUC"],
+                     per_label))
+
+
 def write_report(run_dir: Path, *, samples: list[Sample], probs: np.ndarray) -> Path:
     """Write ``run_dir/report.html`` from the files the run wrote (config, dataset, metrics, plots)."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     dataset = json.loads((run_dir / "dataset.json").read_text())
     config = (run_dir / "config.yaml").read_text()
     names = metrics["class_names"]
-    split = metrics["split"]
+    splits = list(dataset["counts"])
+    counts = [[c, *(str(dataset["counts"][s][c]) for s in splits)] for c in dataset["classes"]]
+    counts.append(["total images", *(str(dataset["totals"][s]) for s in splits)])
+    sizes = dataset["image_sizes"]
+    if metrics.get("multilabel"):
+        body = _multilabel_sections(metrics)
+    else:
+        body = _single_label_sections(metrics, names, samples, probs, run_dir)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>celltune report: {html.escape(run_dir.name)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>celltune report: {html.escape(run_dir.name)}</h1>
+{body}
+<h2>Training curves</h2>
+<div class="figs">{_img_tag(_png_file(run_dir / "loss.png"), "loss")}
+{_img_tag(_png_file(run_dir / "accuracy.png"), "accuracy")}</div>
+<h2>Dataset</h2>
+<p>{html.escape(dataset["layout"])}; image sizes: most common {html.escape(", ".join(sizes["most_common"]))},
+min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}</p>
+{_table(["class" if not metrics.get("multilabel") else "label (images)", *splits], counts)}
+<h2>Configuration</h2>
+<pre>{html.escape(config)}</pre>
+</body></html>
+"""
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path
 
+
+def _single_label_sections(metrics: dict, names: list[str], samples: list[Sample], probs: np.ndarray,
+                           run_dir: Path) -> str:
     summary_rows = [["accuracy", _fmt(metrics["accuracy"])], ["mean class accuracy (ACA)",
                     _fmt(metrics["mean_class_accuracy"])], ["macro-F1", _fmt(metrics["macro_f1"])],
                     ["ROC AUC (macro, one-vs-rest)", _fmt(metrics.get("roc_auc_macro"))],
@@ -78,9 +125,6 @@ def write_report(run_dir: Path, *, samples: list[Sample], probs: np.ndarray) -> 
                     ["best validation ACA", _fmt(metrics["best_val"]["mean_class_accuracy"])]]
     per_class = [[c, _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"]), _fmt(r.get("roc_auc")),
                   str(r["support"])] for c, r in metrics["per_class"].items()]
-    splits = list(dataset["counts"])
-    counts = [[c, *(str(dataset["counts"][s][c]) for s in splits)] for c in dataset["classes"]]
-    counts.append(["total", *(str(dataset["totals"][s]) for s in splits)])
     confused = [[p["true"], p["predicted"], str(p["count"]), f"{p['fraction_of_true']:.3f}"]
                 for p in metrics.get("most_confused", [])]
 
@@ -88,17 +132,13 @@ def write_report(run_dir: Path, *, samples: list[Sample], probs: np.ndarray) -> 
     plot_confusion(metrics["confusion_matrix"], names, normalized, title="fraction of each true class",
                    normalized=True)
     thumbs = "".join(
-        f"<figure>{_img_tag(_thumbnail(s.path), s.path.name)}<figcaption>{html.escape(s.path.name)}<br>"
-        f"true <b>{html.escape(names[s.label])}</b><br>predicted <b>{html.escape(names[p])}</b> {conf:.2f}"
+        f"<figure>{_img_tag(_thumbnail(s.path), s.path.name) if s.path.is_file() else ''}"
+        f"<figcaption>{html.escape(s.path.name)}<br>"
+        f"true <b>{html.escape(names[true])}</b><br>predicted <b>{html.escape(names[p])}</b> {conf:.2f}"
         f"</figcaption></figure>"
-        for s, p, conf in worst_misclassified(samples, probs))
+        for s, true, p, conf in worst_misclassified(samples, probs))
 
-    sizes = dataset["image_sizes"]
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>celltune report: {html.escape(run_dir.name)}</title>
-<style>{_STYLE}</style></head><body>
-<h1>celltune report: {html.escape(run_dir.name)}</h1>
-<h2>Result on the {html.escape(split)} split</h2>
+    return f"""<h2>Result on the {html.escape(metrics["split"])} split</h2>
 {_table(["metric", "value"], summary_rows)}
 <h2>Per class</h2>
 {_table(["class", "precision", "recall", "F1", "ROC AUC", "support"], per_class)}
@@ -107,19 +147,6 @@ def write_report(run_dir: Path, *, samples: list[Sample], probs: np.ndarray) -> 
 {_img_tag(normalized.getvalue(), "confusion matrix, normalised")}</div>
 <h3>Most confused pairs</h3>
 {_table(["true", "predicted as", "count", "fraction of true"], confused) if confused else "<p>none</p>"}
-<h2>Training curves</h2>
-<div class="figs">{_img_tag(_png_file(run_dir / "loss.png"), "loss")}
-{_img_tag(_png_file(run_dir / "accuracy.png"), "accuracy")}</div>
 <h2>Most confident mistakes</h2>
 <div class="thumbs">{thumbs or "<p>no misclassified images</p>"}</div>
-<h2>Dataset</h2>
-<p>{html.escape(dataset["layout"])}; image sizes: most common {html.escape(", ".join(sizes["most_common"]))},
-min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}</p>
-{_table(["class", *splits], counts)}
-<h2>Configuration</h2>
-<pre>{html.escape(config)}</pre>
-</body></html>
 """
-    path = run_dir / "report.html"
-    path.write_text(page)
-    return path

@@ -18,12 +18,15 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
+from celltune.channels import dataset_mean_std
 from celltune.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.config import TrainConfig, save_config
-from celltune.data import CellDataset, LabelledSplits, discover, mask_paths, summarize
+from celltune.data import LabelledSplits, discover, summarize
+from celltune.dataset import CellDataset, load_input, mask_paths
 from celltune.evaluate import score, write_scored
-from celltune.metrics import classification_metrics
+from celltune.metrics import classification_metrics, multi_hot, multilabel_metrics, tune_thresholds
 from celltune.models import create_model, resolve_name
 from celltune.report import plot_curves, write_history, write_json
 from celltune.report_html import write_report
@@ -73,6 +76,17 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
+class FocalLoss(nn.Module):
+    """Sigmoid focal loss (Lin et al. 2017) for multi-label targets, torchvision's implementation, mean-reduced."""
+
+    def __init__(self, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return sigmoid_focal_loss(logits, targets, alpha=-1, gamma=self.gamma, reduction="mean")
+
+
 class CellClassifier(L.LightningModule):
     """Cross-entropy fine-tuning; keeps the epoch history and writes ``best.pt`` on each new best validation ACA."""
 
@@ -83,7 +97,10 @@ class CellClassifier(L.LightningModule):
         self.card = card
         self.config = config
         self.run_dir = run_dir
-        self.criterion = nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=config.label_smoothing)
+        self.multilabel = card.multilabel
+        self.criterion: nn.Module = nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=config.label_smoothing)
+        if self.multilabel:
+            self.criterion = FocalLoss(config.focal_gamma) if config.focal_gamma else nn.BCEWithLogitsLoss()
         aug = config.augment
         self.mixup = None
         if aug.mixup or aug.cutmix:
@@ -92,7 +109,7 @@ class CellClassifier(L.LightningModule):
                                num_classes=len(card.class_names))
             self.soft_criterion = SoftTargetCrossEntropy()
         self.history: list[dict] = []
-        self.best_aca = -1.0
+        self.best_score = -1.0  # validation ACA (single-label) or macro-F1 at 0.5 (multi-label)
         self.images_seen = 0
         self._train_sums = torch.zeros(3)  # loss * n, correct, n
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -104,12 +121,13 @@ class CellClassifier(L.LightningModule):
 
     # The run's own state travels in Lightning's checkpoint, so --resume continues the history and the best score.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["celltune"] = {"history": self.history, "best_aca": self.best_aca, "images_seen": self.images_seen}
+        checkpoint["celltune"] = {"history": self.history, "best_score": self.best_score,
+                                  "images_seen": self.images_seen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("celltune", {})
         self.history = list(state.get("history", []))
-        self.best_aca = float(state.get("best_aca", -1.0))
+        self.best_score = float(state.get("best_score", -1.0))
         self.images_seen = int(state.get("images_seen", 0))
 
     def on_train_epoch_start(self) -> None:
@@ -130,15 +148,20 @@ class CellClassifier(L.LightningModule):
         else:
             logits = self(images)
             loss = self.criterion(logits, labels)
-        n = labels.numel()
-        self._train_sums += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n])
+        n = len(labels)
+        # Single-label: images right; multi-label: the fraction of an image's label decisions right (at 0.5).
+        correct = ((logits > 0) == (labels > 0.5)).float().mean(1).sum() if self.multilabel else (
+            logits.argmax(1) == labels).sum()
+        self._train_sums += torch.tensor([loss.item() * n, correct.item(), n])
         self.log("loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
-        loss_sum = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        loss_sum = (nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="sum")
+                    / labels.shape[1] if self.multilabel else
+                    nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
         self._val_outputs.append((logits.detach().float().cpu(), labels.cpu(), loss_sum.detach().cpu()))
 
     def on_validation_epoch_end(self) -> None:
@@ -148,16 +171,25 @@ class CellClassifier(L.LightningModule):
         labels = torch.cat([o[1] for o in self._val_outputs])
         loss = float(sum(o[2] for o in self._val_outputs)) / len(labels)
         self._val_outputs.clear()
-        m = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.card.class_names)
-        self._last_val = {"val_loss": loss, "val_acc": m["accuracy"], "val_aca": m["mean_class_accuracy"],
-                          "val_macro_f1": m["macro_f1"]}
-        self.log_dict({k: self._last_val[k] for k in ("val_loss", "val_acc", "val_aca")}, prog_bar=True)
+        if self.multilabel:
+            m = multilabel_metrics(labels.numpy(), torch.sigmoid(logits).numpy(), self.card.class_names)
+            self._last_val = {"val_loss": loss, "val_macro_f1": m["macro_f1"], "val_micro_f1": m["micro_f1"]}
+            score = m["macro_f1"]
+        else:
+            m = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.card.class_names)
+            self._last_val = {"val_loss": loss, "val_acc": m["accuracy"], "val_aca": m["mean_class_accuracy"],
+                              "val_macro_f1": m["macro_f1"]}
+            score = m["mean_class_accuracy"]
+        self.log_dict({k: v for k, v in self._last_val.items() if k != "val_macro_f1" or self.multilabel},
+                      prog_bar=True)
         if self.trainer.sanity_checking:
             return
-        if m["mean_class_accuracy"] > self.best_aca:
-            self.best_aca = m["mean_class_accuracy"]
+        if score > self.best_score:
+            self.best_score = score
             save_checkpoint(self.run_dir / BEST, model=self.model, card=self.card,
-                            extra={"epoch": self.current_epoch, "val_metrics": m, "split_seed": self.config.seed})
+                            extra={"epoch": self.current_epoch, "val_metrics": m, "split_seed": self.config.seed,
+                                   "val_fraction": self.config.val_fraction,
+                                   "test_fraction": self.config.test_fraction})
         # The epoch's row is complete here, before Lightning writes last.ckpt at the end of validation.
         loss_sum, correct, n = self._train_sums.tolist()
         self.images_seen += int(n)
@@ -192,7 +224,7 @@ def _num_workers(config: TrainConfig) -> int:
     return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
-def _loaders(config: TrainConfig, found: LabelledSplits, train_tf, eval_tf):
+def _loaders(config: TrainConfig, found: LabelledSplits, train_tf, eval_tf, card: ModelCard | None = None):
     workers = _num_workers(config)
     args: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": workers,
                             "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
@@ -202,13 +234,17 @@ def _loaders(config: TrainConfig, found: LabelledSplits, train_tf, eval_tf):
     sampler = None
     if config.balance == "sampler":
         # Each image drawn with probability 1 / (its class count): every class equally often per epoch on average.
-        weights = class_weights([s.label for s in train], len(found.class_names))[[s.label for s in train]]
+        labels = found.class_indices("train")
+        weights = class_weights(labels, len(found.class_names))[labels]
         sampler = torch.utils.data.WeightedRandomSampler(weights.tolist(), num_samples=len(train), replacement=True)
     # drop_last keeps BatchNorm away from a final batch of one image.
+    data_args: dict[str, Any] = {"channels": config.channels, "intensity": config.intensity,
+                                 "num_classes": len(found.class_names)}
     train_loader = torch.utils.data.DataLoader(
-        CellDataset(train, train_tf, masks["train"]), shuffle=sampler is None, sampler=sampler,
+        CellDataset(train, train_tf, masks["train"], **data_args), shuffle=sampler is None, sampler=sampler,
         drop_last=len(train) > config.batch_size, **args)
-    val_loader = torch.utils.data.DataLoader(CellDataset(found.splits["val"], eval_tf, masks["val"]), **args)
+    val_loader = torch.utils.data.DataLoader(CellDataset(found.splits["val"], eval_tf, masks["val"], **data_args),
+                                             **args)
     return train_loader, val_loader, masks
 
 
@@ -218,7 +254,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
     ``resume``: a run directory whose ``last.ckpt`` continues (epochs, optimizer and scheduler state) in place.
     """
     resolve_name(config.model)  # a misspelt model fails before the dataset is scanned
-    if config.balance == "loss" and (config.augment.mixup or config.augment.cutmix):
+    mixing = bool(config.augment.mixup or config.augment.cutmix)
+    if config.balance == "loss" and mixing:
         raise ValueError("balance: loss does not combine with Mixup/CutMix soft targets; use balance: sampler")
     if resume is not None and not (Path(resume) / LAST).is_file():
         raise FileNotFoundError(f"{Path(resume) / LAST}: nothing to resume; the run never finished an epoch")
@@ -227,14 +264,24 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
                      mask_dir=str(Path(config.mask_dir).resolve()) if config.mask_dir else None)
     L.seed_everything(config.seed, workers=True, verbose=False)
     found = discover(config.data, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                     seed=config.seed)
+                     seed=config.seed, label_names=config.label_names)
+    if found.multilabel and (mixing or config.balance != "none"):
+        raise ValueError("multi-label data: Mixup/CutMix and --balance are single-label only; turn them off")
     summary = summarize(found)
-    model, prep = create_model(config.model, num_classes=len(found.class_names), pretrained=config.pretrained,
-                               freeze=config.freeze_backbone, weights=config.weights)
+    in_chans = len(config.channels) if config.channels else 3
+    model, prep = create_model(config.model, num_classes=len(found.class_names), in_chans=in_chans,
+                               pretrained=config.pretrained, freeze=config.freeze_backbone, weights=config.weights)
     config = replace(config, image_size=config.image_size or prep.input_size)
     assert config.image_size is not None
-    card = ModelCard(model_name=config.model, class_names=found.class_names, mean=list(prep.mean), std=list(prep.std),
-                     image_size=config.image_size, interpolation=prep.interpolation)
+    mean, std = list(prep.mean), list(prep.std)
+    if config.intensity == "dataset":
+        # The dataset's own per-channel statistics replace the pretrained ones (a sample of the training images).
+        train = found.splits["train"]
+        picked = np.random.default_rng(config.seed).permutation(len(train))[:256]
+        mean, std = dataset_mean_std([load_input(train[i].path, channels=config.channels) for i in picked])
+    card = ModelCard(model_name=config.model, class_names=found.class_names, mean=mean, std=std,
+                     image_size=config.image_size, interpolation=prep.interpolation, in_chans=in_chans,
+                     channels=config.channels, intensity=config.intensity, multilabel=found.multilabel)
 
     if resume is not None:
         run_dir = Path(resume)
@@ -245,13 +292,13 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
     write_json(run_dir / "dataset.json", summary)
     log.info("run directory %s", run_dir)
 
-    train_tf = train_transform(image_size=config.image_size, mean=prep.mean, std=prep.std,
+    train_tf = train_transform(image_size=config.image_size, mean=tuple(mean), std=tuple(std),
                                interpolation=prep.interpolation, augment=config.augment)
-    eval_tf = eval_transform(image_size=config.image_size, mean=prep.mean, std=prep.std,
+    eval_tf = eval_transform(image_size=config.image_size, mean=tuple(mean), std=tuple(std),
                              interpolation=prep.interpolation)
     train_loader, val_loader, masks = _loaders(config, found, train_tf, eval_tf)
 
-    loss_weights = (class_weights([s.label for s in found.splits["train"]], len(found.class_names))
+    loss_weights = (class_weights(found.class_indices("train"), len(found.class_names))
                     if config.balance == "loss" else None)
     module = CellClassifier(model, card=card, config=config, run_dir=run_dir, loss_weights=loss_weights)
     callbacks: list[L.Callback] = [ModelCheckpoint(dirpath=run_dir, filename=Path(LAST).stem,
@@ -274,19 +321,27 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
     # Report on the best checkpoint, on test when there is one.
     best = torch.load(run_dir / BEST, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
+    score_args: dict[str, Any] = {"batch_size": config.batch_size * 2, "tta": config.tta}
+    if card.multilabel:
+        # Per-label decision thresholds, tuned on validation and kept in the checkpoint for evaluate and predict.
+        _, val_probs = score(model, card, found.splits["val"], masks=masks["val"], **score_args)
+        val_truth = multi_hot([s.label for s in found.splits["val"]], len(card.class_names))  # type: ignore[misc]
+        card = replace(card, thresholds=tune_thresholds(val_truth, val_probs))
+        save_checkpoint(run_dir / BEST, model=model, card=card,
+                        extra={k: best[k] for k in ("epoch", "val_metrics", "split_seed", "val_fraction",
+                                                    "test_fraction")})
     split = "test" if found.splits.get("test") else "val"
-    metrics, probs = score(model, card, found.splits[split], batch_size=config.batch_size * 2, tta=config.tta,
-                           masks=masks[split])
+    metrics, probs = score(model, card, found.splits[split], masks=masks[split], **score_args)
     write_scored(run_dir, split=split, metrics=metrics, probs=probs, samples=found.splits[split],
-                 class_names=card.class_names)
+                 class_names=card.class_names, thresholds=card.thresholds)
+    headline = ("macro_f1", "micro_f1") if card.multilabel else ("accuracy", "mean_class_accuracy", "macro_f1")
     write_json(run_dir / "metrics.json", {
         "split": split, **metrics,
-        "best_epoch": int(best["epoch"]) + 1, "best_val": {k: best["val_metrics"][k] for k in
-                                                         ("accuracy", "mean_class_accuracy", "macro_f1")},
+        "best_epoch": int(best["epoch"]) + 1, "best_val": {k: best["val_metrics"][k] for k in headline},
         "epochs_run": len(module.history), "train_seconds": train_seconds,
         # Training images per wall-clock second of the whole fit, validation passes included.
         "fit_images_per_second": module.images_seen / train_seconds if train_seconds else float(np.nan),
     })
     write_report(run_dir, samples=found.splits[split], probs=probs)
-    log.info("%s accuracy %.4f, ACA %.4f", split, metrics["accuracy"], metrics["mean_class_accuracy"])
+    log.info("%s: %s", split, {k: round(metrics[k], 4) for k in headline})
     return run_dir
