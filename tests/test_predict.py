@@ -31,3 +31,53 @@ def test_tta_averages_softmax_over_the_views():
 def test_unknown_tta_is_rejected():
     with pytest.raises(ValueError, match="dihedral"):
         batch_probs(_Corner(), torch.zeros(1, 3, 2, 2), "spin")
+
+
+def test_streaming_csv_resumes_after_an_interruption(tiny_data, tmp_path):
+    import csv
+
+    from celltune.config import TrainConfig
+    from celltune.predict import Predictor, inputs_under, predict_to_csv
+    from celltune.train import fit
+
+    run = fit(TrainConfig(data=str(tiny_data), model="mobilenet_v2", pretrained=False, image_size=32, epochs=1,
+                          batch_size=8, max_steps_per_epoch=1, num_workers=0, out_dir=str(tmp_path), name="p"))
+    predictor = Predictor(run)
+    paths = list(inputs_under(tiny_data / "test"))
+    full = tmp_path / "full.csv"
+    assert predict_to_csv(predictor, iter(paths), full, batch_size=5) == 18
+    reference = full.read_text().splitlines()
+
+    # An interrupted run: 7 rows done and the 8th cut off mid-line.
+    partial = tmp_path / "partial.csv"
+    partial.write_text("\n".join(reference[:8]) + "\n" + reference[8][:15])
+    assert predict_to_csv(predictor, iter(paths), partial, batch_size=5, resume=True) == 11
+    assert partial.read_text().splitlines() == reference
+    assert predict_to_csv(predictor, iter(paths), partial, batch_size=5, resume=True) == 0
+    rows = list(csv.DictReader(full.open()))
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+
+
+def test_streaming_reads_paths_lazily(tiny_data, tmp_path, monkeypatch):
+    """Only one batch of paths is taken from the iterator before its predictions are written."""
+    from celltune.predict import Prediction, Predictor, inputs_under, predict_to_csv
+
+    predictor = Predictor.__new__(Predictor)
+    predictor.card = type("Card", (), {"multilabel": False, "class_names": ["a", "b"]})()
+    taken = []
+    calls = []
+
+    def fake_predict(batch, batch_size):
+        calls.append(len(batch))
+        assert len(taken) <= 4 * len(calls)  # the stream is read one batch at a time, never further ahead
+        return [Prediction(p, [0.25, 0.75]) for p in batch]
+
+    def stream():
+        for p in inputs_under(tiny_data / "test"):
+            taken.append(p)
+            yield p
+
+    monkeypatch.setattr(predictor, "predict_paths", fake_predict, raising=False)
+    monkeypatch.setattr(Predictor, "class_names", property(lambda self: ["a", "b"]))
+    assert predict_to_csv(predictor, stream(), tmp_path / "s.csv", batch_size=4) == 18
+    assert calls == [4, 4, 4, 4, 2]

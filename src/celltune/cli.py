@@ -29,6 +29,10 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--seed", {"type": int}),
     ("--num-workers", {"type": int}),
     ("--accelerator", {"help": "auto, cpu, gpu"}),
+    ("--devices", {"type": lambda s: s if s == "auto" else int(s), "help": "devices per node (auto: all GPUs)"}),
+    ("--num-nodes", {"type": int}),
+    ("--strategy", {"help": "ddp (multi-GPU, torchrun, SLURM), ddp_spawn (also CPU), auto"}),
+    ("--precision", {"help": "bf16-mixed, 16-mixed, 32-true (default: bf16-mixed on a GPU, 32-true on CPU)"}),
     ("--out-dir", {"help": "parent folder of run directories (default runs)"}),
     ("--name", {"help": "run directory name (default MODEL-TIMESTAMP); never overwritten"}),
     ("--max-steps-per-epoch", {"type": int, "help": "cap on batches per epoch, for quick checks"}),
@@ -70,6 +74,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, default=None, **kwargs)
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its own directory")
     p.add_argument("--freeze-backbone", action="store_true", default=None, help="train the new head only")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on with a GPU)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="random initialisation instead of ImageNet weights")
 
@@ -80,7 +87,8 @@ def _given(args: argparse.Namespace, flags: list[tuple[str, dict[str, Any]]]) ->
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    given = _given(args, _TRAIN_FLAGS) | {n: getattr(args, n) for n in ("freeze_backbone", "pretrained")
+    given = _given(args, _TRAIN_FLAGS) | {n: getattr(args, n) for n in ("freeze_backbone", "pretrained",
+                                                                        "channels_last", "compile")
                                           if getattr(args, n) is not None}
     if augment := _given(args, _AUGMENT_FLAGS):
         given["augment"] = augment
@@ -153,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from celltune.predict import Predictor, inputs_under, write_predictions_csv
+    from celltune.predict import Predictor, inputs_under, predict_to_csv
 
     predictor = Predictor(args.checkpoint, tta=args.tta)
     card = predictor.card
@@ -167,17 +175,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = [p for p in inputs if not p.is_dir()]
     if folders:
         out = Path(args.output)
-        if out.exists() and not args.overwrite:
-            raise FileExistsError(f"{out} exists; choose another --output or pass --overwrite")
+        if out.exists() and not (args.overwrite or args.resume):
+            raise FileExistsError(f"{out} exists; choose another --output, --resume it, or pass --overwrite")
     for pred in predictor.predict_paths(files, batch_size=args.batch_size):
         hits = (pred.above(predictor.class_names, predictor.thresholds) if card.multilabel
                 else pred.topk(predictor.class_names, args.topk))
         print(f"{pred.path}: " + (", ".join(f"{c} {p:.3f}" for c, p in hits) or "(no label above threshold)"))
     if folders:
-        paths = [p for folder in folders for p in inputs_under(folder, card.channels)]
-        write_predictions_csv(out, predictor.predict_paths(paths, batch_size=args.batch_size), predictor.class_names,
-                              thresholds=predictor.thresholds if card.multilabel else None)
-        print(f"wrote {len(paths)} predictions to {out}")
+        paths = (p for folder in folders for p in inputs_under(folder, card.channels))
+        written = predict_to_csv(predictor, paths, out, batch_size=args.batch_size, resume=args.resume)
+        print(f"wrote {written} predictions to {out}")
     return 0
 
 
@@ -242,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--output", default="predictions.csv", help="CSV for folder arguments")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted --output CSV, skipping done images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"])
     p.set_defaults(func=cmd_predict)

@@ -47,7 +47,12 @@ class TrainConfig:
     seed: int = 0
     num_workers: int | None = None  # None: half the CPU cores
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | str = 1  # per node; "auto" takes every GPU
+    num_nodes: int = 1
+    strategy: str = "auto"  # "ddp" for multi-GPU (torchrun, SLURM), "ddp_spawn" also runs on CPU
+    precision: str | None = None  # None: bf16-mixed on a GPU that has it, else 32-true
+    channels_last: bool | None = None  # None: on with a GPU
+    compile: bool = False  # torch.compile the model
     out_dir: str = "runs"
     name: str | None = None  # run directory name; default MODEL-TIMESTAMP
     max_steps_per_epoch: int | None = None  # cap batches per epoch (quick checks and tests)

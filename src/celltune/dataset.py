@@ -76,3 +76,17 @@ class CellDataset(torch.utils.data.Dataset):
         return image, encode_target(sample.label, self.num_classes)
 
 
+
+
+class WithIndex(torch.utils.data.Dataset):
+    """(image, target, index): lets distributed validation drop the images its sampler repeated as padding."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        image, target = self.dataset[i]
+        return image, target, i

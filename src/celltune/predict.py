@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,36 +104,84 @@ class Predictor:
         return results
 
 
-def inputs_under(folder: Path, channels: list[str] | None = None) -> list[Path]:
-    """Images under ``folder``; with named channels, the stems of ``{stem}_{channel}.png`` file groups."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if channels is None or all(c.isdigit() for c in channels):
-        return files
-    marker = f"_{channels[0]}"
-    return [p.with_name(p.stem[: -len(marker)]) for p in files if p.stem.endswith(marker)]
+def inputs_under(folder: Path, channels: list[str] | None = None) -> Iterator[Path]:
+    """Images under ``folder``, one directory at a time in sorted order (memory bounded by the largest directory);
+    with named channels, the stems of ``{stem}_{channel}.png`` file groups."""
+    marker = None if channels is None or all(c.isdigit() for c in channels) else f"_{channels[0]}"
+    for directory, subdirs, names in os.walk(folder):
+        subdirs.sort()
+        for name in sorted(names):
+            path = Path(directory) / name
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if marker is None:
+                yield path
+            elif path.stem.endswith(marker):
+                yield path.with_name(path.stem[: -len(marker)])
+
+
+def _header(class_names: list[str], with_truth: bool) -> list[str]:
+    return ["path"] + (["true"] if with_truth else []) + ["predicted", "confidence"] + [f"p_{c}" for c in class_names]
+
+
+def _row(pred: Prediction, class_names: list[str], thresholds: list[float] | None, truth=None) -> list[str]:
+    """path, [true label(s),] predicted label(s), confidence, probabilities. Multi-label (``thresholds``): labels are
+    space-separated, the predicted ones those at or above their threshold."""
+    if thresholds is None:
+        best = int(np.argmax(pred.probs))
+        predicted, confidence = class_names[best], pred.probs[best]
+        true = [] if truth is None else [class_names[truth]]
+    else:
+        hits = pred.above(class_names, thresholds)
+        predicted = " ".join(name for name, _ in hits)
+        confidence = min((p for _, p in hits), default=max(pred.probs))
+        true = [] if truth is None else [" ".join(class_names[i] for i in truth)]
+    return [str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs)]
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction], class_names: list[str],
                           labels: list | None = None, thresholds: list[float] | None = None) -> None:
-    """One row per image: path, [true label(s),] predicted label(s), confidence, one probability column per class.
-
-    With ``thresholds`` (multi-label), labels are space-separated and the predicted ones are those above threshold.
-    """
-    def names(ids) -> str:
-        return " ".join(class_names[i] for i in ids)
-
+    """One row per image (see ``_row``), with the true label(s) when ``labels`` are given."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        head = ["path"] + (["true"] if labels is not None else []) + ["predicted", "confidence"]
-        writer.writerow(head + [f"p_{c}" for c in class_names])
+        writer.writerow(_header(class_names, labels is not None))
         for i, pred in enumerate(predictions):
-            if thresholds is None:
-                best = int(np.argmax(pred.probs))
-                predicted, confidence = class_names[best], pred.probs[best]
-                true = [class_names[labels[i]]] if labels is not None else []
-            else:
-                hits = pred.above(class_names, thresholds)
-                predicted = " ".join(name for name, _ in hits)
-                confidence = min((p for _, p in hits), default=max(pred.probs))
-                true = [names(labels[i])] if labels is not None else []
-            writer.writerow([str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs)])
+            writer.writerow(_row(pred, class_names, thresholds, None if labels is None else labels[i]))
+
+
+def _completed_rows(path: Path, header: list[str]) -> set[str]:
+    """Paths already in a CSV from an interrupted run; a last line cut off mid-write is removed first."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    with path.open(newline="") as f:
+        rows = csv.reader(f)
+        found = next(rows, None)
+        if found != header:
+            raise ValueError(f"{path}: its columns are not this model's; choose another --output")
+        return {row[0] for row in rows if len(row) == len(header)}
+
+
+def predict_to_csv(predictor: Predictor, paths: Iterable[Path], out: Path, *, batch_size: int = 64,
+                   resume: bool = False) -> int:
+    """Stream predictions for ``paths`` into ``out`` a batch at a time (memory bounded by one batch), flushing each;
+    ``resume`` appends to an interrupted ``out``, skipping the images already in it. Returns rows written now."""
+    thresholds = predictor.thresholds if predictor.card.multilabel else None
+    header = _header(predictor.class_names, False)
+    done = _completed_rows(out, header) if resume and out.exists() else set()
+    written = 0
+    with out.open("a" if done or (resume and out.exists()) else "w", newline="") as f:
+        writer = csv.writer(f)
+        if not (resume and out.exists()):
+            writer.writerow(header)
+        batch: list[Path] = []
+        for path in itertools.chain(paths, [None]):  # None flushes the last, partial batch
+            if path is not None and str(path) not in done:
+                batch.append(path)
+            if batch and (len(batch) == batch_size or path is None):
+                for pred in predictor.predict_paths(batch, batch_size=batch_size):
+                    writer.writerow(_row(pred, predictor.class_names, thresholds))
+                written += len(batch)
+                batch = []
+                f.flush()
+    return written

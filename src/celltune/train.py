@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
@@ -24,11 +26,11 @@ from celltune.channels import dataset_mean_std
 from celltune.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.config import TrainConfig, save_config
 from celltune.data import LabelledSplits, discover, summarize
-from celltune.dataset import CellDataset, load_input, mask_paths
+from celltune.dataset import CellDataset, WithIndex, load_input, mask_paths
 from celltune.evaluate import score, write_scored
 from celltune.metrics import classification_metrics, multi_hot, multilabel_metrics, tune_thresholds
 from celltune.models import create_model, resolve_name
-from celltune.report import plot_curves, write_history, write_json
+from celltune.report import plot_curves, read_history, write_history, write_json
 from celltune.report_html import write_report
 from celltune.transforms import eval_transform, train_transform
 
@@ -91,13 +93,22 @@ class CellClassifier(L.LightningModule):
     """Cross-entropy fine-tuning; keeps the epoch history and writes ``best.pt`` on each new best validation ACA."""
 
     def __init__(self, model: nn.Module, *, card: ModelCard, config: TrainConfig, run_dir: Path,
-                 loss_weights: torch.Tensor | None = None) -> None:
+                 loss_weights: torch.Tensor | None = None, channels_last: bool = False,
+                 compile_model: bool = False) -> None:
         super().__init__()
         self.model = model
         self.card = card
         self.config = config
         self.run_dir = run_dir
         self.multilabel = card.multilabel
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # torch.compile wraps the model; checkpoints keep saving the plain one (state_dict keys unchanged).
+        # Kept outside the module registry (no second copy of the parameters in state_dict).
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if compile_model:
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
         self.criterion: nn.Module = nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=config.label_smoothing)
         if self.multilabel:
             self.criterion = FocalLoss(config.focal_gamma) if config.focal_gamma else nn.BCEWithLogitsLoss()
@@ -110,29 +121,30 @@ class CellClassifier(L.LightningModule):
             self.soft_criterion = SoftTargetCrossEntropy()
         self.history: list[dict] = []
         self.best_score = -1.0  # validation ACA (single-label) or macro-F1 at 0.5 (multi-label)
-        self.images_seen = 0
-        self._train_sums = torch.zeros(3)  # loss * n, correct, n
+        # loss * n, correct, n. Python floats, not a tensor: ddp_spawn would put a tensor in memory shared by all ranks.
+        self._train_sums = [0.0, 0.0, 0.0]
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._last_val: dict[str, float] = {}
         self._epoch_start = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self._compiled(x) if self._compiled is not None else self.model(x)
+
+    def _to_memory_format(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     # The run's own state travels in Lightning's checkpoint, so --resume continues the history and the best score.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["celltune"] = {"history": self.history, "best_score": self.best_score,
-                                  "images_seen": self.images_seen}
+        checkpoint["celltune"] = {"history": self.history, "best_score": self.best_score}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("celltune", {})
         self.history = list(state.get("history", []))
         self.best_score = float(state.get("best_score", -1.0))
-        self.images_seen = int(state.get("images_seen", 0))
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
-        self._train_sums.zero_()
+        self._train_sums = [0.0, 0.0, 0.0]
         if self.config.freeze_backbone:
             # Frozen BatchNorm layers keep their ImageNet running statistics.
             for m in self.model.modules():
@@ -141,6 +153,7 @@ class CellClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
+        images = self._to_memory_format(images)
         if self.mixup is not None and len(labels) % 2 == 0:
             images, soft_targets = self.mixup(images, labels)
             logits = self(images)  # (B, C)
@@ -152,25 +165,34 @@ class CellClassifier(L.LightningModule):
         # Single-label: images right; multi-label: the fraction of an image's label decisions right (at 0.5).
         correct = ((logits > 0) == (labels > 0.5)).float().mean(1).sum() if self.multilabel else (
             logits.argmax(1) == labels).sum()
-        self._train_sums += torch.tensor([loss.item() * n, correct.item(), n])
+        self._train_sums = [a + b for a, b in zip(self._train_sums, (loss.item() * n, correct.item(), n), strict=True)]
         self.log("loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self(images)
-        loss_sum = (nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="sum")
-                    / labels.shape[1] if self.multilabel else
-                    nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
-        self._val_outputs.append((logits.detach().float().cpu(), labels.cpu(), loss_sum.detach().cpu()))
+        images, labels, index = batch
+        self._val_outputs.append((self(self._to_memory_format(images)).detach().float(), labels, index))
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate ``tensor`` (N, ...) from every process (itself alone when not distributed)."""
+        if self.trainer.world_size == 1:
+            return tensor
+        gathered = self.all_gather(tensor)  # (world, N, ...): the distributed sampler gives every rank N samples
+        assert isinstance(gathered, torch.Tensor)
+        return gathered.flatten(0, 1)
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        logits = torch.cat([o[0] for o in self._val_outputs])
-        labels = torch.cat([o[1] for o in self._val_outputs])
-        loss = float(sum(o[2] for o in self._val_outputs)) / len(labels)
+        logits = self._gather(torch.cat([o[0] for o in self._val_outputs])).cpu()
+        labels = self._gather(torch.cat([o[1] for o in self._val_outputs])).cpu()
+        index = self._gather(torch.cat([o[2] for o in self._val_outputs])).cpu()
         self._val_outputs.clear()
+        # The distributed sampler pads ranks to equal length by repeating images: keep each image once, in order.
+        _, first = np.unique(index.numpy(), return_index=True)
+        logits, labels = logits[first], labels[first]
+        loss = float(nn.functional.binary_cross_entropy_with_logits(logits, labels) if self.multilabel
+                     else nn.functional.cross_entropy(logits, labels))
         if self.multilabel:
             m = multilabel_metrics(labels.numpy(), torch.sigmoid(logits).numpy(), self.card.class_names)
             self._last_val = {"val_loss": loss, "val_macro_f1": m["macro_f1"], "val_micro_f1": m["micro_f1"]}
@@ -184,21 +206,23 @@ class CellClassifier(L.LightningModule):
                       prog_bar=True)
         if self.trainer.sanity_checking:
             return
-        if score > self.best_score:
+        if score > self.best_score:  # the same decision on every rank: all saw the same gathered metrics
             self.best_score = score
-            save_checkpoint(self.run_dir / BEST, model=self.model, card=self.card,
-                            extra={"epoch": self.current_epoch, "val_metrics": m, "split_seed": self.config.seed,
-                                   "val_fraction": self.config.val_fraction,
-                                   "test_fraction": self.config.test_fraction})
+            if self.trainer.is_global_zero:
+                save_checkpoint(self.run_dir / BEST, model=self.model, card=self.card,
+                                extra={"epoch": self.current_epoch, "val_metrics": m, "split_seed": self.config.seed,
+                                       "val_fraction": self.config.val_fraction,
+                                       "test_fraction": self.config.test_fraction})
         # The epoch's row is complete here, before Lightning writes last.ckpt at the end of validation.
-        loss_sum, correct, n = self._train_sums.tolist()
-        self.images_seen += int(n)
+        sums = torch.tensor(self._train_sums, dtype=torch.float64, device=self.device)[None]  # (1, 3)
+        loss_sum, correct, n = self._gather(sums).sum(0).tolist()
         row = {"epoch": self.current_epoch + 1, "train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
                **self._last_val, "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
-               "seconds": time.perf_counter() - self._epoch_start}
+               "seconds": time.perf_counter() - self._epoch_start, "train_images": n}
         self.history.append(row)
-        write_history(self.run_dir / "history.csv", self.history)
-        log.info("epoch %d: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
+        if self.trainer.is_global_zero:
+            write_history(self.run_dir / "history.csv", self.history)
+            log.info("epoch %d: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -243,9 +267,53 @@ def _loaders(config: TrainConfig, found: LabelledSplits, train_tf, eval_tf, card
     train_loader = torch.utils.data.DataLoader(
         CellDataset(train, train_tf, masks["train"], **data_args), shuffle=sampler is None, sampler=sampler,
         drop_last=len(train) > config.batch_size, **args)
-    val_loader = torch.utils.data.DataLoader(CellDataset(found.splits["val"], eval_tf, masks["val"], **data_args),
-                                             **args)
+    val_set = WithIndex(CellDataset(found.splits["val"], eval_tf, masks["val"], **data_args))
+    val_loader = torch.utils.data.DataLoader(val_set, **args)
     return train_loader, val_loader, masks
+
+
+_RUN_DIR_ENV = "CELLTUNE_RUN_DIR"
+
+
+def _global_rank() -> int:
+    """This process's rank as the launcher's environment gives it (0 when not distributed)."""
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
+def _launched_externally() -> bool:
+    """Started as one of several processes by torchrun or SLURM (every rank runs the whole command)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def _run_dir(config: TrainConfig, resume: str | Path | None) -> Path:
+    """The run directory, the same one on every process of a distributed run."""
+    if resume is not None:
+        return Path(resume)
+    if inherited := os.environ.get(_RUN_DIR_ENV):
+        return Path(inherited)  # a DDP process that Lightning launched from the rank-0 one
+    if _launched_externally():
+        if not config.name:
+            raise ValueError("a multi-process launch (torchrun, SLURM) needs --name, so that every process writes to "
+                             "one run directory")
+        path = Path(config.out_dir) / config.name
+        if _global_rank() == 0 and (path / "config.yaml").exists():
+            raise FileExistsError(f"{path} holds an earlier run; choose another --name")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return new_run_dir(config.out_dir, config.name or f"{config.model.replace(':', '_')}-"
+                       f"{datetime.now():%Y%m%d-%H%M%S}")
+
+
+def resolve_hardware(config: TrainConfig) -> dict[str, Any]:
+    """Accelerator, precision and memory format: bf16 autocast and channels_last on a GPU, plain fp32 on CPU
+    (where neither helps), unless the config says otherwise."""
+    gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    auto_precision = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else ("16-mixed" if gpu else "32-true")
+    return {
+        "accelerator": "gpu" if gpu else ("cpu" if config.accelerator == "auto" else config.accelerator),
+        "precision": config.precision or auto_precision,
+        "channels_last": gpu if config.channels_last is None else config.channels_last,
+    }
 
 
 def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
@@ -283,14 +351,12 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
                      image_size=config.image_size, interpolation=prep.interpolation, in_chans=in_chans,
                      channels=config.channels, intensity=config.intensity, multilabel=found.multilabel)
 
-    if resume is not None:
-        run_dir = Path(resume)
-    else:
-        run_dir = new_run_dir(config.out_dir, config.name or f"{config.model.replace(':', '_')}-"
-                              f"{datetime.now():%Y%m%d-%H%M%S}")
-    save_config(config, run_dir / "config.yaml")
-    write_json(run_dir / "dataset.json", summary)
-    log.info("run directory %s", run_dir)
+    run_dir = _run_dir(config, resume)
+    rank_zero = _global_rank() == 0
+    if rank_zero:
+        save_config(config, run_dir / "config.yaml")
+        write_json(run_dir / "dataset.json", summary)
+        log.info("run directory %s", run_dir)
 
     train_tf = train_transform(image_size=config.image_size, mean=tuple(mean), std=tuple(std),
                                interpolation=prep.interpolation, augment=config.augment)
@@ -300,23 +366,37 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
 
     loss_weights = (class_weights(found.class_indices("train"), len(found.class_names))
                     if config.balance == "loss" else None)
-    module = CellClassifier(model, card=card, config=config, run_dir=run_dir, loss_weights=loss_weights)
+    hardware = resolve_hardware(config)
+    module = CellClassifier(model, card=card, config=config, run_dir=run_dir, loss_weights=loss_weights,
+                            channels_last=hardware["channels_last"], compile_model=config.compile)
     callbacks: list[L.Callback] = [ModelCheckpoint(dirpath=run_dir, filename=Path(LAST).stem,
                                                    enable_version_counter=False, save_on_train_epoch_end=True)]
     if config.patience is not None:
         callbacks.append(EarlyStopping(monitor=config.early_stop_monitor, patience=config.patience,
                                        mode="min" if config.early_stop_monitor == "val_loss" else "max"))
     trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices, logger=False,
+        max_epochs=config.epochs, accelerator=hardware["accelerator"], devices=config.devices,
+        num_nodes=config.num_nodes, strategy=config.strategy, precision=hardware["precision"], logger=False,
         callbacks=callbacks, num_sanity_val_steps=0, limit_train_batches=config.max_steps_per_epoch or 1.0,
         log_every_n_steps=10, default_root_dir=run_dir,
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=Path(resume) / LAST if resume is not None else None)
-    train_seconds = sum(row["seconds"] for row in module.history)  # all epochs, across resumes
+    log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.strategy, config.devices,
+             config.num_nodes)
+    # Processes that Lightning launches for DDP run this function again; they find the run directory here.
+    os.environ[_RUN_DIR_ENV] = str(run_dir)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=Path(resume) / LAST if resume is not None else None)
+    finally:
+        os.environ.pop(_RUN_DIR_ENV, None)
+    if not trainer.is_global_zero or _global_rank() != 0:
+        return run_dir  # the final report is rank 0's
     if not (run_dir / BEST).is_file():
         raise RuntimeError(f"{run_dir}: training stopped before a validation pass; no checkpoint was written")
-    write_history(run_dir / "history.csv", module.history)
-    plot_curves(module.history, run_dir)
+    # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
+    history = module.history or read_history(run_dir / "history.csv")
+    train_seconds = sum(row["seconds"] for row in history)  # all epochs, across resumes
+    write_history(run_dir / "history.csv", history)
+    plot_curves(history, run_dir)
 
     # Report on the best checkpoint, on test when there is one.
     best = torch.load(run_dir / BEST, map_location="cpu", weights_only=True)
@@ -338,9 +418,9 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
     write_json(run_dir / "metrics.json", {
         "split": split, **metrics,
         "best_epoch": int(best["epoch"]) + 1, "best_val": {k: best["val_metrics"][k] for k in headline},
-        "epochs_run": len(module.history), "train_seconds": train_seconds,
+        "epochs_run": len(history), "train_seconds": train_seconds,
         # Training images per wall-clock second of the whole fit, validation passes included.
-        "fit_images_per_second": module.images_seen / train_seconds if train_seconds else float(np.nan),
+        "fit_images_per_second": sum(r["train_images"] for r in history) / train_seconds if train_seconds else 0.0,
     })
     write_report(run_dir, samples=found.splits[split], probs=probs)
     log.info("%s: %s", split, {k: round(metrics[k], 4) for k in headline})
