@@ -8,9 +8,10 @@ from celltune.synthetic import make_dataset
 
 
 @pytest.fixture(autouse=True)
-def _private_torch_home(tmp_path_factory, monkeypatch):
-    """Each test gets an empty torch hub cache, so no test reads or writes the user's."""
+def _private_caches(tmp_path_factory, monkeypatch):
+    """Each test gets an empty torch hub cache and image cache, so no test reads or writes the user's."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("CELLTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("image_cache")))
 
 
 @pytest.fixture(scope="session")

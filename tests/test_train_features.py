@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from celltune.checkpoint import ModelCard
 from celltune.config import TrainConfig, load_config
 from celltune.data import DataError, discover
 from celltune.dataset import mask_paths
-from celltune.train import LAST, CellClassifier, _loaders, class_weights, fit
+from celltune.train import LAST, CellClassifier, build_loaders, class_weights, fit
 from celltune.transforms import Augment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -24,6 +25,11 @@ def _config(data, out, **kw) -> TrainConfig:
     base = dict(data=str(data), model="mobilenet_v2", pretrained=False, image_size=32, epochs=2, batch_size=8,
                 max_steps_per_epoch=2, num_workers=0, out_dir=str(out), name="t", accelerator="cpu")
     return TrainConfig(**{**base, **kw})
+
+
+def _card(found, size: int) -> ModelCard:
+    return ModelCard(model_name="mobilenet_v2", class_names=found.class_names, mean=[0.5] * 3, std=[0.25] * 3,
+                     image_size=size)
 
 
 def _history(run: Path) -> list[dict]:
@@ -41,9 +47,9 @@ def test_masks_black_out_background_before_augmentation(tiny_data, tmp_path):
             m.paste(255, (0, 0, 16, 32))  # keep the left half only
             m.save(target)
     paths = mask_paths(found.splits["train"], data_root=tiny_data, mask_dir=masks)
-    train_loader, _, _ = _loaders(_config(tiny_data, tmp_path, mask_dir=str(masks), batch_size=4,
+    train_loader, _, _ = build_loaders(_config(tiny_data, tmp_path, mask_dir=str(masks), batch_size=4,
                                           augment=Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0)),
-                                  found, None, None)
+                                  found, _card(found, 32))
     image, _ = train_loader.dataset[0]
     assert paths[0].is_file()
     assert float(image[:, :, 16:].abs().max()) == 0.0 and float(image[:, :, :16].max()) > 0
@@ -67,8 +73,9 @@ def test_class_weights_and_weighted_sampler_balance_the_classes(tmp_path):
     assert class_weights([0, 0, 0, 1], 3).tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])
     data = _imbalanced(tmp_path / "imb")
     torch.manual_seed(0)
-    loader, _, _ = _loaders(_config(data, tmp_path, balance="sampler", batch_size=11, image_size=16), discover(data),
-                            None, None)
+    found = discover(data)
+    loader, _, _ = build_loaders(_config(data, tmp_path, balance="sampler", batch_size=11, image_size=16), found,
+                            _card(found, 16))
     drawn = torch.cat([labels for _ in range(30) for _, labels in loader])
     rare_fraction = float((drawn == 1).float().mean())
     assert 0.4 < rare_fraction < 0.6  # 3 of 33 images, but half of the draws

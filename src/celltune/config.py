@@ -46,6 +46,8 @@ class TrainConfig:
     test_fraction: float = 0.15
     seed: int = 0
     num_workers: int | None = None  # None: half the CPU cores
+    cache: Literal["auto", "on", "off"] = "auto"  # decoded, resized uint8 images on disk; auto: datasets up to 2 GiB
+    cache_dir: str | None = None  # default $CELLTUNE_CACHE_DIR or ~/.cache/celltune
     accelerator: str = "auto"
     devices: int | str = 1  # per node; "auto" takes every GPU
     num_nodes: int = 1

@@ -43,7 +43,7 @@ def predict_probs(model: nn.Module, loader: torch.utils.data.DataLoader, *, devi
     """(N, num_classes) probabilities in loader order."""
     device = device or default_device()
     model = model.to(device).eval()
-    out = [batch_probs(model, images.to(device), tta, multilabel).cpu() for images, _ in loader]
+    out = [batch_probs(model, images.to(device), tta, multilabel).cpu() for images, *_ in loader]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 

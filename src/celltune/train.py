@@ -22,6 +22,7 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
+from celltune.cache import AUTO_LIMIT_BYTES, CachedDataset, build_cache
 from celltune.channels import dataset_mean_std
 from celltune.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.config import TrainConfig, save_config
@@ -32,7 +33,7 @@ from celltune.metrics import classification_metrics, multi_hot, multilabel_metri
 from celltune.models import create_model, resolve_name
 from celltune.report import plot_curves, read_history, write_history, write_json
 from celltune.report_html import write_report
-from celltune.transforms import eval_transform, train_transform
+from celltune.transforms import NormalizeBatch, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +249,42 @@ def _num_workers(config: TrainConfig) -> int:
     return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
-def _loaders(config: TrainConfig, found: LabelledSplits, train_tf, eval_tf, card: ModelCard | None = None):
+def _use_cache(config: TrainConfig, found: LabelledSplits) -> bool:
+    assert config.image_size is not None
+    channels = len(config.channels) if config.channels else 3
+    images = len(found.splits["train"]) + len(found.splits["val"])
+    return config.cache == "on" or (config.cache == "auto" and images * channels * config.image_size**2
+                                    <= AUTO_LIMIT_BYTES)
+
+
+def build_loaders(config: TrainConfig, found: LabelledSplits, card: ModelCard):
+    """Train and val DataLoaders. Small datasets come from the decoded uint8 cache (see celltune.cache), augmented as
+    uint8 and normalised a batch at a time; others are read from their files image by image."""
+    assert config.image_size is not None
     workers = _num_workers(config)
     args: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": workers,
                             "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
     masks = {split: mask_paths(found.splits[split], data_root=config.data, mask_dir=config.mask_dir)
              if config.mask_dir else None for split in found.splits}
+    cached = _use_cache(config, found)
+    mean, std = tuple(card.mean), tuple(card.std)
+    train_tf = train_transform(image_size=config.image_size, mean=mean, std=std, interpolation=card.interpolation,
+                               augment=config.augment, normalize=not cached)
+    eval_tf = None if cached else eval_transform(image_size=config.image_size, mean=mean, std=std,
+                                                 interpolation=card.interpolation)
+    if cached:
+        args["collate_fn"] = NormalizeBatch(mean, std)
+    datasets: dict[str, torch.utils.data.Dataset] = {}
+    for split, tf in (("train", train_tf), ("val", eval_tf)):
+        samples = found.splits[split]
+        if cached:
+            path = build_cache(samples, size=config.image_size, channels=config.channels, intensity=config.intensity,
+                               masks=masks[split], interpolation=card.interpolation,
+                               cache_dir=Path(config.cache_dir) if config.cache_dir else None)
+            datasets[split] = CachedDataset(path, samples, tf, num_classes=len(found.class_names))
+        else:
+            datasets[split] = CellDataset(samples, tf, masks[split], channels=config.channels,
+                                          intensity=config.intensity, num_classes=len(found.class_names))
     train = found.splits["train"]
     sampler = None
     if config.balance == "sampler":
@@ -262,13 +293,10 @@ def _loaders(config: TrainConfig, found: LabelledSplits, train_tf, eval_tf, card
         weights = class_weights(labels, len(found.class_names))[labels]
         sampler = torch.utils.data.WeightedRandomSampler(weights.tolist(), num_samples=len(train), replacement=True)
     # drop_last keeps BatchNorm away from a final batch of one image.
-    data_args: dict[str, Any] = {"channels": config.channels, "intensity": config.intensity,
-                                 "num_classes": len(found.class_names)}
     train_loader = torch.utils.data.DataLoader(
-        CellDataset(train, train_tf, masks["train"], **data_args), shuffle=sampler is None, sampler=sampler,
-        drop_last=len(train) > config.batch_size, **args)
-    val_set = WithIndex(CellDataset(found.splits["val"], eval_tf, masks["val"], **data_args))
-    val_loader = torch.utils.data.DataLoader(val_set, **args)
+        datasets["train"], shuffle=sampler is None, sampler=sampler, drop_last=len(train) > config.batch_size,
+        **args)
+    val_loader = torch.utils.data.DataLoader(WithIndex(datasets["val"]), **args)
     return train_loader, val_loader, masks
 
 
@@ -358,11 +386,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
         write_json(run_dir / "dataset.json", summary)
         log.info("run directory %s", run_dir)
 
-    train_tf = train_transform(image_size=config.image_size, mean=tuple(mean), std=tuple(std),
-                               interpolation=prep.interpolation, augment=config.augment)
-    eval_tf = eval_transform(image_size=config.image_size, mean=tuple(mean), std=tuple(std),
-                             interpolation=prep.interpolation)
-    train_loader, val_loader, masks = _loaders(config, found, train_tf, eval_tf)
+    train_loader, val_loader, masks = build_loaders(config, found, card)
 
     loss_weights = (class_weights(found.class_indices("train"), len(found.class_names))
                     if config.balance == "loss" else None)

@@ -48,7 +48,10 @@ def train_transform(
     std: tuple[float, ...],
     interpolation: str = "bilinear",
     augment: Augment = Augment(),
+    normalize: bool = True,
 ) -> v2.Compose:
+    """Augmentation, then normalisation. ``normalize=False``: uint8 in, uint8 out, for the cached pipeline, where
+    ``NormalizeBatch`` turns whole batches into normalised floats at once (cheaper than image by image)."""
     mode = InterpolationMode(interpolation)
     steps: list = []
     if augment.crop_scale < 1.0:
@@ -72,13 +75,26 @@ def train_transform(
         steps.append(v2.ColorJitter(brightness=augment.color_jitter, contrast=augment.color_jitter))
     if augment.randaugment_ops:
         # RandAugment's posterize/solarize/equalize are defined on 8-bit images.
-        steps += [v2.ToDtype(torch.uint8, scale=True),
-                  v2.RandAugment(num_ops=augment.randaugment_ops, magnitude=augment.randaugment_magnitude),
-                  v2.ToDtype(torch.float32, scale=True)]
-    steps.append(v2.Normalize(mean, std))
+        randaugment = v2.RandAugment(num_ops=augment.randaugment_ops, magnitude=augment.randaugment_magnitude)
+        steps += ([v2.ToDtype(torch.uint8, scale=True), randaugment, v2.ToDtype(torch.float32, scale=True)]
+                  if normalize else [randaugment])
+    if normalize:
+        steps.append(v2.Normalize(mean, std))
     if augment.random_erasing:
         steps.append(v2.RandomErasing(p=augment.random_erasing, value=0))
     return v2.Compose(steps)
+
+
+class NormalizeBatch:
+    """DataLoader collate for uint8 images: stack, then (x / 255 - mean) / std on the whole (B, C, H, W) batch."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
+
+    def __call__(self, batch: list) -> list:
+        images, *rest = torch.utils.data.default_collate(batch)
+        return [images.float().sub_(self.mean).div_(self.std), *rest]
 
 
 def _flips(x: torch.Tensor) -> list[torch.Tensor]:

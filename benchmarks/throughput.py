@@ -1,0 +1,212 @@
+"""Throughput: celltune vs a timm train.py / inference.py-style loop vs the model-only limit, side by side in one run.
+
+    python benchmarks/throughput.py [--data ../shared/data/hep2_icpr2014] [--images 1280] [--image-size 96]
+
+All three use the same model (ImageNet mobilenet_v2), image size, batch size, DataLoader workers and HEp-2 images:
+
+- celltune: the DataLoaders ``fit`` builds (``build_loaders``: decoded uint8 cache, uint8 augmentation, whole-batch
+  normalisation) feeding ``CellClassifier`` on a Lightning ``Trainer`` (progress bar on); inference through
+  ``predict_probs`` on the validation loader ``fit`` uses.
+- timm-style: PIL decoding per image, timm's ``create_transform`` (RandomResizedCrop, flips; no colour jitter) and
+  the plain loop of timm's ``train.py`` (forward, loss, zero_grad, backward, step); ``inference.py``'s eval loop.
+- model-only: the same forward+backward+step (or forward) on batches already in memory, no data pipeline at all.
+
+Images/s are counted after ``--warmup`` batches. Ratios: celltune / timm and celltune / model-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+from timm.data import create_transform
+
+from celltune.checkpoint import ModelCard
+from celltune.config import TrainConfig
+from celltune.data import LabelledSplits, discover
+from celltune.models import create_model
+from celltune.predict import predict_probs
+from celltune.train import CellClassifier, build_loaders
+from celltune.transforms import Augment
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
+
+
+class PILFolder(torch.utils.data.Dataset):
+    """What timm's ImageDataset does per item: open with PIL, convert to RGB, transform."""
+
+    def __init__(self, samples, transform):
+        self.samples, self.transform = samples, transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        s = self.samples[i]
+        with Image.open(s.path) as img:
+            return self.transform(img.convert("RGB")), s.label
+
+
+def _rate(images: int, seconds: float) -> float:
+    return images / seconds if seconds > 0 else float("nan")
+
+
+def timm_style_train(model, loader, *, warmup: int) -> float:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    start, seen = 0.0, 0
+    for step, (x, y) in enumerate(loader):
+        if step == warmup:
+            start, seen = time.perf_counter(), 0
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    return _rate(seen, time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def timm_style_infer(model, loader, *, warmup: int) -> float:
+    model.eval()
+    start, seen = 0.0, 0
+    for step, (x, _) in enumerate(loader):
+        if step == warmup:
+            start, seen = time.perf_counter(), 0
+        model(x).softmax(-1).topk(5)
+        seen += len(x)
+    return _rate(seen, time.perf_counter() - start)
+
+
+def model_only_train(model, batches, *, warmup: int) -> float:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    start, seen = 0.0, 0
+    for step, (x, y) in enumerate(batches):
+        if step == warmup:
+            start, seen = time.perf_counter(), 0
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    return _rate(seen, time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def model_only_infer(model, batches, *, warmup: int) -> float:
+    model.eval()
+    start, seen = 0.0, 0
+    for step, (x, _) in enumerate(batches):
+        if step == warmup:
+            start, seen = time.perf_counter(), 0
+        model(x)
+        seen += len(x)
+    return _rate(seen, time.perf_counter() - start)
+
+
+class _Clock(L.Callback):
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.seen, self.end = warmup, 0.0, 0, 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx >= self.warmup:
+            self.seen += len(batch[1])
+            self.end = time.perf_counter()
+
+
+def celltune_train(model, card, config, loader, *, warmup, run_dir) -> float:
+    module = CellClassifier(model, card=card, config=config, run_dir=run_dir)
+    clock = _Clock(warmup)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        callbacks=[clock], enable_model_summary=False)
+    trainer.fit(module, loader)
+    return _rate(clock.seen, clock.end - clock.start)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--model", default="mobilenet_v2")
+    p.add_argument("--images", type=int, default=1280)
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
+    args = p.parse_args()
+    if not Path(args.data).is_dir():
+        print(f"no HEp-2 data at {args.data}; pass --data", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    found = discover(args.data)
+    samples = found.splits["train"][: args.images]
+    size, bs, workers, warmup = args.image_size, args.batch_size, args.workers, args.warmup
+    model, prep = create_model(args.model, num_classes=len(found.class_names), pretrained=True)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    card = ModelCard(model_name=args.model, class_names=found.class_names, mean=list(prep.mean), std=list(prep.std),
+                     image_size=size)
+    timm_train_tf = create_transform(input_size=size, is_training=True, scale=(0.8, 1.0), hflip=0.5, vflip=0.5,
+                                     color_jitter=None, interpolation="bilinear", mean=prep.mean, std=prep.std)
+    timm_eval_tf = create_transform(input_size=size, is_training=False, crop_pct=1.0, interpolation="bilinear",
+                                    mean=prep.mean, std=prep.std)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(data=args.data, model=args.model, image_size=size, batch_size=bs, optimizer="adamw",
+                             lr=1e-3, scheduler="none", num_workers=workers, cache="on", cache_dir=f"{tmp}/cache",
+                             augment=Augment(hflip=True, vflip=True, rotation=0, crop_scale=0.8))
+        subset = LabelledSplits(found.class_names, {"train": samples, "val": samples})
+        t0 = time.perf_counter()
+        ct_train, ct_eval, _ = build_loaders(config, subset, card)  # the loaders fit() uses, cache built here
+        cache_seconds = time.perf_counter() - t0
+        # The model-only limit: every batch already decoded, augmented and normalised, in memory.
+        batches = [(images, labels) for images, labels, _ in ct_eval][: len(samples) // bs]
+
+        def loader(dataset, shuffle):
+            return torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=shuffle, drop_last=True,
+                                               num_workers=workers, persistent_workers=workers > 0)
+
+        results = {}
+        model.load_state_dict(initial)
+        results["train_model_only"] = model_only_train(model, batches, warmup=warmup)
+        model.load_state_dict(initial)
+        results["train_timm"] = timm_style_train(model, loader(PILFolder(samples, timm_train_tf), True),
+                                                 warmup=warmup)
+        model.load_state_dict(initial)
+        results["train_celltune"] = celltune_train(model, card, config, ct_train, warmup=warmup, run_dir=Path(tmp))
+        results["infer_model_only"] = model_only_infer(model, batches, warmup=warmup)
+        results["infer_timm"] = timm_style_infer(model, loader(PILFolder(samples, timm_eval_tf), False),
+                                                 warmup=warmup)
+        # Warm up as the others do (their first batches are not timed), then time the whole pass.
+        predict_probs(model, itertools.islice(ct_eval, warmup), device=torch.device("cpu"))
+        start = time.perf_counter()
+        predict_probs(model, ct_eval, device=torch.device("cpu"))
+        results["infer_celltune"] = len(samples) / (time.perf_counter() - start)
+
+    table = {
+        "model": args.model, "image_size": size, "batch_size": bs, "workers": workers, "images": len(samples),
+        "threads": torch.get_num_threads(), "cache_build_seconds": round(cache_seconds, 1),
+        **{k: round(v, 1) for k, v in results.items()},
+        "train_celltune_vs_timm": round(results["train_celltune"] / results["train_timm"], 3),
+        "train_celltune_vs_model_only": round(results["train_celltune"] / results["train_model_only"], 3),
+        "infer_celltune_vs_timm": round(results["infer_celltune"] / results["infer_timm"], 3),
+        "infer_celltune_vs_model_only": round(results["infer_celltune"] / results["infer_model_only"], 3),
+    }
+    print(json.dumps(table, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
