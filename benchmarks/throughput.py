@@ -11,7 +11,8 @@ All three use the same model (ImageNet mobilenet_v2), image size, batch size, Da
   the plain loop of timm's ``train.py`` (forward, loss, zero_grad, backward, step); ``inference.py``'s eval loop.
 - model-only: the same forward+backward+step (or forward) on batches already in memory, no data pipeline at all.
 
-Images/s are counted after ``--warmup`` batches. Ratios: celltune / timm and celltune / model-only.
+Images/s are counted after ``--warmup`` batches; the three take turns ``--repeats`` times and the median counts, as
+this machine's speed drifts by several percent between minutes. Ratios: celltune / timm and celltune / model-only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -59,35 +61,8 @@ def _rate(images: int, seconds: float) -> float:
     return images / seconds if seconds > 0 else float("nan")
 
 
-def timm_style_train(model, loader, *, warmup: int) -> float:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
-    start, seen = 0.0, 0
-    for step, (x, y) in enumerate(loader):
-        if step == warmup:
-            start, seen = time.perf_counter(), 0
-        loss = loss_fn(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seen += len(y)
-    return _rate(seen, time.perf_counter() - start)
-
-
-@torch.inference_mode()
-def timm_style_infer(model, loader, *, warmup: int) -> float:
-    model.eval()
-    start, seen = 0.0, 0
-    for step, (x, _) in enumerate(loader):
-        if step == warmup:
-            start, seen = time.perf_counter(), 0
-        model(x).softmax(-1).topk(5)
-        seen += len(x)
-    return _rate(seen, time.perf_counter() - start)
-
-
-def model_only_train(model, batches, *, warmup: int) -> float:
+def plain_train(model, batches, *, warmup: int) -> float:
+    """timm train.py's loop (forward, loss, zero_grad, backward, step) over any iterable of (images, labels)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
@@ -104,13 +79,14 @@ def model_only_train(model, batches, *, warmup: int) -> float:
 
 
 @torch.inference_mode()
-def model_only_infer(model, batches, *, warmup: int) -> float:
+def plain_infer(model, batches, *, warmup: int) -> float:
+    """timm inference.py's loop: forward, softmax, top-5."""
     model.eval()
     start, seen = 0.0, 0
     for step, (x, _) in enumerate(batches):
         if step == warmup:
             start, seen = time.perf_counter(), 0
-        model(x)
+        model(x).softmax(-1).topk(5)
         seen += len(x)
     return _rate(seen, time.perf_counter() - start)
 
@@ -147,6 +123,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     if not Path(args.data).is_dir():
         print(f"no HEp-2 data at {args.data}; pass --data", file=sys.stderr)
@@ -178,22 +155,26 @@ def main() -> int:
             return torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=shuffle, drop_last=True,
                                                num_workers=workers, persistent_workers=workers > 0)
 
-        results = {}
-        model.load_state_dict(initial)
-        results["train_model_only"] = model_only_train(model, batches, warmup=warmup)
-        model.load_state_dict(initial)
-        results["train_timm"] = timm_style_train(model, loader(PILFolder(samples, timm_train_tf), True),
-                                                 warmup=warmup)
-        model.load_state_dict(initial)
-        results["train_celltune"] = celltune_train(model, card, config, ct_train, warmup=warmup, run_dir=Path(tmp))
-        results["infer_model_only"] = model_only_infer(model, batches, warmup=warmup)
-        results["infer_timm"] = timm_style_infer(model, loader(PILFolder(samples, timm_eval_tf), False),
-                                                 warmup=warmup)
-        # Warm up as the others do (their first batches are not timed), then time the whole pass.
-        predict_probs(model, itertools.islice(ct_eval, warmup), device=torch.device("cpu"))
-        start = time.perf_counter()
-        predict_probs(model, ct_eval, device=torch.device("cpu"))
-        results["infer_celltune"] = len(samples) / (time.perf_counter() - start)
+        runs: dict[str, list[float]] = {k: [] for k in ("train_model_only", "train_timm", "train_celltune",
+                                                          "infer_model_only", "infer_timm", "infer_celltune")}
+        for _ in range(args.repeats):  # take turns, so a drift of the machine's speed hits all three alike
+            model.load_state_dict(initial)
+            runs["train_model_only"].append(plain_train(model, batches, warmup=warmup))
+            model.load_state_dict(initial)
+            runs["train_timm"].append(plain_train(model, loader(PILFolder(samples, timm_train_tf), True),
+                                                       warmup=warmup))
+            model.load_state_dict(initial)
+            runs["train_celltune"].append(celltune_train(model, card, config, ct_train, warmup=warmup,
+                                                         run_dir=Path(tmp)))
+            runs["infer_model_only"].append(plain_infer(model, batches, warmup=warmup))
+            runs["infer_timm"].append(plain_infer(model, loader(PILFolder(samples, timm_eval_tf), False),
+                                                       warmup=warmup))
+            # Warm up as the others do (their first batches are not timed), then time the whole pass.
+            predict_probs(model, itertools.islice(ct_eval, warmup), device=torch.device("cpu"))
+            start = time.perf_counter()
+            predict_probs(model, ct_eval, device=torch.device("cpu"))
+            runs["infer_celltune"].append(len(samples) / (time.perf_counter() - start))
+        results = {k: statistics.median(v) for k, v in runs.items()}
 
     table = {
         "model": args.model, "image_size": size, "batch_size": bs, "workers": workers, "images": len(samples),
@@ -204,6 +185,7 @@ def main() -> int:
         "infer_celltune_vs_timm": round(results["infer_celltune"] / results["infer_timm"], 3),
         "infer_celltune_vs_model_only": round(results["infer_celltune"] / results["infer_model_only"], 3),
     }
+    table["all_runs"] = {k: [round(x, 1) for x in v] for k, v in runs.items()}
     print(json.dumps(table, indent=2))
     return 0
 

@@ -28,6 +28,8 @@ _TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--image-size", {"type": int, "help": "input size in pixels (default: the pretrained weights' size)"}),
     ("--seed", {"type": int}),
     ("--num-workers", {"type": int}),
+    ("--cache", {"choices": ["auto", "on", "off"], "help": "decoded uint8 image cache (auto: datasets up to 2 GiB)"}),
+    ("--cache-dir", {"help": "where the image cache goes (default $CELLTUNE_CACHE_DIR or ~/.cache/celltune)"}),
     ("--accelerator", {"help": "auto, cpu, gpu"}),
     ("--devices", {"type": lambda s: s if s == "auto" else int(s), "help": "devices per node (auto: all GPUs)"}),
     ("--num-nodes", {"type": int}),

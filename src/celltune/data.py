@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,25 +107,20 @@ def _read_multilabel(root: Path, csv_path: Path, *, label_names: str | Path | No
     channel_stems = {stem.rsplit("_", 1)[0] for stem in files if "_" in stem}
     samples: list[Sample] = []
     label_sets: list[tuple[int, ...]] = []
-    with csv_path.open(newline="") as f:
-        rows = csv.reader(f)
-        next(rows)
-        for line, row in enumerate(rows, start=2):
-            if not row:
-                continue
-            try:
-                image_id, labels = row[0].strip(), tuple(sorted({int(t) for t in row[1].split()}))
-            except (ValueError, IndexError) as err:
-                raise DataError(f"{csv_path}:{line}: expected 'Id,Target' with space-separated label ids, "
-                                f"got {row!r}") from err
-            label_sets.append(labels)
-            if image_id in files:
-                samples.append(Sample(files[image_id], labels))
-            elif image_id in channel_stems:
-                samples.append(Sample(folder / image_id, labels))
-            else:
-                raise DataError(f"{folder / image_id}.png: no image (or {image_id}_<channel>.png files) for "
-                                f"{csv_path}:{line}; add it or remove the row")
+    for line, row in _csv_rows(csv_path):
+        try:
+            image_id, labels = row[0].strip(), tuple(sorted({int(t) for t in row[1].split()}))
+        except (ValueError, IndexError) as err:
+            raise DataError(f"{csv_path}:{line}: expected 'Id,Target' with space-separated label ids, "
+                            f"got {row!r}") from err
+        label_sets.append(labels)
+        if image_id in files:
+            samples.append(Sample(files[image_id], labels))
+        elif image_id in channel_stems:
+            samples.append(Sample(folder / image_id, labels))
+        else:
+            raise DataError(f"{folder / image_id}.png: no image (or {image_id}_<channel>.png files) for "
+                            f"{csv_path}:{line}; add it or remove the row")
     names = read_label_names(label_names) if label_names else {}
     num_classes = max([*names, *(lab for labels in label_sets for lab in labels)]) + 1
     class_names = [names.get(i, str(i)) for i in range(num_classes)]
@@ -162,18 +158,23 @@ def iterative_split(labels: list[tuple[int, ...]], num_classes: int, *, fraction
     return [sorted(rest.tolist()), *parts]
 
 
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) of a CSV after its header, blank lines skipped."""
+    with path.open(newline="") as f:
+        rows = csv.reader(f)
+        next(rows, None)
+        for line, row in enumerate(rows, start=2):
+            if row:
+                yield line, row
+
+
 def _read_icpr(root: Path, csv_path: Path) -> LabelledSplits:
     labels: dict[int, str] = {}
-    with csv_path.open(newline="") as f:
-        rows = csv.reader(f)
-        next(rows)
-        for line, row in enumerate(rows, start=2):
-            if not row:
-                continue
-            try:
-                labels[int(row[0])] = row[1].strip()
-            except (ValueError, IndexError) as err:
-                raise DataError(f"{csv_path}:{line}: expected 'Image ID,Image class', got {row!r}") from err
+    for line, row in _csv_rows(csv_path):
+        try:
+            labels[int(row[0])] = row[1].strip()
+        except (ValueError, IndexError) as err:
+            raise DataError(f"{csv_path}:{line}: expected 'Image ID,Image class', got {row!r}") from err
     class_names = sorted(set(labels.values()))
     index = {c: i for i, c in enumerate(class_names)}
     out = LabelledSplits(class_names, layout=f"ICPR 2014 HEp-2 ({csv_path.name})")
