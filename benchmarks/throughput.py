@@ -5,7 +5,7 @@
 All three use the same model (ImageNet mobilenet_v2), image size, batch size, DataLoader workers and HEp-2 images:
 
 - celltune: the DataLoaders ``fit`` builds (``build_loaders``: decoded uint8 cache, uint8 augmentation, whole-batch
-  normalisation) feeding ``CellClassifier`` on a Lightning ``Trainer`` (progress bar on); inference through
+  normalisation) feeding ``CellClassifier`` on a Lightning ``Trainer`` (its progress bar on); inference through
   ``predict_probs`` on the validation loader ``fit`` uses.
 - timm-style: PIL decoding per image, timm's ``create_transform`` (RandomResizedCrop, flips; no colour jitter) and
   the plain loop of timm's ``train.py`` (forward, loss, zero_grad, backward, step); ``inference.py``'s eval loop.
@@ -36,7 +36,7 @@ from celltune.config import TrainConfig
 from celltune.data import LabelledSplits, discover
 from celltune.models import create_model
 from celltune.predict import predict_probs
-from celltune.train import CellClassifier, build_loaders
+from celltune.train import CellClassifier, build_loaders, progress_bar
 from celltune.transforms import Augment
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
@@ -109,7 +109,7 @@ def celltune_train(model, card, config, loader, *, warmup, run_dir) -> float:
     module = CellClassifier(model, card=card, config=config, run_dir=run_dir)
     clock = _Clock(warmup)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        callbacks=[clock], enable_model_summary=False)
+                        callbacks=[clock, progress_bar()], enable_model_summary=False)
     trainer.fit(module, loader)
     return _rate(clock.seen, clock.end - clock.start)
 
