@@ -126,3 +126,20 @@ def test_real_icpr2014_hep2_layout():
     assert found.class_names == ["Centromere", "Golgi", "Homogeneous", "NuMem", "Nucleolar", "Speckled"]
     assert {k: len(v) for k, v in found.splits.items()} == {"train": 8701, "val": 2175, "test": 2720}
     assert read_image(found.splits["test"][0].path).shape == (3, 78, 78)
+
+
+def test_channel_files_lists_each_folder_once(tmp_path, monkeypatch):
+    from celltune.data import ChannelFiles
+
+    for stem in ("a", "a_b", "c"):
+        for channel in ("red", "green"):
+            _png(tmp_path / f"{stem}_{channel}.png")
+    plain = _png(tmp_path / "d.png")
+    files = ChannelFiles()
+    listings = []
+    real_iterdir = type(tmp_path).iterdir
+    monkeypatch.setattr(type(tmp_path), "iterdir", lambda self: listings.append(self) or real_iterdir(self))
+    assert [p.name for p in files.of(tmp_path / "a")] == ["a_green.png", "a_red.png"]  # not a_b_red.png
+    assert [p.name for p in files.of(tmp_path / "a_b")] == ["a_b_green.png", "a_b_red.png"]
+    assert files.of(tmp_path / "c") and files.of(plain) == [plain] and files.of(tmp_path / "zz") == []
+    assert listings == [tmp_path]

@@ -19,7 +19,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from celltune.data import Sample
+from celltune.data import ChannelFiles, Sample
 from celltune.dataset import encode_target, load_input
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "celltune"
 
 
-def _files_of(path: Path) -> list[Path]:
-    """The file(s) behind a sample: itself, or its per-channel files."""
-    if path.is_file():
-        return [path]
-    return sorted(path.parent.glob(f"{path.name}_*"))
-
-
 def cache_key(samples: list[Sample], masks: list[Path] | None, preprocessing: dict) -> str:
     h = hashlib.sha256(json.dumps({"format": FORMAT, **preprocessing}, sort_keys=True).encode())
+    channel_files = ChannelFiles()
     for i, s in enumerate(samples):
-        for f in _files_of(s.path) + ([masks[i]] if masks else []):
+        for f in channel_files.of(s.path) + ([masks[i]] if masks else []):
             st = f.stat()
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]

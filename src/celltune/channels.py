@@ -14,7 +14,6 @@ import torch
 
 from celltune.data import IMAGE_SUFFIXES, DataError, read_image
 
-INTENSITY_MODES = ("scale", "percentile", "dataset")
 PERCENTILES = (1.0, 99.8)
 
 

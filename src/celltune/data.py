@@ -305,23 +305,35 @@ def read_image(path: str | Path) -> torch.Tensor:
     return tensor.contiguous()
 
 
+class ChannelFiles:
+    """The file(s) behind each sample: the image itself, or its per-channel files ``{stem}_{channel}.png``. Each
+    folder is listed once, however many samples it holds (a glob per sample would list it once per sample)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, dict[str, list[Path]]] = {}
+
+    def of(self, path: Path) -> list[Path]:
+        """``[path]`` for an image file, else the sorted channel files of the stem ``path`` ([] if none)."""
+        if path.is_file():
+            return [path]
+        if path.parent not in self._folders:
+            stems: dict[str, list[Path]] = {}
+            for f in sorted(path.parent.iterdir()):
+                if "_" in f.stem and f.suffix.lower() in IMAGE_SUFFIXES:
+                    stems.setdefault(f.stem.rsplit("_", 1)[0], []).append(f)
+            self._folders[path.parent] = stems
+        return self._folders[path.parent].get(path.name, [])
+
+
 def summarize(found: LabelledSplits) -> dict:
     """Counts per class and split and image sizes; opens every file's header, so a corrupt file fails here."""
     sizes: Counter[tuple[int, int]] = Counter()
     modes: Counter[str] = Counter()
-    channel_files: dict[Path, dict[str, Path]] = {}  # folder -> {stem: one of its channel files}
-
-    def header_file(path: Path) -> Path:
-        if path.is_file():
-            return path
-        if path.parent not in channel_files:
-            channel_files[path.parent] = {f.stem.rsplit("_", 1)[0]: f for f in path.parent.iterdir() if "_" in f.stem}
-        return channel_files[path.parent].get(path.name, path)
-
+    channel_files = ChannelFiles()
     for samples in found.splits.values():
         for s in samples:
             try:
-                with Image.open(header_file(s.path)) as img:
+                with Image.open(next(iter(channel_files.of(s.path)), s.path)) as img:
                     sizes[img.size] += 1
                     modes[img.mode] += 1
             except (OSError, UnidentifiedImageError) as err:

@@ -168,11 +168,12 @@ def predict_to_csv(predictor: Predictor, paths: Iterable[Path], out: Path, *, ba
     ``resume`` appends to an interrupted ``out``, skipping the images already in it. Returns rows written now."""
     thresholds = predictor.thresholds if predictor.card.multilabel else None
     header = _header(predictor.class_names, False)
-    done = _completed_rows(out, header) if resume and out.exists() else set()
+    appending = resume and out.exists()
+    done = _completed_rows(out, header) if appending else set()
     written = 0
-    with out.open("a" if done or (resume and out.exists()) else "w", newline="") as f:
+    with out.open("a" if appending else "w", newline="") as f:
         writer = csv.writer(f)
-        if not (resume and out.exists()):
+        if not appending:
             writer.writerow(header)
         batch: list[Path] = []
         for path in itertools.chain(paths, [None]):  # None flushes the last, partial batch

@@ -91,7 +91,8 @@ class FocalLoss(nn.Module):
 
 
 class CellClassifier(L.LightningModule):
-    """Cross-entropy fine-tuning; keeps the epoch history and writes ``best.pt`` on each new best validation ACA."""
+    """Fine-tuning (cross-entropy, or BCE/focal for multi-label); keeps the epoch history and writes ``best.pt`` on
+    each new best validation score (ACA, or macro-F1 for multi-label)."""
 
     def __init__(self, model: nn.Module, *, card: ModelCard, config: TrainConfig, run_dir: Path,
                  loss_weights: torch.Tensor | None = None, channels_last: bool = False,
