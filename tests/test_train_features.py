@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image
@@ -15,6 +16,7 @@ from celltune.checkpoint import ModelCard
 from celltune.config import TrainConfig, load_config
 from celltune.data import DataError, discover
 from celltune.dataset import mask_paths
+from celltune.models import create_model
 from celltune.train import LAST, CellClassifier, build_loaders, class_weights, fit
 from celltune.transforms import Augment
 
@@ -47,9 +49,9 @@ def test_masks_black_out_background_before_augmentation(tiny_data, tmp_path):
             m.paste(255, (0, 0, 16, 32))  # keep the left half only
             m.save(target)
     paths = mask_paths(found.splits["train"], data_root=tiny_data, mask_dir=masks)
-    train_loader, _, _ = build_loaders(_config(tiny_data, tmp_path, mask_dir=str(masks), batch_size=4,
-                                          augment=Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0)),
-                                  found, _card(found, 32))
+    train_loader = build_loaders(_config(tiny_data, tmp_path, mask_dir=str(masks), batch_size=4,
+                                         augment=Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0)),
+                                 found, _card(found, 32)).train
     image, _ = train_loader.dataset[0]
     assert paths[0].is_file()
     assert float(image[:, :, 16:].abs().max()) == 0.0 and float(image[:, :, :16].max()) > 0
@@ -69,13 +71,43 @@ def _imbalanced(root: Path) -> Path:
     return root
 
 
+def test_cached_training_batches_are_augmented_whole_on_the_device(tiny_data, tmp_path):
+    found = discover(tiny_data)
+    card = _card(found, 32)
+    loaders = build_loaders(_config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "cache")), found, card)
+    images, _ = next(iter(loaders.train))
+    assert images.dtype == torch.uint8 and loaders.batch_augment is not None  # augmented after the transfer
+    val_images, _, _ = next(iter(loaders.val))
+    assert val_images.dtype == torch.float32  # validation batches are normalised in the collate
+    # RandAugment has no batch form, and uncached data has no uint8 batches: both augment image by image.
+    for changes in ({"cache": "on", "augment": Augment(randaugment_ops=1)}, {"cache": "off"}):
+        other = build_loaders(_config(tiny_data, tmp_path, cache_dir=str(tmp_path / "cache"), **changes), found, card)
+        images, _ = next(iter(other.train))
+        assert other.batch_augment is None and images.dtype == torch.float32
+
+    seen: list[torch.Tensor] = []
+
+    class Recording(CellClassifier):
+        def training_step(self, batch, batch_idx):
+            seen.append(batch[0])
+            return super().training_step(batch, batch_idx)
+
+    config = _config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "cache"))
+    model, _ = create_model("mobilenet_v2", num_classes=6, pretrained=False)
+    module = Recording(model, card=card, config=config, run_dir=tmp_path, batch_augment=loaders.batch_augment)
+    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(module, loaders.train)
+    assert len(seen) == 2 and all(x.dtype == torch.float32 and x.shape == (8, 3, 32, 32) for x in seen)
+    assert float(seen[0].min()) < 0 < float(seen[0].max())  # normalised around the mean
+
+
 def test_class_weights_and_weighted_sampler_balance_the_classes(tmp_path):
     assert class_weights([0, 0, 0, 1], 3).tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])
     data = _imbalanced(tmp_path / "imb")
     torch.manual_seed(0)
     found = discover(data)
-    loader, _, _ = build_loaders(_config(data, tmp_path, balance="sampler", batch_size=11, image_size=16), found,
-                            _card(found, 16))
+    loader = build_loaders(_config(data, tmp_path, balance="sampler", batch_size=11, image_size=16), found,
+                           _card(found, 16)).train
     drawn = torch.cat([labels for _ in range(30) for _, labels in loader])
     rare_fraction = float((drawn == 1).float().mean())
     assert 0.4 < rare_fraction < 0.6  # 3 of 33 images, but half of the draws

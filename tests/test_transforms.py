@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from celltune.transforms import TTA_VIEWS, Augment, eval_transform, train_transform
+from celltune.transforms import TTA_VIEWS, Augment, BatchAugment, NormalizeBatch, eval_transform, train_transform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -45,3 +45,66 @@ def test_tta_views_are_the_flip_and_dihedral_groups():
     distinct = {tuple(v.flatten().tolist()) for v in dihedral}
     assert len(distinct) == 8
     assert {tuple(v.flatten().tolist()) for v in flips} <= distinct
+
+
+OFF = Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0)
+
+
+def _uint8_batch(n: int = 8, size: int = 16) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
+
+
+def test_batch_augment_without_augmentation_only_normalises_like_the_collate():
+    x = _uint8_batch()
+    y = BatchAugment(OFF, mean=MEAN, std=STD)(x)
+    expected, _ = NormalizeBatch(MEAN, STD)([(image, 0) for image in x])
+    assert y.dtype == torch.float32 and torch.allclose(y, expected, atol=1e-5)
+
+
+def test_batch_augment_flips_and_right_angle_turns_are_exact_and_vary_per_image():
+    x = _uint8_batch(n=32)
+    norm = BatchAugment(OFF, mean=MEAN, std=STD)(x)
+    y = BatchAugment(Augment(hflip=True, vflip=True, rot90=True, rotation=0, crop_scale=1.0), mean=MEAN, std=STD)(x)
+    views = []
+    for image, out in zip(norm, y, strict=True):
+        candidates = [torch.rot90(v, k, dims=(-2, -1)) for v in (image, image.flip(-1)) for k in range(4)]
+        match = [i for i, c in enumerate(candidates) if torch.allclose(out, c, atol=1e-4)]
+        assert match, "every output is one of the 8 symmetries of its input"
+        views.append(match[0])
+    assert len(set(views)) >= 4  # chosen per image, not once per batch
+
+
+def test_batch_augment_rotation_fills_black_and_crop_zooms_in():
+    x = torch.full((16, 3, 32, 32), 255, dtype=torch.uint8)
+    rotated = BatchAugment(Augment(hflip=False, vflip=False, rotation=180, crop_scale=1.0), mean=(0, 0, 0),
+                           std=(1, 1, 1))(x)
+    corners = rotated[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert float(corners.min()) < 0.5 and float(rotated[:, :, 16, 16].min()) > 0.99  # black corners, white middle
+    ramp = torch.arange(32, dtype=torch.uint8).mul(8).expand(16, 3, 32, 32).contiguous()  # 0..248 left to right
+    cropped = BatchAugment(Augment(hflip=False, vflip=False, rotation=0, crop_scale=0.25), mean=(0, 0, 0),
+                           std=(1, 1, 1))(ramp)
+    plain = ramp.float() / 255
+    assert cropped.shape == ramp.shape and float(cropped.min()) >= 0  # a crop of the image: never outside it
+    # A crop blown up to the full size stretches the ramp: steps between neighbouring columns shrink, to about the
+    # crop's width fraction (0.5-1 here), and differ from image to image.
+    steps = cropped.diff(dim=-1).mean((1, 2, 3)) / plain.diff(dim=-1).mean()
+    assert float(steps.mean()) < 0.9 and float(steps.min()) > 0.4 and len(steps.unique()) == 16
+
+
+def test_batch_augment_erasing_and_jitter():
+    x = torch.full((8, 3, 32, 32), 128, dtype=torch.uint8)
+    erased = BatchAugment(Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0, random_erasing=1.0),
+                          mean=(0, 0, 0), std=(1, 1, 1))(x)
+    zero = (erased == 0).all(1)  # (B, H, W)
+    assert all(0.02 * 1024 * 0.5 < int(z.sum()) < 0.33 * 1024 * 1.5 for z in zero)  # one rectangle per image
+    rows, cols = zero[0].nonzero(as_tuple=True)
+    assert int(zero[0].sum()) == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)
+    jittered = BatchAugment(Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0, color_jitter=0.4),
+                            mean=(0, 0, 0), std=(1, 1, 1))(x)
+    assert len(jittered.mean((1, 2, 3)).unique()) == 8  # a brightness per image
+
+
+def test_batch_augment_refuses_randaugment():
+    with pytest.raises(ValueError, match="RandAugment"):
+        BatchAugment(Augment(randaugment_ops=2), mean=MEAN, std=STD)

@@ -2,8 +2,8 @@
 
 The file name is a hash of every input file's path, size and modification time plus the preprocessing (size,
 channels, intensity step, masks), so changing a file, a mask or an option builds a new cache instead of reusing a stale
-one. Augmentation then runs on tensors straight from the array. Values are stored with 8 bits per channel after the
-intensity step (use ``percentile`` intensity for dim 16-bit data).
+one. Augmentation then runs on whole batches straight from the array. Values are stored with 8 bits per channel after
+the intensity step (use ``percentile`` intensity for dim 16-bit data).
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None,
 
 
 class CachedDataset(torch.utils.data.Dataset):
-    """(image, target) from the cache: the uint8 (C, size, size) image through ``transform`` (uint8 augmentations;
-    none for evaluation), normalised a whole batch at a time by ``transforms.NormalizeBatch`` as the collate.
+    """(image, target) from the cache: the uint8 (C, size, size) image through ``transform`` if any (per-image uint8
+    augmentation, with RandAugment). Batches are then normalised whole: by ``transforms.NormalizeBatch`` as the
+    collate, or augmented and normalised on the device by ``transforms.BatchAugment``.
 
     The array is opened lazily in each process, so the dataset pickles small (DataLoader workers, ddp_spawn).
     """

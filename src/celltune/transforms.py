@@ -1,15 +1,18 @@
 """Train and eval presets on (3, H, W) float tensors, after torchvision's ``references/classification/presets.py``.
 
 Cells have no orientation, so the training preset flips and rotates freely; the eval preset is resize + centre crop +
-normalise with the statistics the pretrained weights were trained with. Test-time augmentation views act on batches.
+normalise with the statistics the pretrained weights were trained with. ``BatchAugment`` is the training preset on
+whole uint8 batches of cached images, on their device. Test-time augmentation views act on batches.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 from torchvision.transforms import InterpolationMode, v2
 
 
@@ -86,7 +89,8 @@ def train_transform(
 
 
 class NormalizeBatch:
-    """DataLoader collate for uint8 images: stack, then (x / 255 - mean) / std on the whole (B, C, H, W) batch."""
+    """DataLoader collate for uint8 images: stack, then (x / 255 - mean) / std on the whole (B, C, H, W) batch, in
+    channels_last memory format."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
@@ -94,7 +98,111 @@ class NormalizeBatch:
 
     def __call__(self, batch: list) -> list:
         images, *rest = torch.utils.data.default_collate(batch)
-        return [images.float().sub_(self.mean).div_(self.std), *rest]
+        # Laid out channels_last, as the models run (train.resolve_hardware, predict.for_inference): no copy later.
+        images = images.contiguous(memory_format=torch.channels_last).float()
+        return [images.sub_(self.mean).div_(self.std), *rest]
+
+
+def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
+    return torch.empty(n, device=device).uniform_(low, high)
+
+
+def _rotation(angle: torch.Tensor) -> torch.Tensor:
+    """(B,) angles in radians -> (B, 3, 3) rotations of normalised image coordinates (square images)."""
+    cos, sin, zero, one = angle.cos(), angle.sin(), torch.zeros_like(angle), torch.ones_like(angle)
+    return torch.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], 1).view(-1, 3, 3)
+
+
+def _affine(scale_x: torch.Tensor, scale_y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor
+            ) -> torch.Tensor:
+    zero, one = torch.zeros_like(scale_x), torch.ones_like(scale_x)
+    return torch.stack([scale_x, zero, shift_x, zero, scale_y, shift_y, zero, zero, one], 1).view(-1, 3, 3)
+
+
+class BatchAugment:
+    """``train_transform``'s augmentation and normalisation on a whole uint8 batch (B, C, S, S) of square images, on
+    the batch's own device (the GPU when training on one): a worker no longer augments image by image.
+
+    Crop, affine, flips, right-angle turns and rotation compose into one matrix per image, so each image is resampled
+    once (bilinear, black outside the image, as torchvision fills uint8 images). RandomResizedCrop never shrinks here,
+    as the cache holds images at the training size, so no antialiasing is lost. Then brightness/contrast (contrast
+    around each image's mean over all channels), normalisation, random erasing (to 0 after normalisation, as
+    torchvision's). RandAugment has no batch form: with it, augmentation stays per image (``train_transform``).
+    """
+
+    def __init__(self, augment: Augment, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        if augment.randaugment_ops:
+            raise ValueError("RandAugment works image by image; use train_transform")
+        self.augment = augment
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(std).view(1, -1, 1, 1)
+
+    def _warp(self, n: int, device: torch.device) -> torch.Tensor | None:
+        """(n, 3, 3): output -> input coordinates in [-1, 1] (``F.affine_grid``'s convention), or None for identity."""
+        a, matrices = self.augment, []
+        if a.crop_scale < 1.0:
+            # torchvision's RandomResizedCrop: area fraction uniform, aspect ratio log-uniform in [3/4, 4/3].
+            area = _uniform(n, a.crop_scale, 1.0, device)
+            ratio = torch.exp(_uniform(n, math.log(3 / 4), math.log(4 / 3), device))
+            w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+            matrices.append(_affine(w, h, (1 - w) * _uniform(n, -1, 1, device), (1 - h) * _uniform(n, -1, 1, device)))
+        if a.affine_degrees or a.affine_translate or a.affine_scale:
+            # RandomAffine moves the image by T R S; sampling needs the inverse, S^-1 R^-1 T^-1.
+            t = 2 * a.affine_translate  # a fraction of the size is twice that in [-1, 1] coordinates
+            zoom = _uniform(n, 1 - a.affine_scale, 1 + a.affine_scale, device)
+            angle = torch.deg2rad(_uniform(n, -a.affine_degrees, a.affine_degrees, device))
+            matrices += [_affine(1 / zoom, 1 / zoom, 0 * zoom, 0 * zoom), _rotation(-angle),
+                         _affine(torch.ones_like(zoom), torch.ones_like(zoom), _uniform(n, -t, t, device),
+                                 _uniform(n, -t, t, device))]
+        if a.hflip or a.vflip:
+            sign = lambda on: torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0) if on else torch.ones(  # noqa: E731
+                n, device=device)
+            matrices.append(_affine(sign(a.hflip), sign(a.vflip), torch.zeros(n, device=device),
+                                    torch.zeros(n, device=device)))
+        if a.rot90:
+            matrices.append(_rotation(torch.randint(0, 4, (n,), device=device) * (math.pi / 2)))
+        if a.rotation:
+            matrices.append(_rotation(torch.deg2rad(_uniform(n, -a.rotation, a.rotation, device))))
+        if not matrices:
+            return None
+        warp = matrices[0]
+        for m in matrices[1:]:
+            warp = warp @ m
+        return warp
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) uint8 -> (B, C, S, S) float32, augmented and normalised."""
+        a, n, device = self.augment, len(images), images.device
+        x = images.float().div_(255)
+        warp = self._warp(n, device)
+        if warp is not None:
+            grid = F.affine_grid(warp[:, :2], list(x.shape), align_corners=False)  # (B, S, S, 2)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if a.color_jitter:
+            brightness = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device).view(-1, 1, 1, 1)
+            contrast = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device).view(-1, 1, 1, 1)
+            x = (x * brightness).clamp_(0, 1)
+            mean = x.mean((1, 2, 3), keepdim=True)
+            x = ((x - mean) * contrast + mean).clamp_(0, 1)
+        x = (x - self.mean.to(device)) / self.std.to(device)
+        if a.random_erasing:
+            x = x.masked_fill(self._erased(n, x.shape[-1], device)[:, None], 0.0)
+        return x
+
+    def _erased(self, n: int, size: int, device: torch.device) -> torch.Tensor:
+        """(n, S, S) bool: with probability ``random_erasing`` one rectangle per image, torchvision's default shapes
+        (area 2-33% of the image, aspect ratio 0.3-3.3)."""
+        area = _uniform(n, 0.02, 0.33, device) * size * size
+        ratio = torch.exp(_uniform(n, math.log(0.3), math.log(3.3), device))
+        h = (area * ratio).sqrt().round().clamp(1, size)
+        w = (area / ratio).sqrt().round().clamp(1, size)
+        top = (torch.rand(n, device=device) * (size - h + 1)).floor()
+        left = (torch.rand(n, device=device) * (size - w + 1)).floor()
+        pos = torch.arange(size, device=device).view(1, -1)
+        rows = (pos >= top[:, None]) & (pos < (top + h)[:, None])  # (n, S)
+        cols = (pos >= left[:, None]) & (pos < (left + w)[:, None])
+        chosen = torch.rand(n, device=device) < self.augment.random_erasing
+        return rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]
 
 
 def _flips(x: torch.Tensor) -> list[torch.Tensor]:
