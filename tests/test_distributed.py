@@ -37,14 +37,14 @@ def test_two_process_ddp_metrics_equal_single_process(tmp_path):
 
 def test_hardware_defaults_on_cpu():
     hw = resolve_hardware(TrainConfig(accelerator="cpu"))
-    assert hw == {"accelerator": "cpu", "precision": "32-true", "channels_last": False}
-    forced = resolve_hardware(TrainConfig(accelerator="cpu", precision="bf16-mixed", channels_last=True))
-    assert forced["precision"] == "bf16-mixed" and forced["channels_last"]
+    assert hw == {"accelerator": "cpu", "precision": "32-true", "channels_last": True}
+    forced = resolve_hardware(TrainConfig(accelerator="cpu", precision="bf16-mixed", channels_last=False))
+    assert forced["precision"] == "bf16-mixed" and not forced["channels_last"]
 
 
-def test_channels_last_and_bf16_train_on_cpu(tmp_path):
+def test_contiguous_format_and_bf16_train_on_cpu(tmp_path):
     data = make_dataset(tmp_path / "d", per_class=(4, 2, 2), size=32, seed=5)
     run = fit(TrainConfig(data=str(data), model="mobilenet_v2", pretrained=False, image_size=32, epochs=1,
-                          batch_size=4, num_workers=0, accelerator="cpu", precision="bf16-mixed", channels_last=True,
+                          batch_size=4, num_workers=0, accelerator="cpu", precision="bf16-mixed", channels_last=False,
                           out_dir=str(tmp_path / "runs"), name="bf16"))
     assert json.loads((run / "metrics.json").read_text())["num_samples"] == 12

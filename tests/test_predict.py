@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from celltune.predict import batch_probs
+from celltune.models import create_model
+from celltune.predict import batch_probs, predict_probs
 
 
 class _Corner(nn.Module):
@@ -26,6 +27,18 @@ def test_tta_averages_softmax_over_the_views():
     # Of the 8 symmetries of the square, 2 keep the top-left corner in place (identity and the diagonal mirror).
     assert torch.allclose(dihedral[0], (2 * seen + 6 * unseen) / 8)
     assert torch.allclose(dihedral.sum(1), torch.ones(1))
+
+
+def test_inference_in_channels_last_gives_the_contiguous_results():
+    torch.manual_seed(0)
+    model, _ = create_model("resnet18", num_classes=4, pretrained=False)
+    images = torch.randn(6, 3, 32, 32)
+    with torch.inference_mode():
+        expected = model.eval()(images).softmax(1)
+    probs = predict_probs(model, [(images[:4],), (images[4:],)], device=torch.device("cpu"))
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(torch.from_numpy(probs), expected, atol=1e-5)
+    model.train()(images).sum().backward()  # still trainable: no inference tensors left in the model
 
 
 def test_unknown_tta_is_rejected():

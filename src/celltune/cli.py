@@ -77,7 +77,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its own directory")
     p.add_argument("--freeze-backbone", action="store_true", default=None, help="train the new head only")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on with a GPU)")
+                   help="channels_last memory format (default: on, on GPU and CPU)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="random initialisation instead of ImageNet weights")

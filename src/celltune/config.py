@@ -53,7 +53,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp" for multi-GPU (torchrun, SLURM), "ddp_spawn" also runs on CPU
     precision: str | None = None  # None: bf16-mixed on a GPU that has it, else 32-true
-    channels_last: bool | None = None  # None: on with a GPU
+    channels_last: bool | None = None  # None: on (faster on GPUs and on CPUs)
     compile: bool = False  # torch.compile the model
     out_dir: str = "runs"
     name: str | None = None  # run directory name; default MODEL-TIMESTAMP

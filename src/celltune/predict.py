@@ -26,6 +26,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device`` in eval mode and channels_last: faster on GPUs and, through oneDNN, on CPUs too
+    (1.3-1.8x for mobilenet_v2 and resnet18 inference on 2 cores, benchmarks/throughput.py)."""
+    return model.to(device).to(memory_format=torch.channels_last).eval()
+
+
 @torch.inference_mode()
 def batch_probs(model: nn.Module, images: torch.Tensor, tta: str = "none", multilabel: bool = False) -> torch.Tensor:
     """(B, C) probabilities (softmax, or per-label sigmoid), averaged over the test-time augmentation views of the
@@ -34,15 +40,16 @@ def batch_probs(model: nn.Module, images: torch.Tensor, tta: str = "none", multi
         raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {sorted(TTA_VIEWS)}")
     views = TTA_VIEWS[tta](images)
     activate = torch.sigmoid if multilabel else (lambda logits: logits.softmax(dim=1))
-    return torch.stack([activate(model(v).float()) for v in views]).mean(dim=0)
+    return torch.stack([activate(model(v.contiguous(memory_format=torch.channels_last)).float())
+                        for v in views]).mean(dim=0)
 
 
-@torch.inference_mode()
 def predict_probs(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: torch.device | None = None,
                   tta: str = "none", multilabel: bool = False) -> np.ndarray:
-    """(N, num_classes) probabilities in loader order."""
+    """(N, num_classes) probabilities in loader order. Not under inference mode itself (``batch_probs`` is): the
+    memory-format change would turn the parameters into inference tensors, and the model could not train again."""
     device = device or default_device()
-    model = model.to(device).eval()
+    model = for_inference(model, device)
     out = [batch_probs(model, images.to(device), tta, multilabel).cpu() for images, *_ in loader]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
@@ -80,7 +87,7 @@ class Predictor:
     def __init__(self, checkpoint: str | Path, device: torch.device | None = None, tta: str = "none") -> None:
         self.model, self.card, _ = load_checkpoint(checkpoint)
         self.device = device or default_device()
-        self.model.to(self.device)
+        for_inference(self.model, self.device)
         self.transform = card_transform(self.card)
         self.tta = tta
 
