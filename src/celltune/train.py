@@ -287,8 +287,8 @@ def build_loaders(config: TrainConfig, found: LabelledSplits, card: ModelCard) -
              if config.mask_dir else None for split in found.splits}
     cached = _use_cache(config, found)
     mean, std = tuple(card.mean), tuple(card.std)
-    batch_augment = BatchAugment(config.augment, mean=mean, std=std) if cached and not (
-        config.augment.randaugment_ops) else None
+    batchable = cached and not config.augment.randaugment_ops  # RandAugment has no batch form
+    batch_augment = BatchAugment(config.augment, mean=mean, std=std) if batchable else None
     train_tf = None if batch_augment else train_transform(
         image_size=config.image_size, mean=mean, std=std, interpolation=card.interpolation, augment=config.augment,
         normalize=not cached)

@@ -113,10 +113,20 @@ def _rotation(angle: torch.Tensor) -> torch.Tensor:
     return torch.stack([cos, -sin, zero, sin, cos, zero, zero, zero, one], 1).view(-1, 3, 3)
 
 
-def _affine(scale_x: torch.Tensor, scale_y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor
-            ) -> torch.Tensor:
+def _affine(scale_x: torch.Tensor, scale_y: torch.Tensor, shift_x: torch.Tensor | None = None,
+            shift_y: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) scales and shifts (none: 0) -> (B, 3, 3) axis-aligned affine maps of normalised image coordinates."""
     zero, one = torch.zeros_like(scale_x), torch.ones_like(scale_x)
+    shift_x = zero if shift_x is None else shift_x
+    shift_y = zero if shift_y is None else shift_y
     return torch.stack([scale_x, zero, shift_x, zero, scale_y, shift_y, zero, zero, one], 1).view(-1, 3, 3)
+
+
+def _random_sign(n: int, on: bool, device: torch.device) -> torch.Tensor:
+    """(n,) -1 or +1 with equal odds (a flip of that axis), or all +1 when ``on`` is False."""
+    if not on:
+        return torch.ones(n, device=device)
+    return torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
 
 
 class BatchAugment:
@@ -151,14 +161,11 @@ class BatchAugment:
             t = 2 * a.affine_translate  # a fraction of the size is twice that in [-1, 1] coordinates
             zoom = _uniform(n, 1 - a.affine_scale, 1 + a.affine_scale, device)
             angle = torch.deg2rad(_uniform(n, -a.affine_degrees, a.affine_degrees, device))
-            matrices += [_affine(1 / zoom, 1 / zoom, 0 * zoom, 0 * zoom), _rotation(-angle),
-                         _affine(torch.ones_like(zoom), torch.ones_like(zoom), _uniform(n, -t, t, device),
-                                 _uniform(n, -t, t, device))]
+            one = torch.ones_like(zoom)
+            matrices += [_affine(1 / zoom, 1 / zoom), _rotation(-angle),
+                         _affine(one, one, _uniform(n, -t, t, device), _uniform(n, -t, t, device))]
         if a.hflip or a.vflip:
-            sign = lambda on: torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0) if on else torch.ones(  # noqa: E731
-                n, device=device)
-            matrices.append(_affine(sign(a.hflip), sign(a.vflip), torch.zeros(n, device=device),
-                                    torch.zeros(n, device=device)))
+            matrices.append(_affine(_random_sign(n, a.hflip, device), _random_sign(n, a.vflip, device)))
         if a.rot90:
             matrices.append(_rotation(torch.randint(0, 4, (n,), device=device) * (math.pi / 2)))
         if a.rotation:
