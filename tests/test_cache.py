@@ -24,9 +24,12 @@ def test_cache_holds_the_decoded_resized_images(tiny_data, tmp_path):
     image, label = dataset[5]
     assert image.dtype == torch.uint8 and torch.equal(image, torch.from_numpy(np.array(array[5])))
     assert label == samples[5].label
-    # The collate normalises whole batches: (x / 255 - mean) / std.
-    batch, labels = NormalizeBatch((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))([dataset[5], dataset[6]])
-    assert batch.shape == (2, 3, 24, 24) and labels.tolist() == [samples[5].label, samples[6].label]
+    # Whole uint8 batches are normalised on their device: (x / 255 - mean) / std, in the batch's memory format.
+    images, labels = torch.utils.data.default_collate([dataset[5], dataset[6]])
+    assert images.dtype == torch.uint8 and labels.tolist() == [samples[5].label, samples[6].label]
+    batch = NormalizeBatch((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(images.contiguous(memory_format=torch.channels_last))
+    assert batch.shape == (2, 3, 24, 24) and batch.dtype == torch.float32
+    assert batch.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(batch[0], (image.float() / 255 - 0.5) / 0.25, atol=1e-5)
     clone = pickle.loads(pickle.dumps(dataset))  # no array inside: workers and ddp_spawn open their own
     assert clone._array is None and torch.equal(clone[5][0], image)

@@ -4,6 +4,7 @@ from torch import nn
 
 from celltune.models import create_model
 from celltune.predict import batch_probs, predict_probs
+from celltune.transforms import NormalizeBatch
 
 
 class _Corner(nn.Module):
@@ -39,6 +40,16 @@ def test_inference_in_channels_last_gives_the_contiguous_results():
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(torch.from_numpy(probs), expected, atol=1e-5)
     model.train()(images).sum().backward()  # still trainable: no inference tensors left in the model
+
+
+def test_uint8_batches_are_prepared_on_the_device_as_the_float_ones_predict():
+    torch.manual_seed(0)
+    model, _ = create_model("resnet18", num_classes=4, pretrained=False)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    normalize = NormalizeBatch((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    expected = predict_probs(model, [(normalize(images),)], device=torch.device("cpu"))
+    probs = predict_probs(model, [(images[:4],), (images[4:],)], device=torch.device("cpu"), prepare=normalize)
+    assert probs.shape == (6, 4) and torch.allclose(torch.from_numpy(probs), torch.from_numpy(expected), atol=1e-5)
 
 
 def test_unknown_tta_is_rejected():

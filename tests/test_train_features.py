@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -76,29 +77,64 @@ def test_cached_training_batches_are_augmented_whole_on_the_device(tiny_data, tm
     card = _card(found, 32)
     loaders = build_loaders(_config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "cache")), found, card)
     images, _ = next(iter(loaders.train))
-    assert images.dtype == torch.uint8 and loaders.batch_augment is not None  # augmented after the transfer
+    assert images.dtype == torch.uint8 and loaders.augment_batch is not None  # augmented after the transfer
     val_images, _, _ = next(iter(loaders.val))
-    assert val_images.dtype == torch.float32  # validation batches are normalised in the collate
-    # RandAugment has no batch form, and uncached data has no uint8 batches: both augment image by image.
-    for changes in ({"cache": "on", "augment": Augment(randaugment_ops=1)}, {"cache": "off"}):
-        other = build_loaders(_config(tiny_data, tmp_path, cache_dir=str(tmp_path / "cache"), **changes), found, card)
-        images, _ = next(iter(other.train))
-        assert other.batch_augment is None and images.dtype == torch.float32
+    assert val_images.dtype == torch.uint8 and loaders.normalize_batch is not None  # normalised after the transfer
+    # RandAugment has no batch form: the workers augment image by image, still in uint8; erasing and normalisation
+    # are left for the batch.
+    randaugment = Augment(randaugment_ops=1, random_erasing=1.0)
+    other = build_loaders(_config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "cache"),
+                                  augment=randaugment), found, card)
+    images, _ = next(iter(other.train))
+    assert images.dtype == torch.uint8 and other.augment_batch is not None
+    erased = other.augment_batch(torch.full((8, 3, 32, 32), 255, dtype=torch.uint8))
+    assert all(bool((x == 0).all(0).any()) for x in erased)  # every image has a rectangle at the mean
+    # Uncached data has no uint8 batches: transformed and normalised image by image.
+    uncached = build_loaders(_config(tiny_data, tmp_path, cache="off"), found, card)
+    images, _ = next(iter(uncached.train))
+    assert uncached.augment_batch is None and uncached.normalize_batch is None and images.dtype == torch.float32
 
     seen: list[torch.Tensor] = []
+    seen_val: list[torch.Tensor] = []
 
     class Recording(CellClassifier):
         def training_step(self, batch, batch_idx):
             seen.append(batch[0])
             return super().training_step(batch, batch_idx)
 
+        def validation_step(self, batch, batch_idx):
+            seen_val.append(batch[0])
+            return super().validation_step(batch, batch_idx)
+
     config = _config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "cache"))
     model, _ = create_model("mobilenet_v2", num_classes=6, pretrained=False)
-    module = Recording(model, card=card, config=config, run_dir=tmp_path, batch_augment=loaders.batch_augment)
-    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, limit_val_batches=0).fit(module, loaders.train)
+    module = Recording(model, card=card, config=config, run_dir=tmp_path, augment_batch=loaders.augment_batch,
+                       normalize_batch=loaders.normalize_batch)
+    L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, accelerator="cpu",
+              logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, loaders.train, loaders.val)
     assert len(seen) == 2 and all(x.dtype == torch.float32 and x.shape == (8, 3, 32, 32) for x in seen)
     assert float(seen[0].min()) < 0 < float(seen[0].max())  # normalised around the mean
+    # Validation batches: normalised, not augmented.
+    val_images, _, _ = next(iter(loaders.val))
+    assert len(seen_val) == 1 and torch.allclose(seen_val[0], loaders.normalize_batch(val_images), atol=1e-6)
+
+
+def test_workers_by_default_only_for_image_by_image_work_on_cpu(tiny_data, tmp_path):
+    found = discover(tiny_data)
+    card = _card(found, 32)
+    half = max(0, min(8, (os.cpu_count() or 1) // 2))
+    cached = build_loaders(_config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "c"), num_workers=None),
+                           found, card)
+    assert (cached.train.num_workers, cached.val.num_workers) == (0, 0)  # slicing the cache needs no process
+    randaugment = build_loaders(_config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "c"),
+                                        num_workers=None, augment=Augment(randaugment_ops=1)), found, card)
+    assert (randaugment.train.num_workers, randaugment.val.num_workers) == (half, 0)
+    files = build_loaders(_config(tiny_data, tmp_path, cache="off", num_workers=None), found, card)
+    assert (files.train.num_workers, files.val.num_workers) == (half, half)
+    chosen = build_loaders(_config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "c"), num_workers=1),
+                           found, card)
+    assert (chosen.train.num_workers, chosen.val.num_workers) == (1, 1)
 
 
 def test_class_weights_and_weighted_sampler_balance_the_classes(tmp_path):

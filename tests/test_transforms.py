@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from celltune.transforms import TTA_VIEWS, Augment, BatchAugment, NormalizeBatch, eval_transform, train_transform
 
@@ -55,11 +56,25 @@ def _uint8_batch(n: int = 8, size: int = 16) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
 
 
-def test_batch_augment_without_augmentation_only_normalises_like_the_collate():
+def test_normalize_batch_matches_the_per_image_normalisation_and_leaves_its_input_alone():
+    x, mean, std = _uint8_batch(), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = torch.stack([v2.Normalize(mean, std)(image.float() / 255) for image in x])
+    assert torch.allclose(NormalizeBatch(mean, std)(x), expected, atol=1e-5)
+    scaled = x.float()
+    assert torch.allclose(NormalizeBatch(mean, std)(scaled), expected, atol=1e-5)
+    assert torch.equal(scaled, x.float())  # a float input is not overwritten
+
+
+def test_batch_augment_without_augmentation_only_normalises():
     x = _uint8_batch()
     y = BatchAugment(OFF, mean=MEAN, std=STD)(x)
-    expected, _ = NormalizeBatch(MEAN, STD)([(image, 0) for image in x])
-    assert y.dtype == torch.float32 and torch.allclose(y, expected, atol=1e-5)
+    assert y.dtype == torch.float32 and torch.allclose(y, NormalizeBatch(MEAN, STD)(x), atol=1e-5)
+
+
+def test_batch_augment_keeps_the_memory_format():
+    x = _uint8_batch().contiguous(memory_format=torch.channels_last)
+    augment = Augment(hflip=True, vflip=True, rotation=30, crop_scale=0.5, color_jitter=0.2, random_erasing=0.5)
+    assert BatchAugment(augment, mean=MEAN, std=STD)(x).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_batch_augment_flips_and_right_angle_turns_are_exact_and_vary_per_image():

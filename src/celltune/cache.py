@@ -77,8 +77,8 @@ def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None,
 
 class CachedDataset(torch.utils.data.Dataset):
     """(image, target) from the cache: the uint8 (C, size, size) image through ``transform`` if any (per-image uint8
-    augmentation, with RandAugment). Batches are then normalised whole: by ``transforms.NormalizeBatch`` as the
-    collate, or augmented and normalised on the device by ``transforms.BatchAugment``.
+    augmentation, with RandAugment). Batches are then augmented and normalised whole, on the device, by
+    ``transforms.BatchAugment`` or ``transforms.NormalizeBatch``.
 
     The array is opened lazily in each process, so the dataset pickles small (DataLoader workers, ddp_spawn).
     """

@@ -45,7 +45,7 @@ class TrainConfig:
     val_fraction: float = 0.15  # used only for a single class-folder tree
     test_fraction: float = 0.15
     seed: int = 0
-    num_workers: int | None = None  # None: half the CPU cores
+    num_workers: int | None = None  # None: half the CPU cores (none for cached batches on CPU, see train)
     cache: Literal["auto", "on", "off"] = "auto"  # decoded, resized uint8 images on disk; auto: datasets up to 2 GiB
     cache_dir: str | None = None  # default $CELLTUNE_CACHE_DIR or ~/.cache/celltune
     accelerator: str = "auto"

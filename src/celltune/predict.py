@@ -17,7 +17,7 @@ from torch import nn
 from celltune.checkpoint import ModelCard, load_checkpoint
 from celltune.data import IMAGE_SUFFIXES, Sample
 from celltune.dataset import CellDataset, load_input
-from celltune.transforms import TTA_VIEWS, eval_transform
+from celltune.transforms import TTA_VIEWS, NormalizeBatch, eval_transform
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,19 @@ def batch_probs(model: nn.Module, images: torch.Tensor, tta: str = "none", multi
                         for v in views]).mean(dim=0)
 
 
-def predict_probs(model: nn.Module, loader: torch.utils.data.DataLoader, *, device: torch.device | None = None,
-                  tta: str = "none", multilabel: bool = False) -> np.ndarray:
-    """(N, num_classes) probabilities in loader order. Not under inference mode itself (``batch_probs`` is): the
-    memory-format change would turn the parameters into inference tensors, and the model could not train again."""
+def predict_probs(model: nn.Module, loader: Iterable, *, device: torch.device | None = None, tta: str = "none",
+                  multilabel: bool = False, prepare: NormalizeBatch | None = None) -> np.ndarray:
+    """(N, num_classes) probabilities in loader order. ``prepare`` turns each batch into the model's input on the
+    device (uint8 batches of the cache: ``NormalizeBatch``). Not under inference mode itself (``batch_probs`` is):
+    the memory-format change would turn the parameters into inference tensors, and the model could not train again."""
     device = device or default_device()
     model = for_inference(model, device)
-    out = [batch_probs(model, images.to(device), tta, multilabel).cpu() for images, *_ in loader]
+
+    def on_device(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(device)
+        return images if prepare is None else prepare(images.contiguous(memory_format=torch.channels_last))
+
+    out = [batch_probs(model, on_device(images), tta, multilabel).cpu() for images, *_ in loader]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 

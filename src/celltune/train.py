@@ -33,7 +33,7 @@ from celltune.metrics import classification_metrics, multi_hot, multilabel_metri
 from celltune.models import create_model, resolve_name
 from celltune.report import plot_curves, read_history, write_history, write_json
 from celltune.report_html import write_report
-from celltune.transforms import BatchAugment, NormalizeBatch, eval_transform, train_transform
+from celltune.transforms import Augment, BatchAugment, NormalizeBatch, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ class CellClassifier(L.LightningModule):
 
     def __init__(self, model: nn.Module, *, card: ModelCard, config: TrainConfig, run_dir: Path,
                  loss_weights: torch.Tensor | None = None, channels_last: bool = False,
-                 compile_model: bool = False, batch_augment: BatchAugment | None = None) -> None:
+                 compile_model: bool = False, augment_batch: BatchAugment | None = None,
+                 normalize_batch: NormalizeBatch | None = None) -> None:
         super().__init__()
         self.model = model
         self.card = card
@@ -104,7 +105,8 @@ class CellClassifier(L.LightningModule):
         self.run_dir = run_dir
         self.multilabel = card.multilabel
         self.channels_last = channels_last
-        self.batch_augment = batch_augment
+        self.augment_batch = augment_batch
+        self.normalize_batch = normalize_batch
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         # torch.compile wraps the model; checkpoints keep saving the plain one (state_dict keys unchanged).
@@ -155,11 +157,13 @@ class CellClassifier(L.LightningModule):
                     m.eval()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # Cached training batches arrive as uint8 (B, C, S, S), on the training device: augment and normalise here.
-        if self.batch_augment is not None and self.trainer.training:
-            images, labels = batch
-            return [self.batch_augment(images), labels]
-        return batch
+        # Cached batches arrive as uint8 (B, C, S, S) on the training device: augment (training) and normalise here,
+        # after the cheap change of memory format on uint8.
+        transform = self.augment_batch if self.trainer.training else self.normalize_batch
+        if transform is None:
+            return batch
+        images, *rest = batch
+        return [transform(self._to_memory_format(images)), *rest]
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
@@ -252,9 +256,14 @@ class CellClassifier(L.LightningModule):
         return optimizer
 
 
-def _num_workers(config: TrainConfig) -> int:
+def _num_workers(config: TrainConfig, *, per_image: bool) -> int:
+    """DataLoader worker processes: as configured, else half the cores (at most 8) for image-by-image work. Batches
+    only sliced from the cache (under a millisecond for 64 images) get none when training on the CPU, where a worker
+    process only takes cores from the model's threads; on a GPU it still overlaps the fetching with the device."""
     if config.num_workers is not None:
         return config.num_workers
+    if not per_image and resolve_hardware(config)["accelerator"] == "cpu":
+        return 0
     return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
@@ -270,28 +279,31 @@ class Loaders(NamedTuple):
     train: torch.utils.data.DataLoader
     val: torch.utils.data.DataLoader
     masks: dict[str, list[Path] | None]
-    # Set when training batches arrive as uint8 and are augmented whole, on the device (CellClassifier does it).
-    batch_augment: BatchAugment | None
+    # Set when batches arrive as uint8, to be made normalised floats on the device (CellClassifier does it): training
+    # batches augmented whole, validation batches normalised.
+    augment_batch: BatchAugment | None
+    normalize_batch: NormalizeBatch | None
 
 
 def build_loaders(config: TrainConfig, found: LabelledSplits, card: ModelCard) -> Loaders:
-    """Train and val DataLoaders. Small datasets come from the decoded uint8 cache (see celltune.cache); their
-    training batches are augmented whole on the training device by ``Loaders.batch_augment`` (image by image in the
-    workers with RandAugment, which has no batch form), their validation batches normalised whole in the collate.
-    Others are read from their files and transformed image by image."""
+    """Train and val DataLoaders. Small datasets come from the decoded uint8 cache (see celltune.cache) as uint8
+    batches: training ones are augmented whole on the training device by ``Loaders.augment_batch`` (image by image in
+    the workers with RandAugment, which has no batch form), validation ones normalised there by
+    ``Loaders.normalize_batch``. Others are read from their files and transformed image by image."""
     assert config.image_size is not None
-    workers = _num_workers(config)
-    args: dict[str, Any] = {"batch_size": config.batch_size, "num_workers": workers,
-                            "persistent_workers": workers > 0, "pin_memory": torch.cuda.is_available()}
     masks = {split: mask_paths(found.splits[split], data_root=config.data, mask_dir=config.mask_dir)
              if config.mask_dir else None for split in found.splits}
     cached = _use_cache(config, found)
     mean, std = tuple(card.mean), tuple(card.std)
-    batchable = cached and not config.augment.randaugment_ops  # RandAugment has no batch form
-    batch_augment = BatchAugment(config.augment, mean=mean, std=std) if batchable else None
-    train_tf = None if batch_augment else train_transform(
-        image_size=config.image_size, mean=mean, std=std, interpolation=card.interpolation, augment=config.augment,
-        normalize=not cached)
+    per_image = not cached or bool(config.augment.randaugment_ops)  # RandAugment has no batch form
+    augment_batch, normalize_batch = None, None
+    if cached:
+        # With RandAugment in the workers, only random erasing (to the mean) and normalisation are left for the batch.
+        on_batch = (Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0,
+                            random_erasing=config.augment.random_erasing) if per_image else config.augment)
+        augment_batch, normalize_batch = BatchAugment(on_batch, mean=mean, std=std), NormalizeBatch(mean, std)
+    train_tf = train_transform(image_size=config.image_size, mean=mean, std=std, interpolation=card.interpolation,
+                               augment=config.augment, normalize=not cached) if per_image else None
     eval_tf = None if cached else eval_transform(image_size=config.image_size, mean=mean, std=std,
                                                  interpolation=card.interpolation)
     datasets: dict[str, torch.utils.data.Dataset] = {}
@@ -312,13 +324,17 @@ def build_loaders(config: TrainConfig, found: LabelledSplits, card: ModelCard) -
         labels = found.class_indices("train")
         weights = class_weights(labels, len(found.class_names))[labels]
         sampler = torch.utils.data.WeightedRandomSampler(weights.tolist(), num_samples=len(train), replacement=True)
-    normalize = NormalizeBatch(mean, std) if cached else None  # None: the default collate
+
+    def args(per_image: bool) -> dict[str, Any]:
+        workers = _num_workers(config, per_image=per_image)
+        return {"batch_size": config.batch_size, "num_workers": workers, "persistent_workers": workers > 0,
+                "pin_memory": torch.cuda.is_available()}
+
     # drop_last keeps BatchNorm away from a final batch of one image.
-    train_loader = torch.utils.data.DataLoader(
-        datasets["train"], shuffle=sampler is None, sampler=sampler, drop_last=len(train) > config.batch_size,
-        collate_fn=None if batch_augment else normalize, **args)
-    val_loader = torch.utils.data.DataLoader(WithIndex(datasets["val"]), collate_fn=normalize, **args)
-    return Loaders(train_loader, val_loader, masks, batch_augment)
+    train_loader = torch.utils.data.DataLoader(datasets["train"], shuffle=sampler is None, sampler=sampler,
+                                               drop_last=len(train) > config.batch_size, **args(per_image))
+    val_loader = torch.utils.data.DataLoader(WithIndex(datasets["val"]), **args(not cached))
+    return Loaders(train_loader, val_loader, masks, augment_batch, normalize_batch)
 
 
 _RUN_DIR_ENV = "CELLTUNE_RUN_DIR"
@@ -422,7 +438,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
     hardware = resolve_hardware(config)
     module = CellClassifier(model, card=card, config=config, run_dir=run_dir, loss_weights=loss_weights,
                             channels_last=hardware["channels_last"], compile_model=config.compile,
-                            batch_augment=loaders.batch_augment)
+                            augment_batch=loaders.augment_batch, normalize_batch=loaders.normalize_batch)
     callbacks: list[L.Callback] = [ModelCheckpoint(dirpath=run_dir, filename=Path(LAST).stem,
                                                    enable_version_counter=False, save_on_train_epoch_end=True),
                                    progress_bar()]

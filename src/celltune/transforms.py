@@ -54,7 +54,8 @@ def train_transform(
     normalize: bool = True,
 ) -> v2.Compose:
     """Augmentation, then normalisation. ``normalize=False``: uint8 in, uint8 out, for the cached pipeline, where
-    ``NormalizeBatch`` turns whole batches into normalised floats at once (cheaper than image by image)."""
+    ``NormalizeBatch`` (or ``BatchAugment`` for random erasing, which erases to the mean) turns whole batches into
+    normalised floats at once, on their device."""
     mode = InterpolationMode(interpolation)
     steps: list = []
     if augment.crop_scale < 1.0:
@@ -83,24 +84,25 @@ def train_transform(
                   if normalize else [randaugment])
     if normalize:
         steps.append(v2.Normalize(mean, std))
-    if augment.random_erasing:
-        steps.append(v2.RandomErasing(p=augment.random_erasing, value=0))
+        if augment.random_erasing:
+            steps.append(v2.RandomErasing(p=augment.random_erasing, value=0))  # 0: the mean, after normalisation
     return v2.Compose(steps)
 
 
 class NormalizeBatch:
-    """DataLoader collate for uint8 images: stack, then (x / 255 - mean) / std on the whole (B, C, H, W) batch, in
-    channels_last memory format."""
+    """(x - 255 mean) / (255 std) on a whole (B, C, H, W) batch of 0-255 values (uint8 from the cache, or floats on
+    that scale), on the batch's own device and in its memory format: cached batches cross to the device as uint8, a
+    quarter of the bytes of float32, and become normalised floats there."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
 
-    def __call__(self, batch: list) -> list:
-        images, *rest = torch.utils.data.default_collate(batch)
-        # Laid out channels_last, as the models run (train.resolve_hardware, predict.for_inference): no copy later.
-        images = images.contiguous(memory_format=torch.channels_last).float()
-        return [images.sub_(self.mean).div_(self.std), *rest]
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        x = images.float()
+        # uint8 became a new tensor to work in place on; a float input is left as it was.
+        return (x.sub_(mean) if x is not images else x - mean).div_(std)
 
 
 def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
@@ -137,15 +139,15 @@ class BatchAugment:
     once (bilinear, black outside the image, as torchvision fills uint8 images). RandomResizedCrop never shrinks here,
     as the cache holds images at the training size, so no antialiasing is lost. Then brightness/contrast (contrast
     around each image's mean over all channels), normalisation, random erasing (to 0 after normalisation, as
-    torchvision's). RandAugment has no batch form: with it, augmentation stays per image (``train_transform``).
+    torchvision's). RandAugment has no batch form: with it, augmentation stays per image (``train_transform`` with
+    ``normalize=False``) and only erasing is left for the batch.
     """
 
     def __init__(self, augment: Augment, *, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         if augment.randaugment_ops:
             raise ValueError("RandAugment works image by image; use train_transform")
         self.augment = augment
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
-        self.std = torch.tensor(std).view(1, -1, 1, 1)
+        self.normalize = NormalizeBatch(mean, std)
 
     def _warp(self, n: int, device: torch.device) -> torch.Tensor | None:
         """(n, 3, 3): output -> input coordinates in [-1, 1] (``F.affine_grid``'s convention), or None for identity."""
@@ -178,22 +180,24 @@ class BatchAugment:
         return warp
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) uint8 -> (B, C, S, S) float32, augmented and normalised."""
+        """(B, C, S, S) uint8 -> (B, C, S, S) float32, augmented and normalised, in the memory format of ``images``."""
         a, n, device = self.augment, len(images), images.device
-        x = images.float().div_(255)
+        x = images.float()  # 0-255
         warp = self._warp(n, device)
         if warp is not None:
             grid = F.affine_grid(warp[:, :2], list(x.shape), align_corners=False)  # (B, S, S, 2)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            if images.is_contiguous(memory_format=torch.channels_last):
+                x = x.contiguous(memory_format=torch.channels_last)
         if a.color_jitter:
             brightness = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device).view(-1, 1, 1, 1)
             contrast = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device).view(-1, 1, 1, 1)
-            x = (x * brightness).clamp_(0, 1)
+            x = (x * brightness).clamp_(0, 255)
             mean = x.mean((1, 2, 3), keepdim=True)
-            x = ((x - mean) * contrast + mean).clamp_(0, 1)
-        x = (x - self.mean.to(device)) / self.std.to(device)
+            x = ((x - mean) * contrast + mean).clamp_(0, 255)
+        x = self.normalize(x)
         if a.random_erasing:
-            x = x.masked_fill(self._erased(n, x.shape[-1], device)[:, None], 0.0)
+            x.masked_fill_(self._erased(n, x.shape[-1], device)[:, None], 0.0)  # x is our own: in place
         return x
 
     def _erased(self, n: int, size: int, device: torch.device) -> torch.Tensor:
