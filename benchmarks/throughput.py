@@ -2,22 +2,23 @@
 
     python benchmarks/throughput.py [--data ../shared/data/hep2_icpr2014] [--images 1024] [--repeats 8]
 
-All use the same model (ImageNet mobilenet_v2), image size, batch size, DataLoader workers and a seeded sample of
-HEp-2 training images:
+All use the same model (ImageNet mobilenet_v2), image size, batch size and a seeded sample of HEp-2 training images,
+each with its own DataLoader workers: timm ``--workers`` (default 1, as it decodes image by image), celltune as ``fit``
+picks them (``--celltune-workers`` overrides; on CPU none for cached batches):
 
 - celltune: the DataLoaders ``fit`` builds (``build_loaders``: decoded uint8 cache, uint8 batches augmented and
   normalised whole by ``BatchAugment`` after the transfer) feeding ``CellClassifier`` on a Lightning ``Trainer`` (its
   progress bar on), in the memory format ``fit`` picks (channels_last by default); inference through
-  ``predict_probs`` on the validation loader ``fit`` uses.
+  ``predict_probs`` on the validation loader ``fit`` uses (uint8 batches, normalised after the transfer).
 - timm-style: PIL decoding per image, timm's ``create_transform`` (RandomResizedCrop, flips; no colour jitter) and
   the plain loop of timm's ``train.py`` (forward, loss, zero_grad, backward, step); ``inference.py``'s eval loop. Once
   as timm runs by default (contiguous tensors), once with its ``--channels-last`` option.
 - model-only: the same forward+backward+step (or forward) on batches already in memory, no data pipeline at all, in
   celltune's memory format: what celltune could reach with a free data pipeline and no framework.
 
-Images/s are counted after ``--warmup`` batches. The loops take turns ``--repeats`` times (who goes first rotates), as
-this machine's speed drifts by several percent between minutes: each round gives the ratios of celltune to the others,
-and the median over the rounds is reported (with the median images/s of each).
+Images/s are counted after ``--warmup`` batches. The training loops, then the inference ones, take turns ``--repeats``
+times (who goes first rotates), as this machine's speed drifts by several percent between minutes: each round gives
+the ratios of celltune to the others, and the median over the rounds is reported (with the median images/s of each).
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ class _Clock(L.Callback):
 
 
 def celltune_train(model, card, config, loaders, *, warmup, run_dir, channels_last) -> float:
-    module = CellClassifier(model, card=card, config=config, run_dir=run_dir, batch_augment=loaders.batch_augment,
-                            channels_last=channels_last)
+    module = CellClassifier(model, card=card, config=config, run_dir=run_dir, augment_batch=loaders.augment_batch,
+                            normalize_batch=loaders.normalize_batch, channels_last=channels_last)
     clock = _Clock(warmup)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         callbacks=[clock, progress_bar()], enable_model_summary=False)
@@ -128,7 +129,8 @@ def main() -> int:
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="timm's DataLoader workers")
+    p.add_argument("--celltune-workers", type=int, default=None, help="default: what fit picks")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=8)
     args = p.parse_args()
@@ -150,15 +152,18 @@ def main() -> int:
                                     mean=prep.mean, std=prep.std)
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(data=args.data, model=args.model, image_size=size, batch_size=bs, optimizer="adamw",
-                             lr=1e-3, scheduler="none", num_workers=workers, cache="on", cache_dir=f"{tmp}/cache",
-                             augment=Augment(hflip=True, vflip=True, rotation=0, crop_scale=0.8))
+                             lr=1e-3, scheduler="none", num_workers=args.celltune_workers, cache="on",
+                             cache_dir=f"{tmp}/cache", augment=Augment(hflip=True, vflip=True, rotation=0,
+                                                                       crop_scale=0.8))
         subset = LabelledSplits(found.class_names, {"train": samples, "val": samples})
         t0 = time.perf_counter()
         loaders = build_loaders(config, subset, card)  # the loaders fit() uses, cache built here
         ct_eval = loaders.val
         cache_seconds = time.perf_counter() - t0
-        # The model-only limit: every batch already decoded, augmented and normalised, in memory.
-        batches = [(images, labels) for images, labels, _ in ct_eval][: len(samples) // bs]
+        # The model-only limit: every batch already decoded and normalised, in memory.
+        normalize = loaders.normalize_batch
+        assert normalize is not None  # the cache is on
+        batches = [(normalize(images), labels) for images, labels, _ in ct_eval][: len(samples) // bs]
 
         def loader(dataset, shuffle):
             return torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=shuffle, drop_last=True,
@@ -185,7 +190,7 @@ def main() -> int:
                         marks.append(time.perf_counter())
                     yield batch
 
-            predict_probs(model, marked(ct_eval), device=torch.device("cpu"))
+            predict_probs(model, marked(ct_eval), device=torch.device("cpu"), prepare=normalize)
             return _rate(len(samples) - warmup * bs, time.perf_counter() - marks[0])
 
         cl, contiguous = torch.channels_last, torch.contiguous_format
@@ -206,18 +211,21 @@ def main() -> int:
             "infer_celltune": lambda: (fresh(contiguous), celltune_infer())[1],
         }
         runs: dict[str, list[float]] = {k: [] for k in loops}
-        names = list(loops)
         for r in range(args.repeats):
-            # Take turns, so a drift of the machine's speed hits all alike; rotate who goes first.
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                runs[name].append(loops[name]())
+            for task in ("train", "infer"):
+                # Take turns, so a drift of the machine's speed hits all alike; rotate who goes first. celltune runs
+                # next to the model-only limit, its closest comparison, in three rotations of four.
+                names = [f"{task}_{n}" for n in ("model_only", "celltune", "timm", "timm_channels_last")]
+                for name in names[r % 4:] + names[: r % 4]:
+                    runs[name].append(loops[name]())
         results = {k: statistics.median(v) for k, v in runs.items()}
 
     def ratio(a: str, b: str) -> float:
         return round(statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True)), 3)
 
     table = {
-        "model": args.model, "image_size": size, "batch_size": bs, "workers": workers, "images": len(samples),
+        "model": args.model, "image_size": size, "batch_size": bs, "timm_workers": workers,
+        "celltune_workers": [loaders.train.num_workers, loaders.val.num_workers], "images": len(samples),
         "threads": torch.get_num_threads(), "cache_build_seconds": round(cache_seconds, 1),
         **{k: round(v, 1) for k, v in results.items()},
         **{f"{task}_celltune_vs_{other}": ratio(f"{task}_celltune", f"{task}_{other}")
