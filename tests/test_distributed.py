@@ -1,8 +1,12 @@
-"""Two-process DDP on CPU (gloo) through Lightning's ddp_spawn: validation metrics gathered across processes must be
-the single-process ones, with the sampler's padding images counted once."""
+"""Two-process DDP on CPU (gloo) through Lightning's ddp_spawn, under torchrun and as SLURM tasks: validation metrics
+gathered across processes must be the single-process ones, with the sampler's padding images counted once."""
 
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -15,24 +19,77 @@ def _rows(run):
     return list(csv.DictReader((run / "history.csv").open()))
 
 
-def test_two_process_ddp_metrics_equal_single_process(tmp_path):
+# lr 0 with a frozen backbone keeps the model fixed, so every run scores the very same network: metrics must agree.
+_FIXED = dict(model="mobilenet_v2", pretrained=False, image_size=32, epochs=2, batch_size=4, lr=0.0,
+              freeze_backbone=True, scheduler="none", num_workers=0, accelerator="cpu")
+_FIXED_FLAGS = ["--model", "mobilenet_v2", "--no-pretrained", "--image-size", "32", "--epochs", "2", "--batch-size",
+                "4", "--lr", "0", "--freeze-backbone", "--scheduler", "none", "--num-workers", "0", "--accelerator",
+                "cpu"]
+
+
+def _single_run(tmp_path):
+    """17 validation images (one rank gets a padding repeat) and the single-process run on them."""
     data = make_dataset(tmp_path / "d", per_class=(4, 3, 3), size=32, seed=4)
-    next((data / "val" / "golgi").iterdir()).unlink()  # 17 validation images: one rank gets a padding repeat
-    # lr 0 with a frozen backbone keeps the model fixed, so both runs score the very same network.
-    base = dict(data=str(data), model="mobilenet_v2", pretrained=False, image_size=32, epochs=2, batch_size=4,
-                lr=0.0, freeze_backbone=True, scheduler="none", num_workers=0, accelerator="cpu",
-                out_dir=str(tmp_path / "runs"))
-    single = fit(TrainConfig(**base, name="single"))
-    ddp = fit(TrainConfig(**base, name="ddp", devices=2, strategy="ddp_spawn"))
-    for a, b in zip(_rows(single), _rows(ddp), strict=True):
+    next((data / "val" / "golgi").iterdir()).unlink()
+    return data, fit(TrainConfig(data=str(data), **_FIXED, out_dir=str(tmp_path / "runs"), name="single"))
+
+
+def _same_validation(single, ddp) -> None:
+    rows = list(zip(_rows(single), _rows(ddp), strict=True))
+    assert len(rows) == 2
+    for a, b in rows:
         for key in ("val_acc", "val_aca", "val_macro_f1"):
             assert float(a[key]) == float(b[key]), key
         assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)
         assert float(a["train_images"]) == float(b["train_images"]) == 24  # both ranks' images counted
+
+
+def test_two_process_ddp_metrics_equal_single_process(tmp_path):
+    data, single = _single_run(tmp_path)
+    ddp = fit(TrainConfig(data=str(data), **_FIXED, out_dir=str(tmp_path / "runs"), name="ddp", devices=2,
+                          strategy="ddp_spawn"))
+    _same_validation(single, ddp)
     m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (single, ddp))
     assert m1["confusion_matrix"] == m2["confusion_matrix"] and m1["best_epoch"] == m2["best_epoch"]
     assert (ddp / "report.html").is_file() and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp",
                                                                                                         "single"]
+
+
+def _train_command(tmp_path, data, name: str) -> list[str]:
+    return ["-m", "celltune.cli", "train", "--data", str(data), *_FIXED_FLAGS, "--devices", "2", "--strategy", "ddp",
+            "--name", name, "--out-dir", str(tmp_path / "runs")]
+
+
+def _env(tmp_path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "CELLTUNE_CACHE_DIR": str(tmp_path / "cache"), **extra}
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    data, single = _single_run(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           *_train_command(tmp_path, data, "torchrun")], env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run directory:") == 1  # rank 0 reports; rank 1 exits quietly
+    _same_validation(single, tmp_path / "runs" / "torchrun")
+
+
+def test_slurm_tasks_on_cpu(tmp_path):
+    """Two tasks as ``srun`` starts them: every task runs the command, Lightning reads its rank from SLURM_*."""
+    data, single = _single_run(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4321",
+             "SLURM_JOB_NAME": "celltune", "SLURM_NODELIST": "localhost", "SLURM_JOB_NUM_NODES": "1",
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    tasks = [subprocess.Popen([sys.executable, *_train_command(tmp_path, data, "slurm")],
+                              env=_env(tmp_path, **slurm, SLURM_PROCID=str(i), SLURM_LOCALID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [task.communicate(timeout=300) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    assert [out.count("run directory:") for out, _ in outputs] == [1, 0]
+    _same_validation(single, tmp_path / "runs" / "slurm")
 
 
 def test_hardware_defaults_on_cpu():

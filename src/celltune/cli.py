@@ -130,6 +130,10 @@ def _format_metrics(m: dict) -> str:
 def _print_run(run_dir: Path) -> None:
     import json
 
+    from celltune.train import global_rank
+
+    if global_rank() != 0:
+        return  # another process of a distributed run (torchrun, SLURM, Lightning's ddp): rank 0 reports
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"\nrun directory: {run_dir}")
     selection = "macro_f1" if metrics.get("multilabel") else "mean_class_accuracy"

@@ -340,7 +340,7 @@ def build_loaders(config: TrainConfig, found: LabelledSplits, card: ModelCard) -
 _RUN_DIR_ENV = "CELLTUNE_RUN_DIR"
 
 
-def _global_rank() -> int:
+def global_rank() -> int:
     """This process's rank as the launcher's environment gives it (0 when not distributed)."""
     return int(getattr(rank_zero_only, "rank", 0))
 
@@ -361,7 +361,7 @@ def _run_dir(config: TrainConfig, resume: str | Path | None) -> Path:
             raise ValueError("a multi-process launch (torchrun, SLURM) needs --name, so that every process writes to "
                              "one run directory")
         path = Path(config.out_dir) / config.name
-        if _global_rank() == 0 and (path / "config.yaml").exists():
+        if global_rank() == 0 and (path / "config.yaml").exists():
             raise FileExistsError(f"{path} holds an earlier run; choose another --name")
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -424,7 +424,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
                      channels=config.channels, intensity=config.intensity, multilabel=found.multilabel)
 
     run_dir = _run_dir(config, resume)
-    rank_zero = _global_rank() == 0
+    rank_zero = global_rank() == 0
     if rank_zero:
         save_config(config, run_dir / "config.yaml")
         write_json(run_dir / "dataset.json", summary)
@@ -459,7 +459,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
         trainer.fit(module, loaders.train, loaders.val, ckpt_path=Path(resume) / LAST if resume is not None else None)
     finally:
         os.environ.pop(_RUN_DIR_ENV, None)
-    if not trainer.is_global_zero or _global_rank() != 0:
+    if not trainer.is_global_zero or global_rank() != 0:
         return run_dir  # the final report is rank 0's
     if not (run_dir / BEST).is_file():
         raise RuntimeError(f"{run_dir}: training stopped before a validation pass; no checkpoint was written")
