@@ -8,11 +8,16 @@ import socket
 import subprocess
 import sys
 
+import lightning as L
 import pytest
+import torch
 
+from celltune.checkpoint import ModelCard
 from celltune.config import TrainConfig
+from celltune.data import discover
+from celltune.models import create_model
 from celltune.synthetic import make_dataset
-from celltune.train import fit, resolve_hardware
+from celltune.train import CellClassifier, build_loaders, fit, resolve_hardware
 
 
 def _rows(run):
@@ -53,6 +58,31 @@ def test_two_process_ddp_metrics_equal_single_process(tmp_path):
     assert m1["confusion_matrix"] == m2["confusion_matrix"] and m1["best_epoch"] == m2["best_epoch"]
     assert (ddp / "report.html").is_file() and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp",
                                                                                                         "single"]
+
+
+class _FirstDraw(CellClassifier):
+    """Writes each rank's first random number of training, the stream batch augmentation draws from."""
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            (self.run_dir / f"draw{self.global_rank}").write_text(str(torch.rand(1).item()))
+        return super().training_step(batch, batch_idx)
+
+
+def test_ranks_draw_their_own_augmentation(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=(4, 2, 2), size=32, seed=4)
+    config = TrainConfig(data=str(data), **_FIXED, cache="on", cache_dir=str(tmp_path / "cache"))
+    found = discover(config.data)
+    card = ModelCard(model_name="mobilenet_v2", class_names=found.class_names, mean=[0.5] * 3, std=[0.25] * 3,
+                     image_size=32)
+    loaders = build_loaders(config, found, card)
+    model, _ = create_model("mobilenet_v2", num_classes=6, pretrained=False)
+    module = _FirstDraw(model, card=card, config=config, run_dir=tmp_path, augment_batch=loaders.augment_batch)
+    L.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+              limit_val_batches=0).fit(module, loaders.train)
+    draws = [float((tmp_path / f"draw{rank}").read_text()) for rank in range(2)]
+    assert draws[0] != draws[1]
 
 
 def _train_command(tmp_path, data, name: str) -> list[str]:

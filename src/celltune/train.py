@@ -147,6 +147,12 @@ class CellClassifier(L.LightningModule):
         self.history = list(state.get("history", []))
         self.best_score = float(state.get("best_score", -1.0))
 
+    def on_fit_start(self) -> None:
+        # Every process started from the same seed (the same initial weights, the same split); from here each draws its
+        # own augmentation, Mixup and dropout, or all ranks would transform their images alike (timm: seed + rank).
+        if self.trainer.world_size > 1:
+            L.seed_everything(self.config.seed + self.global_rank, workers=True, verbose=False)
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._train_sums = [0.0, 0.0, 0.0]
