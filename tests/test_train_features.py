@@ -160,6 +160,26 @@ def test_class_weighted_loss_and_mixup_train(tmp_path):
         fit(_config(data, tmp_path, balance="loss", augment=Augment(mixup=0.8)))
 
 
+class _Echo(torch.nn.Module):
+    """Logits that are the (mixed) images' first pixel row: the test decides what the model predicts."""
+
+    def forward(self, x):  # (B, C, H, W) -> (B, W)
+        return x[:, 0, 0, :]
+
+
+def test_mixup_training_accuracy_counts_the_larger_part_of_each_mix(tiny_data, tmp_path):
+    found = discover(tiny_data)
+    config = _config(tiny_data, tmp_path, augment=Augment(mixup=0.8), channels_last=False)
+    module = CellClassifier(_Echo(), card=_card(found, 6), config=config, run_dir=tmp_path)
+    labels = torch.tensor([0, 1, 2, 3])
+    # A fixed mix: 30% of each image's own class, 70% of the next one's; the model answers the larger part.
+    soft = 0.3 * torch.nn.functional.one_hot(labels, 6) + 0.7 * torch.nn.functional.one_hot((labels + 1) % 6, 6)
+    module.mixup = lambda images, targets: (soft.float()[:, None, None, :].expand(4, 3, 6, 6).contiguous(), soft)
+    module.training_step([torch.zeros(4, 3, 6, 6), labels], 0)
+    _, correct, n = module._train_sums
+    assert (correct, n) == (4, 4)
+
+
 def test_early_stopping_stops_when_val_loss_does_not_improve(tiny_data, tmp_path):
     # lr 0 and a frozen backbone: the validation loss never changes, so patience 1 ends the run after 2 epochs.
     run = fit(_config(tiny_data, tmp_path, epochs=6, lr=0.0, freeze_backbone=True, patience=1, scheduler="none"))

@@ -174,17 +174,21 @@ class CellClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, labels = batch
         images = self._to_memory_format(images)
+        truth = labels
         if self.mixup is not None and len(labels) % 2 == 0:
             images, soft_targets = self.mixup(images, labels)
             logits = self(images)  # (B, C)
             loss = self.soft_criterion(logits, soft_targets)
+            # A mixed image is right when it names its larger part (against the original label, a fair guess at an
+            # even mix would count wrong half the time).
+            truth = soft_targets.argmax(1)
         else:
             logits = self(images)
             loss = self.criterion(logits, labels)
         n = len(labels)
         # Single-label: images right; multi-label: the fraction of an image's label decisions right (at 0.5).
         correct = ((logits > 0) == (labels > 0.5)).float().mean(1).sum() if self.multilabel else (
-            logits.argmax(1) == labels).sum()
+            logits.argmax(1) == truth).sum()
         self._train_sums = [a + b for a, b in zip(self._train_sums, (loss.item() * n, correct.item(), n), strict=True)]
         self.log("loss", loss, prog_bar=True)
         return loss
