@@ -109,15 +109,24 @@ def test_cached_training_batches_are_augmented_whole_on_the_device(tiny_data, tm
     config = _config(tiny_data, tmp_path, cache="on", cache_dir=str(tmp_path / "cache"))
     model, _ = create_model("mobilenet_v2", num_classes=6, pretrained=False)
     module = Recording(model, card=card, config=config, run_dir=tmp_path, augment_batch=loaders.augment_batch,
-                       normalize_batch=loaders.normalize_batch)
-    L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, accelerator="cpu",
-              logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(module, loaders.train, loaders.val)
+                       normalize_batch=loaders.normalize_batch, channels_last=True)
+
+    def run(module, loaders):
+        L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, accelerator="cpu",
+                  logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False).fit(module, loaders.train, loaders.val)
+
+    run(module, loaders)
     assert len(seen) == 2 and all(x.dtype == torch.float32 and x.shape == (8, 3, 32, 32) for x in seen)
     assert float(seen[0].min()) < 0 < float(seen[0].max())  # normalised around the mean
     # Validation batches: normalised, not augmented.
     val_images, _, _ = next(iter(loaders.val))
     assert len(seen_val) == 1 and torch.allclose(seen_val[0], loaders.normalize_batch(val_images), atol=1e-6)
+    # Cached or read from files, every batch reaches the model in its memory format.
+    module = Recording(model, card=card, config=config, run_dir=tmp_path, channels_last=True)
+    run(module, uncached)
+    assert len(seen) == 4 and len(seen_val) == 2
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in seen + seen_val)
 
 
 def test_workers_by_default_only_for_image_by_image_work_on_cpu(tiny_data, tmp_path):

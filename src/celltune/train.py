@@ -163,17 +163,15 @@ class CellClassifier(L.LightningModule):
                     m.eval()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # Cached batches arrive as uint8 (B, C, S, S) on the training device: augment (training) and normalise here,
-        # after the cheap change of memory format on uint8.
-        transform = self.augment_batch if self.trainer.training else self.normalize_batch
-        if transform is None:
-            return batch
+        # Every batch takes the model's memory format here, on the device. Cached batches arrive as uint8 (B, C, S, S):
+        # the format change is cheap on them, then they are augmented (training) and normalised, keeping the format.
         images, *rest = batch
-        return [transform(self._to_memory_format(images)), *rest]
+        images = self._to_memory_format(images)
+        transform = self.augment_batch if self.trainer.training else self.normalize_batch
+        return [images if transform is None else transform(images), *rest]
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        images = self._to_memory_format(images)
         truth = labels
         if self.mixup is not None and len(labels) % 2 == 0:
             images, soft_targets = self.mixup(images, labels)
@@ -195,7 +193,7 @@ class CellClassifier(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         images, labels, index = batch
-        self._val_outputs.append((self(self._to_memory_format(images)).detach().float(), labels, index))
+        self._val_outputs.append((self(images).detach().float(), labels, index))
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate ``tensor`` (N, ...) from every process (itself alone when not distributed)."""
