@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from celltune.config import TrainConfig
-from celltune.models import DEFAULT_MODEL
+from celltune.config import DEFAULT_MODEL, config_from_dict
 from celltune.synthetic import HPA_CHANNELS, make_multilabel_dataset
 from celltune.train import fit
 
@@ -39,12 +38,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else make_multilabel_dataset(Path(tmp) / "hpa", n_images=args.images,
                                                                         size=args.image_size, seed=0)
-        config = TrainConfig(
-            data=str(data), label_names=str(data / "label_names.csv"), channels=list(HPA_CHANNELS),
-            intensity="percentile", model=args.model, image_size=args.image_size, epochs=args.epochs, batch_size=32,
-            optimizer="adamw", lr=2e-3, weight_decay=0.05, scheduler="cosine", warmup_epochs=1,
-            out_dir=args.out_dir, name=f"multilabel-{args.model}",
-        )
+        config = config_from_dict({
+            "data": str(data), "label_names": str(data / "label_names.csv"), "channels": list(HPA_CHANNELS),
+            "intensity": "percentile", "model": args.model, "image_size": args.image_size, "epochs": args.epochs,
+            "batch_size": 32, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "scheduler": "cosine",
+            "warmup_epochs": 1, "out_dir": args.out_dir, "name": f"multilabel-{args.model}",
+        })
         start = time.perf_counter()
         run_dir = fit(config)
         wall = time.perf_counter() - start

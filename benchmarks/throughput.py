@@ -6,7 +6,7 @@ All use the same model (ImageNet mobilenet_v2), image size, batch size and a see
 each with its own DataLoader workers: timm ``--workers`` (default 1, as it decodes image by image), celltune as ``fit``
 picks them (``--celltune-workers`` overrides; on CPU none for cached batches):
 
-- celltune: the DataLoaders ``fit`` builds (``build_loaders``: decoded uint8 cache, uint8 batches augmented and
+- celltune: the DataModule ``fit`` builds (``CellDataModule``: decoded uint8 cache, uint8 batches augmented and
   normalised whole by ``BatchAugment`` after the transfer) feeding ``CellClassifier`` on a Lightning ``Trainer`` (its
   progress bar on), in the memory format ``fit`` picks (channels_last by default); inference through
   ``predict_probs`` on the validation loader ``fit`` uses (uint8 batches, normalised after the transfer).
@@ -39,12 +39,13 @@ from PIL import Image
 from timm.data import create_transform
 
 from celltune.checkpoint import ModelCard
-from celltune.config import TrainConfig
+from celltune.config import TrainConfig, config_from_dict
 from celltune.data import LabelledSplits, discover
+from celltune.datamodule import CellDataModule
 from celltune.models import create_model
+from celltune.module import CellClassifier
 from celltune.predict import predict_probs
-from celltune.train import CellClassifier, build_loaders, progress_bar, resolve_hardware
-from celltune.transforms import Augment
+from celltune.runtime import progress_bar, resolve_hardware
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
 
@@ -112,13 +113,12 @@ class _Clock(L.Callback):
             self.end = time.perf_counter()
 
 
-def celltune_train(model, card, config, loaders, *, warmup, run_dir, channels_last) -> float:
-    module = CellClassifier(model, card=card, config=config, run_dir=run_dir, augment_batch=loaders.augment_batch,
-                            normalize_batch=loaders.normalize_batch, channels_last=channels_last)
+def celltune_train(model, card, config: TrainConfig, datamodule: CellDataModule, *, warmup, channels_last) -> float:
+    module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, channels_last=channels_last)
     clock = _Clock(warmup)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        callbacks=[clock, progress_bar()], enable_model_summary=False)
-    trainer.fit(module, loaders.train)
+                        callbacks=[clock, progress_bar()], enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=datamodule)
     return _rate(clock.seen, clock.end - clock.start)
 
 
@@ -151,17 +151,24 @@ def main() -> int:
     timm_eval_tf = create_transform(input_size=size, is_training=False, crop_pct=1.0, interpolation="bilinear",
                                     mean=prep.mean, std=prep.std)
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(data=args.data, model=args.model, image_size=size, batch_size=bs, optimizer="adamw",
-                             lr=1e-3, scheduler="none", num_workers=args.celltune_workers, cache="on",
-                             cache_dir=f"{tmp}/cache", augment=Augment(hflip=True, vflip=True, rotation=0,
-                                                                       crop_scale=0.8))
+        config = config_from_dict({"data": args.data, "model": args.model, "image_size": size, "batch_size": bs,
+                                   "optimizer": "adamw", "lr": 1e-3, "scheduler": "none",
+                                   "num_workers": args.celltune_workers, "cache": "on", "cache_dir": f"{tmp}/cache",
+                                   "augment": {"hflip": True, "vflip": True, "rotation": 0, "crop_scale": 0.8}})
         subset = LabelledSplits(found.class_names, {"train": samples, "val": samples})
+        channels_last = resolve_hardware(config.hardware).channels_last  # as fit() runs the model
         t0 = time.perf_counter()
-        loaders = build_loaders(config, subset, card)  # the loaders fit() uses, cache built here
-        ct_eval = loaders.val
+        datamodule = CellDataModule(subset, data=config.data, augment=config.augment, card=card, batch_size=bs,
+                                    num_workers=config.hardware.num_workers, accelerator="cpu",
+                                    channels_last=channels_last)
+        datamodule.prepare_data()  # the cache is built here
+        datamodule.setup("fit")
         cache_seconds = time.perf_counter() - t0
+        # One loader for every round, as fit() keeps its loader (and any persistent workers) for all epochs.
+        ct_train, ct_eval = datamodule.train_dataloader(), datamodule.val_dataloader()
+        datamodule.train_dataloader = lambda: ct_train  # type: ignore[method-assign]
         # The model-only limit: every batch already decoded and normalised, in memory.
-        normalize = loaders.normalize_batch
+        normalize = datamodule.normalize_batch
         assert normalize is not None  # the cache is on
         batches = [(normalize(images), labels) for images, labels, _ in ct_eval][: len(samples) // bs]
 
@@ -171,7 +178,6 @@ def main() -> int:
 
         train_timm_set = PILFolder(samples, timm_train_tf)
         eval_timm_set = PILFolder(samples, timm_eval_tf)
-        channels_last = resolve_hardware(config)["channels_last"]  # as fit() runs the model
 
         def fresh(memory_format: torch.memory_format):
             model.load_state_dict(initial)
@@ -201,8 +207,8 @@ def main() -> int:
             "train_timm": lambda: plain_train(fresh(contiguous), loader(train_timm_set, True), warmup=warmup),
             "train_timm_channels_last": lambda: plain_train(fresh(cl), in_format(cl, loader(train_timm_set, True)),
                                                             warmup=warmup),
-            "train_celltune": lambda: celltune_train(fresh(contiguous), card, config, loaders, warmup=warmup,
-                                                     run_dir=Path(tmp), channels_last=channels_last),
+            "train_celltune": lambda: celltune_train(fresh(contiguous), card, config, datamodule, warmup=warmup,
+                                                     channels_last=channels_last),
             "infer_model_only": lambda: plain_infer(fresh(limit_format), in_format(limit_format, batches),
                                                     warmup=warmup),
             "infer_timm": lambda: plain_infer(fresh(contiguous), loader(eval_timm_set, False), warmup=warmup),
@@ -225,7 +231,7 @@ def main() -> int:
 
     table = {
         "model": args.model, "image_size": size, "batch_size": bs, "timm_workers": workers,
-        "celltune_workers": [loaders.train.num_workers, loaders.val.num_workers], "images": len(samples),
+        "celltune_workers": [ct_train.num_workers, ct_eval.num_workers], "images": len(samples),
         "threads": torch.get_num_threads(), "cache_build_seconds": round(cache_seconds, 1),
         **{k: round(v, 1) for k, v in results.items()},
         **{f"{task}_celltune_vs_{other}": ratio(f"{task}_celltune", f"{task}_{other}")

@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+import csv
+import os
+import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from celltune.config import TrainConfig, config_from_dict
 from celltune.synthetic import make_dataset
+
+SHARED_HEP2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# A model that trains in a fraction of a second per step on 32 px images, from random weights.
+QUICK = dict(model="mobilenet_v2", pretrained=False, image_size=32, epochs=2, batch_size=8, max_steps_per_epoch=2,
+             num_workers=0, name="t", accelerator="cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +30,39 @@ def _private_caches(tmp_path_factory, monkeypatch):
 def tiny_data(tmp_path_factory) -> Path:
     """train/val/test class folders of 32 px synthetic cells: 6 classes, 6/3/3 images each."""
     return make_dataset(tmp_path_factory.mktemp("tiny") / "cells", per_class=(6, 3, 3), size=32, seed=1)
+
+
+def quick_config(data: Path | str, out: Path | str, **options) -> TrainConfig:
+    """A config for a training test: QUICK, then ``options`` by flag name."""
+    return config_from_dict({**QUICK, "data": str(data), "out_dir": str(out), **options}, source="test")
+
+
+def history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def png(path: Path, size=(20, 16), value=128, mode="L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+    return path
+
+
+def class_tree(root: Path, counts: dict[str, int], size=(16, 16)) -> Path:
+    """root/CLASS/i.png with ``counts[CLASS]`` images each, a class's images one grey value apart."""
+    for c, (cls, n) in enumerate(counts.items()):
+        for i in range(n):
+            png(root / cls / f"{i}.png", size=size, value=(40 * c + i) % 256)
+    return root
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when ``condition`` is false, except under CI=true, where what the test needs must be there: fail."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI=true: {reason}; .ci/run installs it")
+        pytest.skip(reason)

@@ -1,14 +1,21 @@
+import dataclasses
+
 import pytest
 import torch
 
-from celltune.checkpoint import ModelCard, load_checkpoint, resolve_checkpoint, save_checkpoint
+from celltune.checkpoint import ModelCard, load_checkpoint, read_checkpoint, replace_card, save_checkpoint
+from celltune.errors import CheckpointError, MissingError
 from celltune.models import create_model
+
+
+def _card(**kw) -> ModelCard:
+    return ModelCard(model_name="resnet18", class_names=["a", "b", "c"], mean=[0.5] * 3, std=[0.25] * 3,
+                     image_size=48, **kw)
 
 
 def test_checkpoint_is_plain_data_and_round_trips(tmp_path):
     model, _ = create_model("resnet18", num_classes=3, pretrained=False)
-    card = ModelCard(model_name="resnet18", class_names=["a", "b", "c"], mean=[0.5] * 3, std=[0.25] * 3,
-                     image_size=48)
+    card = _card()
     save_checkpoint(tmp_path / "best.pt", model=model, card=card, extra={"epoch": 4})
     raw = torch.load(tmp_path / "best.pt", weights_only=True)  # no pickled classes inside
     assert raw["class_names"] == ["a", "b", "c"] and raw["image_size"] == 48 and raw["epoch"] == 4
@@ -19,9 +26,19 @@ def test_checkpoint_is_plain_data_and_round_trips(tmp_path):
         assert torch.allclose(loaded(x), model.eval()(x))
 
 
+def test_replace_card_keeps_weights_and_run_data(tmp_path):
+    model, _ = create_model("resnet18", num_classes=3, pretrained=False)
+    save_checkpoint(tmp_path / "best.pt", model=model, card=_card(multilabel=True), extra={"epoch": 2})
+    replace_card(tmp_path / "best.pt", dataclasses.replace(_card(multilabel=True), thresholds=[0.3, 0.5, 0.7]))
+    data = read_checkpoint(tmp_path / "best.pt")
+    assert data["thresholds"] == [0.3, 0.5, 0.7] and data["epoch"] == 2
+    assert torch.equal(data["state_dict"]["fc.weight"], model.state_dict()["fc.weight"])
+    assert not (tmp_path / "best.partial").exists()
+
+
 def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        resolve_checkpoint(tmp_path)
+    with pytest.raises(MissingError, match="no checkpoint"):
+        read_checkpoint(tmp_path)
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a celltune checkpoint"):
+    with pytest.raises(CheckpointError, match="not a celltune checkpoint"):
         load_checkpoint(tmp_path / "other.pt")

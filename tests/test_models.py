@@ -1,24 +1,9 @@
-import os
-from pathlib import Path
-
-import matplotlib.cbook
 import pytest
 import torch
-import torchvision
-from PIL import Image
 from torch import nn
-from torchvision.transforms import v2
 
-from celltune.models import (
-    DEFAULT_MODEL,
-    ModelNotFoundError,
-    WeightsUnavailableError,
-    _fdet_mobilenet_v2,
-    _lite0_file,
-    create_model,
-    head_name,
-    load_weights_file,
-)
+from celltune.errors import ModelNotFoundError
+from celltune.models import available_models, create_model, head_name, resolve_name
 
 
 @pytest.mark.parametrize(("name", "head", "in_features"), [
@@ -46,8 +31,20 @@ def test_vgg16_keeps_its_classifier_but_the_last_layer():
 
 
 def test_unknown_name_lists_close_matches():
-    with pytest.raises(ModelNotFoundError, match="resnet18"):
+    with pytest.raises(ModelNotFoundError, match=r"Did you mean: .*resnet18"):
         create_model("resnet81", num_classes=2, pretrained=False)
+    with pytest.raises(ModelNotFoundError, match="celltune models"):
+        resolve_name("zzzzzz")
+
+
+def test_names_resolve_in_both_libraries():
+    assert resolve_name("resnet18") == ("torchvision", "resnet18")  # torchvision first
+    assert resolve_name("torchvision:resnet18") == ("torchvision", "resnet18")
+    assert resolve_name("convnext_tiny") == ("torchvision", "convnext_tiny")
+    assert resolve_name("coat_lite_mini") == ("timm", "coat_lite_mini")
+    names = available_models()
+    assert {"alexnet", "vgg16", "densenet121", "mobilenet_v2", "tf_efficientnet_lite0"} <= set(names)
+    assert names == sorted(set(names))
 
 
 def test_library_prefix_picks_timm_over_torchvision():
@@ -61,77 +58,6 @@ def test_freeze_backbone_trains_only_the_head():
     model, _ = create_model("resnet18", num_classes=4, pretrained=False, freeze=True)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["fc.weight", "fc.bias"]
-
-
-def test_pretrained_torchvision_weights_come_from_the_hub_cache(tmp_path):
-    """The real torchvision loading path: a file placed where torch.hub caches resnet18's IMAGENET1K_V1 weights."""
-    reference = torchvision.models.resnet18()
-    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-    cache = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / Path(url).name
-    cache.parent.mkdir(parents=True)
-    torch.save(reference.state_dict(), cache)
-    model, prep = create_model("resnet18", num_classes=3, pretrained=True)
-    assert torch.equal(model.conv1.weight, reference.conv1.weight)
-    assert torch.equal(model.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
-    assert model.fc.out_features == 3
-    assert prep.mean == (0.485, 0.456, 0.406) and prep.input_size == 224
-
-
-def test_missing_pretrained_weights_offline_give_a_clear_error(monkeypatch):
-    def no_network(*args, **kwargs):
-        raise OSError("no network")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    with pytest.raises(WeightsUnavailableError, match="--weights FILE"):
-        create_model("resnet18", num_classes=3, pretrained=True)
-
-
-def test_weights_file_loads_all_but_a_head_of_other_size(tmp_path):
-    source, _ = create_model("resnet18", num_classes=7, pretrained=False)
-    torch.save(source.state_dict(), tmp_path / "w.pt")
-    model, _ = create_model("resnet18", num_classes=3, pretrained=False, weights=tmp_path / "w.pt")
-    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
-    assert model.fc.out_features == 3
-
-
-def test_weights_file_of_another_architecture_is_rejected(tmp_path):
-    source, _ = create_model("alexnet", num_classes=3, pretrained=False)
-    torch.save(source.state_dict(), tmp_path / "alex.pt")
-    model, _ = create_model("resnet18", num_classes=3, pretrained=False)
-    with pytest.raises(WeightsUnavailableError, match=r"alex\.pt.*different architecture"):
-        load_weights_file(model, tmp_path / "alex.pt")
-
-
-def _imagenet_top5(model, prep) -> list[str]:
-    """Top-5 ImageNet classes for Grace Hopper's portrait, shipped with matplotlib."""
-    image = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
-    tf = v2.Compose([v2.PILToTensor(), v2.Resize(256), v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
-                     v2.Normalize(prep.mean, prep.std)])
-    with torch.no_grad():
-        top = model.eval()(tf(image)[None])[0].topk(5).indices.tolist()
-    categories = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
-    return [categories[i] for i in top]
-
-
-@pytest.mark.parametrize(("name", "available"), [("mobilenet_v2", _fdet_mobilenet_v2),
-                                                 ("tf_efficientnet_lite0", _lite0_file)])
-def test_offline_imagenet_weights_are_genuine(name, available):
-    if available() is None:
-        pytest.skip(f"offline weights for {name} not installed")
-    from celltune.models import _lite0_state_dict
-
-    model, prep = create_model(name, num_classes=1000, pretrained=True)
-    genuine = torch.load(available(), weights_only=True) if name == "mobilenet_v2" else _lite0_state_dict(model)
-    own = model.state_dict()
-    head = head_name(model) + "."
-    assert all(torch.equal(own[k], v) for k, v in genuine.items() if not k.startswith(head))
-    # The factory gave a fresh head; put the ImageNet one back to check the logits mean what ImageNet says.
-    model.load_state_dict(genuine)
-    assert "military uniform" in _imagenet_top5(model, prep)
-
-
-def test_default_model_is_one_with_offline_weights():
-    assert DEFAULT_MODEL in ("mobilenet_v2", "tf_efficientnet_lite0")
 
 
 @pytest.mark.parametrize(("name", "stem"), [("resnet18", "conv1"), ("timm:resnet18", "conv1"),

@@ -2,9 +2,12 @@ import pytest
 import torch
 from torch import nn
 
+from celltune.errors import ConfigError
 from celltune.models import create_model
 from celltune.predict import batch_probs, predict_probs
 from celltune.transforms import NormalizeBatch
+
+from conftest import quick_config
 
 
 class _Corner(nn.Module):
@@ -53,19 +56,18 @@ def test_uint8_batches_are_prepared_on_the_device_as_the_float_ones_predict():
 
 
 def test_unknown_tta_is_rejected():
-    with pytest.raises(ValueError, match="dihedral"):
+    with pytest.raises(ConfigError, match="dihedral"):
         batch_probs(_Corner(), torch.zeros(1, 3, 2, 2), "spin")
 
 
+@pytest.mark.slow
 def test_streaming_csv_resumes_after_an_interruption(tiny_data, tmp_path):
     import csv
 
-    from celltune.config import TrainConfig
     from celltune.predict import Predictor, inputs_under, predict_to_csv
     from celltune.train import fit
 
-    run = fit(TrainConfig(data=str(tiny_data), model="mobilenet_v2", pretrained=False, image_size=32, epochs=1,
-                          batch_size=8, max_steps_per_epoch=1, num_workers=0, out_dir=str(tmp_path), name="p"))
+    run = fit(quick_config(tiny_data, tmp_path, epochs=1, max_steps_per_epoch=1))
     predictor = Predictor(run)
     paths = list(inputs_under(tiny_data / "test"))
     full = tmp_path / "full.csv"

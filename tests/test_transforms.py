@@ -1,8 +1,11 @@
+from typing import get_args
+
 import pytest
 import torch
 from torchvision.transforms import v2
 
-from celltune.transforms import TTA_VIEWS, Augment, BatchAugment, NormalizeBatch, eval_transform, train_transform
+from celltune.config import Augment, TtaMode
+from celltune.transforms import TTA_VIEWS, BatchAugment, NormalizeBatch, eval_transform, train_transform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -38,6 +41,7 @@ def test_random_erasing_zeroes_a_rectangle():
 
 
 def test_tta_views_are_the_flip_and_dihedral_groups():
+    assert set(TTA_VIEWS) == set(get_args(TtaMode))  # the choices the flags offer
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     assert len(TTA_VIEWS["none"](x)) == 1
     flips = TTA_VIEWS["flips"](x)

@@ -1,4 +1,5 @@
-"""Decode once: small images resized to the training size and kept as one uint8 memory-mapped array on disk.
+"""Decode once: small images brought to the training size by the eval preset's geometry and kept as one uint8
+memory-mapped array on disk (read through ``dataset.CachedDataset``).
 
 The file name is a hash of every input file's path, size and modification time plus the preprocessing (size,
 channels, intensity step, masks), so changing a file, a mask or an option builds a new cache instead of reusing a stale
@@ -16,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
-from celltune.data import ChannelFiles, Sample
-from celltune.dataset import encode_target, load_input
+from celltune.data import Sample
+from celltune.images import ChannelFiles, load_input
+from celltune.transforms import eval_geometry
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,6 @@ def cache_key(samples: list[Sample], masks: list[Path] | None, preprocessing: di
     return h.hexdigest()[:24]
 
 
-def _fit_square(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
-    """Resize the short side to ``size`` and centre-crop: what the eval transform does first."""
-    image = TF.resize(image, [size], interpolation=InterpolationMode(interpolation), antialias=True)
-    return TF.center_crop(image, [size, size])
-
-
 def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None, intensity: str,
                 masks: list[Path] | None = None, interpolation: str = "bilinear",
                 cache_dir: Path | None = None) -> Path:
@@ -62,44 +56,15 @@ def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None,
         return path
     directory.mkdir(parents=True, exist_ok=True)
     first = load_input(samples[0].path, channels=channels, intensity=intensity, mask=masks[0] if masks else None)
+    geometry = eval_geometry(image_size=size, interpolation=interpolation)  # resize the short side, centre-crop
     tmp = path.with_suffix(f".{os.getpid()}.partial")
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), len(first), size, size))
     for i, s in enumerate(samples):
         image = first if i == 0 else load_input(s.path, channels=channels, intensity=intensity,
                                                  mask=masks[i] if masks else None)
-        array[i] = (_fit_square(image, size, interpolation).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        array[i] = (geometry(image).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     array.flush()
     del array
     tmp.replace(path)  # atomic: a reader never sees a half-written cache
     log.info("image cache built: %s (%d images, %.1f MB)", path, len(samples), path.stat().st_size / 1e6)
     return path
-
-
-class CachedDataset(torch.utils.data.Dataset):
-    """(image, target) from the cache: the uint8 (C, size, size) image through ``transform`` if any (per-image uint8
-    augmentation, with RandAugment). Batches are then augmented and normalised whole, on the device, by
-    ``transforms.BatchAugment`` or ``transforms.NormalizeBatch``.
-
-    The array is opened lazily in each process, so the dataset pickles small (DataLoader workers, ddp_spawn).
-    """
-
-    def __init__(self, cache: Path, samples: list[Sample], transform=None, *, num_classes: int = 0) -> None:
-        self.cache = cache
-        self.labels = [s.label for s in samples]
-        self.transform = transform
-        self.num_classes = num_classes
-        self._array: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
-        if self._array is None:
-            self._array = np.load(self.cache, mmap_mode="r")
-        image = torch.from_numpy(np.array(self._array[i]))  # (C, size, size) uint8
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, encode_target(self.labels[i], self.num_classes)

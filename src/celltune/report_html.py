@@ -6,12 +6,15 @@ import base64
 import html
 import io
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from celltune.data import Sample, read_image
+from celltune.data import Sample
+from celltune.images import read_image
+from celltune.metrics import ClassificationResult, MultilabelResult, RunMetrics, labelled
 from celltune.report import plot_confusion
 
 _STYLE = """
@@ -58,41 +61,71 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.4f}"
+def _fmt(x: float | int | str | None) -> str:
+    if x is None:
+        return "–"
+    return x if isinstance(x, str) else str(x) if isinstance(x, int) else f"{x:.4f}"
 
 
-def _multilabel_sections(metrics: dict) -> str:
-    summary = [["macro-F1", _fmt(metrics["macro_f1"])], ["micro-F1", _fmt(metrics["micro_f1"])],
-               ["micro precision / recall", f"{metrics['micro_precision']:.4f} / {metrics['micro_recall']:.4f}"],
-               ["exact match (all labels right)", _fmt(metrics["exact_match"])],
-               ["ROC AUC (macro over labels)", _fmt(metrics.get("roc_auc_macro"))],
-               ["images", str(metrics["num_samples"])], ["test-time augmentation", metrics.get("tta", "none")],
-               ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs_run']}"],
-               ["best validation macro-F1 (at 0.5)", _fmt(metrics["best_val"]["macro_f1"])]]
-    per_label = [[c, str(r["support"]), f"{r['frequency']:.3f}", f"{r['threshold']:.2f}", _fmt(r["precision"]),
-                  _fmt(r["recall"]), _fmt(r["f1"]), _fmt(r.get("roc_auc"))] for c, r in metrics["per_class"].items()]
-    return (f"<h2>Result on the {html.escape(metrics['split'])} split (multi-label)</h2>"
-            f"{_table(['metric', 'value'], summary)}<h2>Per label</h2><p>Thresholds tuned per label on the "
-            "validation split for the best F1.</p>"
-            + _table(["label", "images", "frequency", "threshold", "precision", "recall", "F1", "ROC AUC"],
-                     per_label))
+def _summary(run: RunMetrics) -> str:
+    """Every labelled number of the result, then how the best epoch was chosen."""
+    result = run.result
+    rows = [[label, _fmt(value)] for _, label, value in labelled(result)]
+    selection = next(f.metadata["label"] for f in fields(result) if f.name == result.selection)
+    rows += [["test-time augmentation", result.tta], ["best epoch", f"{run.best_epoch} of {run.epochs_run}"],
+             [f"best validation {selection}", _fmt(run.best_val.get(result.selection))]]
+    return _table(["metric", "value"], rows)
 
 
-def write_report(run_dir: Path, *, samples: list[Sample], probs: np.ndarray) -> Path:
-    """Write ``run_dir/report.html`` from the files the run wrote (config, dataset, metrics, plots)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def _per_class(result: ClassificationResult | MultilabelResult) -> str:
+    columns = [label for _, label, _ in labelled(result.per_class[0])] if result.per_class else []
+    rows = [[row.name, *(_fmt(v) for _, _, v in labelled(row))] for row in result.per_class]
+    return _table(["label" if result.multilabel else "class", *columns], rows)
+
+
+def _multilabel_sections(run: RunMetrics) -> str:
+    return (f"<h2>Result on the {html.escape(run.split)} split (multi-label)</h2>{_summary(run)}"
+            "<h2>Per label</h2><p>Thresholds tuned per label on the validation split for the best F1.</p>"
+            + _per_class(run.result))
+
+
+def _single_label_sections(run: RunMetrics, samples: list[Sample], probs: np.ndarray, run_dir: Path) -> str:
+    result = run.result
+    assert isinstance(result, ClassificationResult)
+    names = result.class_names
+    confused = [[p.true, p.predicted, str(p.count), f"{p.fraction_of_true:.3f}"] for p in result.most_confused]
+    normalized = io.BytesIO()
+    plot_confusion(result.confusion_matrix, names, normalized, title="fraction of each true class", normalized=True)
+    thumbs = "".join(
+        f"<figure>{_img_tag(_thumbnail(s.path), s.path.name) if s.path.is_file() else ''}"
+        f"<figcaption>{html.escape(s.path.name)}<br>"
+        f"true <b>{html.escape(names[true])}</b><br>predicted <b>{html.escape(names[p])}</b> {conf:.2f}"
+        f"</figcaption></figure>"
+        for s, true, p, conf in worst_misclassified(samples, probs))
+    return f"""<h2>Result on the {html.escape(run.split)} split</h2>
+{_summary(run)}
+<h2>Per class</h2>
+{_per_class(result)}
+<h2>Confusion matrix</h2>
+<div class="figs">{_img_tag(_png_file(run_dir / "confusion_matrix.png"), "confusion matrix, counts")}
+{_img_tag(normalized.getvalue(), "confusion matrix, normalised")}</div>
+<h3>Most confused pairs</h3>
+{_table(["true", "predicted as", "count", "fraction of true"], confused) if confused else "<p>none</p>"}
+<h2>Most confident mistakes</h2>
+<div class="thumbs">{thumbs or "<p>no misclassified images</p>"}</div>
+"""
+
+
+def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs: np.ndarray) -> Path:
+    """Write ``run_dir/report.html`` from ``run`` and the files the run wrote (config, dataset summary, plots)."""
     dataset = json.loads((run_dir / "dataset.json").read_text())
     config = (run_dir / "config.yaml").read_text()
-    names = metrics["class_names"]
     splits = list(dataset["counts"])
     counts = [[c, *(str(dataset["counts"][s][c]) for s in splits)] for c in dataset["classes"]]
     counts.append(["total images", *(str(dataset["totals"][s]) for s in splits)])
     sizes = dataset["image_sizes"]
-    if metrics.get("multilabel"):
-        body = _multilabel_sections(metrics)
-    else:
-        body = _single_label_sections(metrics, names, samples, probs, run_dir)
+    multilabel = run.result.multilabel
+    body = _multilabel_sections(run) if multilabel else _single_label_sections(run, samples, probs, run_dir)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>celltune report: {html.escape(run_dir.name)}</title>
 <style>{_STYLE}</style></head><body>
@@ -104,7 +137,7 @@ def write_report(run_dir: Path, *, samples: list[Sample], probs: np.ndarray) -> 
 <h2>Dataset</h2>
 <p>{html.escape(dataset["layout"])}; image sizes: most common {html.escape(", ".join(sizes["most_common"]))},
 min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}</p>
-{_table(["class" if not metrics.get("multilabel") else "label (images)", *splits], counts)}
+{_table(["label (images)" if multilabel else "class", *splits], counts)}
 <h2>Configuration</h2>
 <pre>{html.escape(config)}</pre>
 </body></html>
@@ -112,41 +145,3 @@ min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}
     path = run_dir / "report.html"
     path.write_text(page)
     return path
-
-
-def _single_label_sections(metrics: dict, names: list[str], samples: list[Sample], probs: np.ndarray,
-                           run_dir: Path) -> str:
-    summary_rows = [["accuracy", _fmt(metrics["accuracy"])], ["mean class accuracy (ACA)",
-                    _fmt(metrics["mean_class_accuracy"])], ["macro-F1", _fmt(metrics["macro_f1"])],
-                    ["ROC AUC (macro, one-vs-rest)", _fmt(metrics.get("roc_auc_macro"))],
-                    ["expected calibration error", _fmt(metrics.get("expected_calibration_error"))],
-                    ["images", str(metrics["num_samples"])], ["test-time augmentation", metrics.get("tta", "none")],
-                    ["best epoch", f"{metrics['best_epoch']} of {metrics['epochs_run']}"],
-                    ["best validation ACA", _fmt(metrics["best_val"]["mean_class_accuracy"])]]
-    per_class = [[c, _fmt(r["precision"]), _fmt(r["recall"]), _fmt(r["f1"]), _fmt(r.get("roc_auc")),
-                  str(r["support"])] for c, r in metrics["per_class"].items()]
-    confused = [[p["true"], p["predicted"], str(p["count"]), f"{p['fraction_of_true']:.3f}"]
-                for p in metrics.get("most_confused", [])]
-
-    normalized = io.BytesIO()
-    plot_confusion(metrics["confusion_matrix"], names, normalized, title="fraction of each true class",
-                   normalized=True)
-    thumbs = "".join(
-        f"<figure>{_img_tag(_thumbnail(s.path), s.path.name) if s.path.is_file() else ''}"
-        f"<figcaption>{html.escape(s.path.name)}<br>"
-        f"true <b>{html.escape(names[true])}</b><br>predicted <b>{html.escape(names[p])}</b> {conf:.2f}"
-        f"</figcaption></figure>"
-        for s, true, p, conf in worst_misclassified(samples, probs))
-
-    return f"""<h2>Result on the {html.escape(metrics["split"])} split</h2>
-{_table(["metric", "value"], summary_rows)}
-<h2>Per class</h2>
-{_table(["class", "precision", "recall", "F1", "ROC AUC", "support"], per_class)}
-<h2>Confusion matrix</h2>
-<div class="figs">{_img_tag(_png_file(run_dir / "confusion_matrix.png"), "confusion matrix, counts")}
-{_img_tag(normalized.getvalue(), "confusion matrix, normalised")}</div>
-<h3>Most confused pairs</h3>
-{_table(["true", "predicted as", "count", "fraction of true"], confused) if confused else "<p>none</p>"}
-<h2>Most confident mistakes</h2>
-<div class="thumbs">{thumbs or "<p>no misclassified images</p>"}</div>
-"""

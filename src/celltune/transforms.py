@@ -1,4 +1,4 @@
-"""Train and eval presets on (3, H, W) float tensors, after torchvision's ``references/classification/presets.py``.
+"""Train and eval presets on (C, H, W) float tensors, after torchvision's ``references/classification/presets.py``.
 
 Cells have no orientation, so the training preset flips and rotates freely; the eval preset is resize + centre crop +
 normalise with the statistics the pretrained weights were trained with. ``BatchAugment`` is the training preset on
@@ -9,39 +9,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import get_args
 
 import torch
 from torch.nn import functional as F
 from torchvision.transforms import InterpolationMode, v2
 
+from celltune.config import Augment, TtaMode
 
-@dataclass(frozen=True)
-class Augment:
-    hflip: bool = True
-    vflip: bool = True
-    rot90: bool = False  # one of the four right-angle turns, lossless
-    rotation: float = 180.0  # degrees either way, any angle; 180 covers every orientation, 0 turns it off
-    crop_scale: float = 0.8  # smallest area fraction for RandomResizedCrop; 1.0 turns the crop off
-    affine_degrees: float = 0.0  # RandomAffine (the classic AlexNet recipe): rotation range, 0 with the rest off
-    affine_translate: float = 0.0  # fraction of the size either way
-    affine_scale: float = 0.0  # zoom range 1 +- this
-    color_jitter: float = 0.0  # brightness and contrast strength, e.g. 0.3
-    randaugment_ops: int = 0  # RandAugment operations per image; 0 turns it off
-    randaugment_magnitude: int = 9
-    random_erasing: float = 0.0  # probability of erasing one rectangle
-    mixup: float = 0.0  # Mixup alpha (batch-level, in the training step); 0 turns it off
-    cutmix: float = 0.0  # CutMix alpha
+
+def eval_geometry(*, image_size: int, interpolation: str = "bilinear") -> v2.Compose:
+    """The eval preset's geometry: the short side resized to ``image_size``, then the centre square. The image cache
+    is made with it, so cached and file-read images reach the model alike."""
+    return v2.Compose([v2.Resize(image_size, interpolation=InterpolationMode(interpolation), antialias=True),
+                       v2.CenterCrop(image_size)])
 
 
 def eval_transform(
     *, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], interpolation: str = "bilinear"
 ) -> v2.Compose:
-    return v2.Compose([
-        v2.Resize(image_size, interpolation=InterpolationMode(interpolation), antialias=True),
-        v2.CenterCrop(image_size),
-        v2.Normalize(mean, std),
-    ])
+    return v2.Compose([eval_geometry(image_size=image_size, interpolation=interpolation), v2.Normalize(mean, std)])
 
 
 def train_transform(
@@ -62,7 +49,7 @@ def train_transform(
         steps.append(v2.RandomResizedCrop(image_size, scale=(augment.crop_scale, 1.0), interpolation=mode,
                                           antialias=True))
     else:
-        steps += [v2.Resize(image_size, interpolation=mode, antialias=True), v2.CenterCrop(image_size)]
+        steps.append(eval_geometry(image_size=image_size, interpolation=interpolation))
     if augment.affine_degrees or augment.affine_translate or augment.affine_scale:
         t, s = augment.affine_translate, augment.affine_scale
         steps.append(v2.RandomAffine(augment.affine_degrees, translate=(t, t) if t else None,
@@ -230,3 +217,4 @@ TTA_VIEWS: dict[str, Callable[[torch.Tensor], list[torch.Tensor]]] = {
     "flips": _flips,  # identity, horizontal, vertical, both: 4 views
     "dihedral": _dihedral,  # the 8 symmetries of the square: 4 right-angle turns, each also mirrored
 }
+assert set(TTA_VIEWS) == set(get_args(TtaMode)), "the config's TTA choices and the views defined here differ"

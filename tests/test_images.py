@@ -4,14 +4,53 @@ import tifffile
 import torch
 from PIL import Image
 
-from celltune.channels import dataset_mean_std, percentile_stretch, read_channels
-from celltune.data import DataError
-from celltune.dataset import load_input
+from celltune.errors import DataError
+from celltune.images import (
+    ChannelFiles,
+    apply_mask,
+    dataset_mean_std,
+    load_input,
+    names_channel_files,
+    percentile_stretch,
+    read_channels,
+    read_image,
+)
+
+from conftest import png
 
 
 def _channel_files(folder, stem, values: dict[str, int]):
     for channel, value in values.items():
         Image.fromarray(np.full((6, 5), value, dtype=np.uint16)).save(folder / f"{stem}_{channel}.png")
+
+
+def test_read_image_grayscale_8_and_16_bit_and_colour(tmp_path):
+    gray = read_image(png(tmp_path / "g.png", size=(5, 4), value=255))
+    assert gray.shape == (3, 4, 5) and float(gray.max()) == 1.0
+    deep = np.full((4, 5), 1000, dtype=np.uint16)
+    deep[0, 0] = 65535
+    Image.fromarray(deep).save(tmp_path / "d16.png")
+    x = read_image(tmp_path / "d16.png")
+    assert x.shape == (3, 4, 5)
+    assert float(x[0, 0, 0]) == pytest.approx(1.0) and float(x[0, 1, 1]) == pytest.approx(1000 / 65535)
+    rgb = np.zeros((4, 5, 3), dtype=np.uint8)
+    rgb[..., 1] = 255
+    Image.fromarray(rgb).save(tmp_path / "c.jpg", quality=100)
+    c = read_image(tmp_path / "c.jpg")
+    assert float(c[1].mean()) > 0.9 and float(c[0].mean()) < 0.1
+
+
+def test_unreadable_image_names_the_file_and_the_fix(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match=r"broken\.png.*replace or remove"):
+        read_image(bad)
+
+
+def test_what_channels_means_is_decided_in_one_place():
+    assert not names_channel_files(None)  # RGB from one file
+    assert not names_channel_files(["0", "2"])  # planes of one file
+    assert names_channel_files(["red", "green"])  # {stem}_red.png files
 
 
 def test_per_channel_files_keep_16_bit_precision(tmp_path):
@@ -62,3 +101,30 @@ def test_load_input_percentile_and_dataset_statistics(tmp_path):
     assert float(b[0].max()) == 1.0 and float(b[0].min()) == 0.0
     mean, std = dataset_mean_std([torch.zeros(2, 3, 3), torch.ones(2, 3, 3)])
     assert mean == pytest.approx([0.5, 0.5]) and std[0] == pytest.approx(torch.tensor([0.0] * 9 + [1.0] * 9).std())
+
+
+def test_mask_zeroes_black_pixels_and_must_match_the_image_size(tmp_path):
+    mask = Image.new("L", (4, 2), 0)
+    mask.paste(255, (0, 0, 2, 2))  # the left half is kept
+    mask.save(tmp_path / "m.png")
+    image = torch.ones(3, 2, 4)
+    masked = apply_mask(image, tmp_path / "m.png")
+    assert masked[:, :, :2].eq(1).all() and masked[:, :, 2:].eq(0).all()
+    png(tmp_path / "small.png", size=(3, 2))
+    with pytest.raises(DataError, match=r"small\.png: mask is \(2, 3\) but its image is \(2, 4\)"):
+        apply_mask(image, tmp_path / "small.png")
+
+
+def test_channel_files_lists_each_folder_once(tmp_path, monkeypatch):
+    for stem in ("a", "a_b", "c"):
+        for channel in ("red", "green"):
+            png(tmp_path / f"{stem}_{channel}.png")
+    plain = png(tmp_path / "d.png")
+    files = ChannelFiles()
+    listings = []
+    real_iterdir = type(tmp_path).iterdir
+    monkeypatch.setattr(type(tmp_path), "iterdir", lambda self: listings.append(self) or real_iterdir(self))
+    assert [p.name for p in files.of(tmp_path / "a")] == ["a_green.png", "a_red.png"]  # not a_b_red.png
+    assert [p.name for p in files.of(tmp_path / "a_b")] == ["a_b_green.png", "a_b_red.png"]
+    assert files.of(tmp_path / "c") and files.of(plain) == [plain] and files.of(tmp_path / "zz") == []
+    assert listings == [tmp_path]

@@ -1,0 +1,86 @@
+"""celltune: fine-tune ImageNet-pretrained CNNs (torchvision and timm) to classify cell, microscopy and medical
+images, with honest metrics and a self-contained report.
+
+    import celltune
+    config = celltune.load_config("timm_modern", {"data": "cells/", "model": "mobilenet_v2"})
+    run_dir = celltune.fit(config)
+    predictor = celltune.Predictor(run_dir)
+
+The names below load on first use, so ``import celltune`` (and ``celltune --help``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("celltune")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# public name -> the module that holds it
+_EXPORTS = {
+    "TrainConfig": "celltune.config",
+    "load_config": "celltune.recipes",
+    "config_from_dict": "celltune.config",
+    "recipe_names": "celltune.recipes",
+    "CelltuneError": "celltune.errors",
+    "DataError": "celltune.errors",
+    "discover": "celltune.data",
+    "summarize": "celltune.data",
+    "create_model": "celltune.models",
+    "available_models": "celltune.models",
+    "fit": "celltune.train",
+    "evaluate_checkpoint": "celltune.evaluate",
+    "load_checkpoint": "celltune.checkpoint",
+    "Predictor": "celltune.predict",
+    "predict_to_csv": "celltune.predict",
+    "classification_metrics": "celltune.metrics",
+    "multilabel_metrics": "celltune.metrics",
+}
+__all__ = [
+    "CelltuneError",
+    "DataError",
+    "Predictor",
+    "TrainConfig",
+    "__version__",
+    "available_models",
+    "classification_metrics",
+    "config_from_dict",
+    "create_model",
+    "discover",
+    "evaluate_checkpoint",
+    "fit",
+    "load_checkpoint",
+    "load_config",
+    "multilabel_metrics",
+    "predict_to_csv",
+    "recipe_names",
+    "summarize",
+]
+
+if TYPE_CHECKING:
+    from celltune.checkpoint import load_checkpoint
+    from celltune.config import TrainConfig, config_from_dict
+    from celltune.data import discover, summarize
+    from celltune.errors import CelltuneError, DataError
+    from celltune.evaluate import evaluate_checkpoint
+    from celltune.metrics import classification_metrics, multilabel_metrics
+    from celltune.models import available_models, create_model
+    from celltune.predict import Predictor, predict_to_csv
+    from celltune.recipes import load_config, recipe_names
+    from celltune.train import fit
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'celltune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

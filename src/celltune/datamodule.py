@@ -1,0 +1,128 @@
+"""The data side of training as a LightningDataModule: datasets, loaders, the cache decision and the batch transforms.
+
+Small datasets come from the decoded uint8 cache (``celltune.cache``) as uint8 batches; after the transfer to the
+device ``on_after_batch_transfer`` augments training batches whole (``BatchAugment``; image by image in the workers
+with RandAugment, which has no batch form) and normalises validation ones (``NormalizeBatch``). Others are read from
+their files and transformed image by image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from celltune.cache import AUTO_LIMIT_BYTES, build_cache
+from celltune.checkpoint import ModelCard
+from celltune.config import Augment, DataConfig
+from celltune.data import LabelledSplits
+from celltune.dataset import CachedDataset, CellDataset, WithIndex, mask_paths
+from celltune.runtime import default_num_workers
+from celltune.transforms import BatchAugment, NormalizeBatch, eval_transform, train_transform
+
+
+def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """N / (C * count) per class: 1.0 everywhere for balanced data; a class absent from ``labels`` gets 0."""
+    counts = torch.bincount(torch.as_tensor(labels), minlength=num_classes).float()
+    weights = len(labels) / (num_classes * counts)
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
+def use_cache(data: DataConfig, found: LabelledSplits, *, image_size: int, in_chans: int) -> bool:
+    """``cache: on``, or ``auto`` with the training and validation images under the size limit at ``image_size``."""
+    images = len(found.splits["train"]) + len(found.splits["val"])
+    return data.cache == "on" or (data.cache == "auto" and images * in_chans * image_size**2 <= AUTO_LIMIT_BYTES)
+
+
+class CellDataModule(L.LightningDataModule):
+    """Train and val loaders for ``found``, preprocessed as ``card`` says (size, statistics, channels, intensity)."""
+
+    def __init__(self, found: LabelledSplits, *, data: DataConfig, augment: Augment, card: ModelCard,
+                 batch_size: int, num_workers: int | None = None, accelerator: str = "cpu",
+                 channels_last: bool = False) -> None:
+        super().__init__()
+        self.found, self.data, self.augment, self.card = found, data, augment, card
+        self.batch_size, self.channels_last = batch_size, channels_last
+        self.masks: dict[str, list[Path] | None] = {
+            split: mask_paths(samples, data_root=data.root, mask_dir=data.mask_dir) if data.mask_dir else None
+            for split, samples in found.splits.items()}
+        self.cached = use_cache(data, found, image_size=card.image_size, in_chans=card.in_chans)
+        self.per_image = not self.cached or bool(augment.randaugment_ops)  # RandAugment has no batch form
+        # Set when batches arrive as uint8, to become normalised floats on the device: training batches augmented
+        # whole, validation batches normalised.
+        self.augment_batch: BatchAugment | None = None
+        self.normalize_batch: NormalizeBatch | None = None
+        mean, std = tuple(card.mean), tuple(card.std)
+        if self.cached:
+            # With RandAugment in the workers, only random erasing (to the mean) and normalisation are left for the
+            # batch.
+            on_batch = (Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0,
+                                random_erasing=augment.random_erasing) if self.per_image else augment)
+            self.augment_batch, self.normalize_batch = BatchAugment(on_batch, mean=mean, std=std), NormalizeBatch(
+                mean, std)
+        self.workers = {per_image: default_num_workers(num_workers, per_image=per_image, accelerator=accelerator)
+                        for per_image in (False, True)}
+        self.datasets: dict[str, torch.utils.data.Dataset] = {}
+
+    def class_weights(self) -> torch.Tensor:
+        return class_weights(self.found.class_indices("train"), len(self.found.class_names))
+
+    def _cache(self, split: str) -> Path:
+        return build_cache(self.found.splits[split], size=self.card.image_size, channels=self.data.channels,
+                           intensity=self.data.intensity, masks=self.masks[split],
+                           interpolation=self.card.interpolation,
+                           cache_dir=Path(self.data.cache_dir) if self.data.cache_dir else None)
+
+    def prepare_data(self) -> None:
+        # Lightning calls this once per node before setup: one process decodes, the others find the cache built.
+        if self.cached:
+            for split in ("train", "val"):
+                self._cache(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        card, num_classes = self.card, len(self.found.class_names)
+        mean, std = tuple(card.mean), tuple(card.std)
+        transforms = {
+            "train": train_transform(image_size=card.image_size, mean=mean, std=std, interpolation=card.interpolation,
+                                     augment=self.augment, normalize=not self.cached) if self.per_image else None,
+            "val": None if self.cached else eval_transform(image_size=card.image_size, mean=mean, std=std,
+                                                           interpolation=card.interpolation),
+        }
+        for split, transform in transforms.items():
+            samples = self.found.splits[split]
+            self.datasets[split] = (
+                CachedDataset(self._cache(split), samples, transform, num_classes=num_classes) if self.cached
+                else CellDataset(samples, transform, self.masks[split], channels=self.data.channels,
+                                 intensity=self.data.intensity, num_classes=num_classes))
+
+    def _loader_args(self, per_image: bool) -> dict[str, Any]:
+        workers = self.workers[per_image]
+        return {"batch_size": self.batch_size, "num_workers": workers, "persistent_workers": workers > 0,
+                "pin_memory": torch.cuda.is_available()}
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        train = self.found.splits["train"]
+        sampler = None
+        if self.data.balance == "sampler":
+            # Each image drawn with probability 1 / (its class count): every class equally often per epoch on average.
+            labels = self.found.class_indices("train")
+            weights = self.class_weights()[labels]
+            sampler = torch.utils.data.WeightedRandomSampler(weights.tolist(), num_samples=len(train),
+                                                             replacement=True)
+        # drop_last keeps BatchNorm away from a final batch of one image.
+        return torch.utils.data.DataLoader(self.datasets["train"], shuffle=sampler is None, sampler=sampler,
+                                           drop_last=len(train) > self.batch_size, **self._loader_args(self.per_image))
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(WithIndex(self.datasets["val"]), **self._loader_args(not self.cached))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Every batch takes the model's memory format here, on the device. Cached batches arrive as uint8 (B, C, S, S):
+        # the format change is cheap on them, then they are augmented (training) or normalised, keeping the format.
+        images, *rest = batch
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        transform = self.augment_batch if self.trainer is not None and self.trainer.training else self.normalize_batch
+        return [images if transform is None else transform(images), *rest]

@@ -1,0 +1,40 @@
+"""celltune's own error types: each message names the file or option at fault and what to do about it.
+
+The CLI turns exactly these into one ``celltune: error:`` line and exit status 2; any other exception is a bug and
+keeps its traceback. Each also derives from the built-in type a caller would expect (``ValueError``,
+``FileNotFoundError`` ...), so ``except ValueError`` still catches a bad option.
+"""
+
+from __future__ import annotations
+
+
+class CelltuneError(Exception):
+    """Base class: a problem with the user's input, options or files, not with celltune."""
+
+
+class ConfigError(CelltuneError, ValueError):
+    """An option, a combination of options or a config file that cannot work."""
+
+
+class DataError(CelltuneError, ValueError):
+    """Bad input data; the message names the file and what to do about it."""
+
+
+class ModelNotFoundError(CelltuneError, ValueError):
+    """A model name neither torchvision nor timm knows."""
+
+
+class WeightsUnavailableError(CelltuneError, RuntimeError):
+    """Pretrained or given weights that cannot be loaded."""
+
+
+class CheckpointError(CelltuneError, ValueError):
+    """A file that is not a celltune checkpoint."""
+
+
+class MissingError(CelltuneError, FileNotFoundError):
+    """A file or run directory that should exist and does not."""
+
+
+class ExistsError(CelltuneError, FileExistsError):
+    """An output that exists already and would be overwritten."""

