@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
-from celltune.config import EvalConfig, Split, TrainConfig, config_from_dict
+from celltune.config import EvalConfig, OptimConfig, Split, TrainConfig, config_from_dict
 from celltune.errors import CelltuneError, MissingError
 from celltune.flags import add_config_flags, add_flags, given_options
 from celltune.recipes import load_config, recipe_names, recipe_summary
@@ -143,7 +143,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from celltune.demo import demo_config
     from celltune.train import fit
 
-    config = demo_config(data=args.data, workdir=Path(args.workdir), epochs=args.epochs)
+    config = demo_config(data=args.data, workdir=Path(args.workdir), epochs=args.epochs,
+                         max_steps_per_epoch=args.max_steps_per_epoch)
     print(f"demo: fine-tuning {config.model.name} on {config.data.root}" + ("" if args.data else
                                                                             " (SYNTHETIC cells)"))
     _print_run(fit(config))
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="run the same recipe on this real data folder instead")
     p.add_argument("--workdir", default="celltune-demo", help="where the synthetic data and the runs go")
     p.add_argument("--epochs", type=int, default=None)
+    add_flags(p, OptimConfig, only={"max_steps_per_epoch"})
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list model names")

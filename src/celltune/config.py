@@ -91,8 +91,10 @@ class OptimConfig:
     focal_gamma: float = option(0.0, "multi-label: focal loss with this gamma instead of BCE (0: BCE)")
     patience: int | None = option(None, "early stopping after this many epochs without improvement of "
                                   "--early-stop-monitor (default: off)")
-    early_stop_monitor: Literal["val_loss", "val_aca", "val_macro_f1"] = option(
-        "val_loss", "what early stopping watches")
+    early_stop_monitor: Literal["val_loss", "val_acc", "val_aca", "val_macro_f1", "val_micro_f1",
+                                "val_exact_match"] = option(
+        "val_loss", "what early stopping watches: the validation loss, or a tracked number (single-label: val_acc, "
+        "val_aca, val_macro_f1; multi-label: val_macro_f1, val_micro_f1, val_exact_match)")
     max_steps_per_epoch: int | None = option(None, "cap on batches per epoch, for quick checks")
 
 

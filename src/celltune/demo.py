@@ -8,10 +8,11 @@ from celltune.config import DEFAULT_MODEL, TrainConfig, config_from_dict
 from celltune.synthetic import make_dataset
 
 
-def demo_config(*, data: str | None, workdir: Path, epochs: int | None = None) -> TrainConfig:
+def demo_config(*, data: str | None, workdir: Path, epochs: int | None = None,
+                max_steps_per_epoch: int | None = None) -> TrainConfig:
     """A recipe that runs in a few minutes on 2 CPU cores; synthetic data is made under ``workdir`` when needed."""
     common = {"model": DEFAULT_MODEL, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "scheduler": "cosine",
-              "warmup_epochs": 1, "out_dir": str(workdir / "runs")}
+              "warmup_epochs": 1, "out_dir": str(workdir / "runs"), "max_steps_per_epoch": max_steps_per_epoch}
     if data is None:
         synthetic = workdir / "synthetic-hep2"
         if not (synthetic / "README.txt").is_file():

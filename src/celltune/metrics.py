@@ -71,6 +71,11 @@ class _Result:
         return {f"{prefix}_{f.metadata['short']}": getattr(self, f.name)
                 for f in fields(self) if "short" in f.metadata}  # type: ignore[arg-type]
 
+    @classmethod
+    def tracked_names(cls, prefix: str = "val") -> list[str]:
+        """The names ``tracked`` gives, before there is a result."""
+        return [f"{prefix}_{f.metadata['short']}" for f in fields(cls) if "short" in f.metadata]  # type: ignore
+
     @property
     def score(self) -> float:
         return float(getattr(self, self.selection))

@@ -1,21 +1,25 @@
-"""``fit``: from a config to a finished run directory, as an outline of the rooms that do the work."""
+"""``fit``: from a config to a finished run directory, as an outline of the rooms that do the work; ``prepare`` is
+its first half, everything built before training starts."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+from torch import nn
 
 from celltune.callbacks import LAST, RunRecorder, training_callbacks
-from celltune.checkpoint import ModelCard
+from celltune.checkpoint import BEST, ModelCard
 from celltune.config import TrainConfig
 from celltune.data import LabelledSplits, discover, summarize
 from celltune.datamodule import CellDataModule
 from celltune.errors import ConfigError, MissingError
 from celltune.evaluate import finish_run
 from celltune.images import dataset_mean_std, load_input
+from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.models import create_model, resolve_name
 from celltune.module import CellClassifier
 from celltune.recipes import save_config
@@ -54,11 +58,24 @@ def model_card(config: TrainConfig, found: LabelledSplits, prep: Preprocessing, 
                      multilabel=found.multilabel)
 
 
-def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
-    """Train as ``config`` says; returns the run directory holding checkpoint, history, metrics and report.
+@dataclass
+class PreparedRun:
+    """Everything ``fit`` builds before it trains: what it then runs (and what tests inspect)."""
 
-    ``resume``: a run directory whose ``last.ckpt`` continues (epochs, optimizer and scheduler state) in place.
-    """
+    config: TrainConfig
+    run_dir: Path
+    found: LabelledSplits
+    card: ModelCard
+    model: nn.Module
+    module: CellClassifier
+    datamodule: CellDataModule
+    trainer: L.Trainer
+    recorder: RunRecorder
+
+
+def prepare(config: TrainConfig, *, resume: str | Path | None = None) -> PreparedRun:
+    """Check the config, find the data, build the model, open the run directory (config.yaml, dataset.json) and
+    assemble module, data module and trainer."""
     config = check(config, resume)
     data = config.data
     L.seed_everything(data.seed, workers=True, verbose=False)
@@ -66,6 +83,10 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
                      label_names=data.label_names)
     if found.multilabel and (config.augment.mixup or config.augment.cutmix or data.balance != "none"):
         raise ConfigError("multi-label data: Mixup/CutMix and --balance are single-label only; turn them off")
+    tracked = ["val_loss", *(MultilabelResult if found.multilabel else ClassificationResult).tracked_names()]
+    if config.optim.patience is not None and config.optim.early_stop_monitor not in tracked:
+        raise ConfigError(f"--early-stop-monitor {config.optim.early_stop_monitor} is not tracked for "
+                          f"{'multi' if found.multilabel else 'single'}-label data; choose from {', '.join(tracked)}")
     summary = summarize(found)
     in_chans = len(data.channels) if data.channels else 3
     model, prep = create_model(config.model.name, num_classes=len(found.class_names), in_chans=in_chans,
@@ -94,15 +115,29 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
     trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks)
     log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
              config.hardware.devices, config.hardware.num_nodes)
-    with shared_run_dir(run_dir):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=Path(resume) / LAST if resume is not None else None)
-    if not trainer.is_global_zero or global_rank() != 0:
-        return run_dir  # the final report is rank 0's
-    if not (run_dir / "best.pt").is_file():
-        raise MissingError(f"{run_dir}: training stopped before a validation pass; no checkpoint was written")
-    # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
     recorder = next(c for c in callbacks if isinstance(c, RunRecorder))
-    history = recorder.history or read_history(run_dir / "history.csv")
-    finish_run(run_dir, model=model, card=card, found=found, masks=datamodule.masks, history=history,
-               batch_size=config.optim.batch_size * 2, tta=config.eval.tta)
-    return run_dir
+    return PreparedRun(config, run_dir, found, card, model, module, datamodule, trainer, recorder)
+
+
+def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
+    """Train as ``config`` says; returns the run directory holding checkpoint, history, metrics and report.
+
+    ``resume``: a run directory whose ``last.ckpt`` continues (epochs, optimizer and scheduler state) in place.
+    """
+    return run_prepared(prepare(config, resume=resume), resume=resume)
+
+
+def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
+    """Train what ``prepare`` built, then (rank 0) score the best checkpoint and write the report."""
+    with shared_run_dir(run.run_dir):
+        run.trainer.fit(run.module, datamodule=run.datamodule,
+                        ckpt_path=Path(resume) / LAST if resume is not None else None)
+    if not run.trainer.is_global_zero or global_rank() != 0:
+        return run.run_dir  # the final report is rank 0's
+    if not (run.run_dir / BEST).is_file():
+        raise MissingError(f"{run.run_dir}: training stopped before a validation pass; no checkpoint was written")
+    # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
+    history = run.recorder.history or read_history(run.run_dir / "history.csv")
+    finish_run(run.run_dir, model=run.model, card=run.card, found=run.found, masks=run.datamodule.masks,
+               history=history, batch_size=run.config.optim.batch_size * 2, tta=run.config.eval.tta)
+    return run.run_dir
