@@ -5,11 +5,11 @@ import torch
 from PIL import Image
 
 from celltune.cache import build_cache
-from celltune.data import discover
+from celltune.data import Sample, discover
 from celltune.images import load_input
 from celltune.transforms import NormalizeBatch, eval_transform
 
-from conftest import class_tree
+from conftest import class_tree, png
 
 
 def test_cache_holds_the_eval_presets_geometry_in_uint8(tiny_data, tmp_path):
@@ -51,3 +51,30 @@ def test_cache_is_reused_and_rebuilt_when_a_file_or_option_changes(tmp_path):
     second = build_cache(samples, size=16, channels=None, intensity="scale", cache_dir=cache)
     assert second != first
     assert np.load(second)[0].min() == 255 and np.load(first)[0].max() < 255
+
+
+def test_cache_is_rebuilt_when_masks_channels_or_intensity_change(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    for i in range(3):
+        for c, channel in enumerate(("red", "green")):
+            Image.new("L", (12, 12), 30 * i + 60 * c + 1).save(root / f"{i}_{channel}.png")
+    samples = [Sample(root / str(i), i % 2) for i in range(3)]  # stems of per-channel files
+
+    def cache(**kw):
+        options = {"size": 8, "channels": ["red", "green"], "intensity": "scale", "cache_dir": tmp_path / "c"} | kw
+        return build_cache(samples, **options)
+
+    base = cache()
+    assert np.load(base).shape == (len(samples), 2, 8, 8)
+    assert cache(channels=["green", "red"]) != base
+    assert cache(intensity="percentile") != base
+    masks = [tmp_path / "m" / f"{i}.png" for i in range(len(samples))]
+    for m in masks:
+        png(m, size=(12, 12), value=255)
+    with_masks = cache(masks=masks)
+    assert with_masks != base and cache(masks=masks) == with_masks  # a hit
+    png(masks[0], size=(12, 12), value=0)
+    os.utime(masks[0], ns=(10**18, 10**18))  # a changed mask file
+    changed = cache(masks=masks)
+    assert changed != with_masks and np.load(changed)[0].max() == 0

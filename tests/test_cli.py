@@ -11,7 +11,7 @@ import yaml
 from celltune.cli import main
 from celltune.synthetic import HPA_CHANNELS, make_multilabel_dataset
 
-from conftest import class_tree, history
+from conftest import class_tree, history, random_checkpoint
 
 slow = pytest.mark.slow
 
@@ -156,3 +156,109 @@ def test_multilabel_four_channel_train_evaluate_predict(hpa, tmp_path, capsys):
     assert len(list(csv.DictReader(csv_out.open()))) == 60
 
 
+
+
+def _probs_by_hand(checkpoint: Path, image: Path, views) -> torch.Tensor:
+    """The checkpoint's softmax for ``image``, averaged over ``views`` of the preprocessed image, computed here."""
+    from celltune.checkpoint import load_checkpoint
+    from celltune.images import load_input
+    from celltune.transforms import eval_transform
+
+    model, card, _ = load_checkpoint(checkpoint)
+    x = eval_transform(image_size=card.image_size, mean=tuple(card.mean), std=tuple(card.std))(load_input(image))
+    with torch.inference_mode():
+        return torch.stack([model(v[None]).softmax(1)[0] for v in views(x)]).mean(0)
+
+
+def _dihedral(x):
+    return [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
+
+
+def _flips(x):
+    return [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_evaluate_with_dihedral_tta_averages_the_eight_views(tiny_data, tmp_path):
+    names = sorted(d.name for d in (tiny_data / "train").iterdir())
+    checkpoint = random_checkpoint(tmp_path / "best.pt", names)
+    assert main(["-q", "evaluate", str(checkpoint), "--data", str(tiny_data), "--split", "test", "--tta", "dihedral",
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    row = _rows(tmp_path / "out" / "predictions_test.csv")[0]
+    got = torch.tensor([float(row[f"p_{n}"]) for n in names])
+    assert torch.allclose(got, _probs_by_hand(checkpoint, Path(row["path"]), _dihedral), atol=2e-6)
+    assert not torch.allclose(got, _probs_by_hand(checkpoint, Path(row["path"]), lambda x: [x]), atol=2e-6)
+
+
+def test_evaluate_aligns_class_folders_in_another_order(tmp_path):
+    data = tmp_path / "d"
+    for split in ("train", "val", "test"):
+        class_tree(data / split, {"a": 2, "b": 2, "c": 2})
+    # The model's classes in another order than the data's folders: labels must follow the names, not positions.
+    checkpoint = random_checkpoint(tmp_path / "best.pt", ["c", "a", "b"])
+    assert main(["-q", "evaluate", str(checkpoint), "--data", str(data), "--split", "test",
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    rows = _rows(tmp_path / "out" / "predictions_test.csv")
+    assert len(rows) == 6 and all(r["true"] == Path(r["path"]).parent.name for r in rows)
+    metrics = json.loads((tmp_path / "out" / "metrics_test.json").read_text())
+    assert metrics["class_names"] == ["c", "a", "b"]
+    assert metrics["accuracy"] == pytest.approx(sum(r["true"] == r["predicted"] for r in rows) / 6)
+
+
+def test_predict_overwrite_resume_and_tta_from_the_command_line(tiny_data, tmp_path, capsys):
+    names = sorted(d.name for d in (tiny_data / "train").iterdir())
+    checkpoint = random_checkpoint(tmp_path / "best.pt", names)
+    out = tmp_path / "preds.csv"
+    out.write_text("precious\n")
+    assert main(["-q", "predict", str(checkpoint), str(tiny_data / "test"), "--output", str(out)]) == 2
+    assert out.read_text() == "precious\n" and "--overwrite" in capsys.readouterr().err
+    assert main(["-q", "predict", str(checkpoint), str(tiny_data / "test"), "--output", str(out),
+                 "--overwrite", "--tta", "flips"]) == 0
+    full = _rows(out)
+    assert len(full) == 18
+    got = torch.tensor([float(full[0][f"p_{n}"]) for n in names])
+    assert torch.allclose(got, _probs_by_hand(checkpoint, Path(full[0]["path"]), _flips), atol=2e-6)
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:6]) + "\n")  # interrupted after 5 rows
+    assert main(["-q", "predict", str(checkpoint), str(tiny_data / "test"), "--output", str(out), "--resume",
+                 "--tta", "flips"]) == 0
+    assert "wrote 13 predictions" in capsys.readouterr().out
+    assert out.read_text().splitlines() == lines
+
+
+def test_multilabel_predict_prints_exactly_the_labels_above_their_thresholds(tmp_path, capsys):
+    from celltune.checkpoint import ModelCard, read_checkpoint, replace_card
+    from celltune.predict import Predictor
+
+    data = make_multilabel_dataset(tmp_path / "hpa", n_images=12, size=32, num_labels=6, seed=5)
+    names = [f"label{i}" for i in range(6)]
+    checkpoint = random_checkpoint(tmp_path / "best.pt", names, channels=list(HPA_CHANNELS),
+                                   intensity="percentile", multilabel=True, thresholds=[0.5] * 6)
+    stem = data / "train" / "cell00003"
+    (pred,) = Predictor(checkpoint).predict_paths([stem])
+    # Thresholds just under the even labels' probabilities and just over the odd ones': labels 0, 2, 4 are in.
+    thresholds = [p - 1e-3 if i % 2 == 0 else p + 1e-3 for i, p in enumerate(pred.probs)]
+    saved = read_checkpoint(checkpoint)
+    replace_card(checkpoint, ModelCard(**{k: saved[k] for k in ModelCard.__dataclass_fields__} | {
+        "thresholds": thresholds}))
+    expected = {names[i] for i, (p, t) in enumerate(zip(pred.probs, thresholds, strict=True)) if p >= t}
+    assert expected == {"label0", "label2", "label4"}
+    assert main(["-q", "predict", str(checkpoint), str(stem)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = {part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")}
+    assert printed == expected
+
+
+def test_augment_flags_go_on_top_of_a_recipes_augment_block(tmp_path):
+    from celltune.cli import _train_config, build_parser
+    from celltune.config import Augment
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("augment:\n  rotation: 90\n  vflip: false\n  random_erasing: 0.3\n")
+    args = build_parser().parse_args(["train", "--recipe", str(recipe), "--no-hflip", "--crop-scale", "0.5",
+                                      "--random-erasing", "0.1"])
+    assert _train_config(args).augment == Augment(hflip=False, vflip=False, rotation=90, crop_scale=0.5,
+                                                  random_erasing=0.1)

@@ -129,3 +129,13 @@ def test_multilabel_row_without_image_names_it(tmp_path):
     (tmp_path / "train.csv").write_text("Id,Target\nghost,0 1\n")
     with pytest.raises(DataError, match="ghost"):
         discover(tmp_path)
+
+
+def test_valid_and_testing_folder_names_are_val_and_test(tmp_path):
+    for split, name in (("train", "training"), ("val", "valid"), ("test", "testing")):
+        for cls in ("a", "b"):
+            png(tmp_path / name / cls / f"{split}.png")
+    found = discover(tmp_path)
+    assert found.layout == "class folders per split"
+    assert {split: [s.path.parent.parent.name for s in v] for split, v in found.splits.items()} == {
+        "train": ["training", "training"], "val": ["valid", "valid"], "test": ["testing", "testing"]}

@@ -6,20 +6,16 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
-from celltune.checkpoint import ModelCard
-from celltune.config import Augment, DataConfig, OptimConfig, config_from_dict
-from celltune.data import discover
-from celltune.datamodule import CellDataModule
+from celltune.config import config_from_dict
 from celltune.flags import config_flags_of
-from celltune.models import create_model
 from celltune.module import CellClassifier
 from celltune.synthetic import make_dataset
-from celltune.train import fit
+from celltune.train import fit, prepare, run_prepared
 
 from conftest import history
 
@@ -50,39 +46,27 @@ def _same_validation(single_run, ddp) -> None:
         assert float(a["train_images"]) == float(b["train_images"]) == 24  # both ranks' images counted
 
 
-def test_two_process_ddp_metrics_equal_single_process(single, tmp_path):
-    data, single_run = single
-    ddp = fit(config_from_dict({**_FIXED, "data": str(data), "out_dir": str(tmp_path), "name": "ddp", "devices": 2,
-                                "strategy": "ddp_spawn"}))
-    _same_validation(single_run, ddp)
-    m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (single_run, ddp))
-    assert m1["confusion_matrix"] == m2["confusion_matrix"] and m1["best_epoch"] == m2["best_epoch"]
-    assert (ddp / "report.html").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
-
-
 class _FirstDraw(CellClassifier):
     """Writes each rank's first random number of training, the stream batch augmentation draws from."""
 
     def training_step(self, batch, batch_idx):
-        if batch_idx == 0:
-            (self.out / f"draw{self.global_rank}").write_text(str(torch.rand(1).item()))
+        if batch_idx == 0 and self.current_epoch == 0:  # the run directory is the trainer's root
+            (Path(self.trainer.default_root_dir) / f"draw{self.global_rank}").write_text(str(torch.rand(1).item()))
         return super().training_step(batch, batch_idx)
 
 
-def test_ranks_draw_their_own_augmentation(tmp_path):
-    data = make_dataset(tmp_path / "d", per_class=(4, 2, 2), size=32, seed=4)
-    found = discover(data)
-    card = ModelCard(model_name="mobilenet_v2", class_names=found.class_names, mean=[0.5] * 3, std=[0.25] * 3,
-                     image_size=32)
-    datamodule = CellDataModule(found, data=DataConfig(root=str(data), cache="on", cache_dir=str(tmp_path / "c")),
-                                augment=Augment(), card=card, batch_size=4, num_workers=0)
-    model, _ = create_model("mobilenet_v2", num_classes=6, pretrained=False)
-    module = _FirstDraw(model, card=card, optim=OptimConfig(lr=0.0))
-    module.out = tmp_path  # an instance attribute: pickled into the spawned processes
-    L.Trainer(max_steps=1, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
-              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-              limit_val_batches=0).fit(module, datamodule=datamodule)
-    draws = [float((tmp_path / f"draw{rank}").read_text()) for rank in range(2)]
+def test_two_process_ddp_metrics_equal_single_process_and_ranks_draw_their_own_augmentation(single, tmp_path):
+    data, single_run = single
+    run = prepare(config_from_dict({**_FIXED, "data": str(data), "out_dir": str(tmp_path), "name": "ddp",
+                                    "devices": 2, "strategy": "ddp_spawn"}))
+    run.module.__class__ = _FirstDraw  # the same module, watched: pickled by reference into the spawned ranks
+    ddp = run_prepared(run)
+    _same_validation(single_run, ddp)
+    m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (single_run, ddp))
+    assert m1["confusion_matrix"] == m2["confusion_matrix"] and m1["best_epoch"] == m2["best_epoch"]
+    assert (ddp / "report.html").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+    # Seeded alike for the same initial weights, reseeded with seed + rank when the fit starts.
+    draws = [float((ddp / f"draw{rank}").read_text()) for rank in range(2)]
     assert draws[0] != draws[1]
 
 

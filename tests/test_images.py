@@ -128,3 +128,35 @@ def test_channel_files_lists_each_folder_once(tmp_path, monkeypatch):
     assert [p.name for p in files.of(tmp_path / "a_b")] == ["a_b_green.png", "a_b_red.png"]
     assert files.of(tmp_path / "c") and files.of(plain) == [plain] and files.of(tmp_path / "zz") == []
     assert listings == [tmp_path]
+
+
+def test_bmp_and_single_page_tiff_are_read_like_png(tmp_path):
+    gray = np.arange(20, dtype=np.uint8).reshape(4, 5) * 12
+    Image.fromarray(gray).save(tmp_path / "g.bmp")
+    rgb = np.stack([gray, 255 - gray, np.full_like(gray, 7)], axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "c.bmp")
+    deep = np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000
+    tifffile.imwrite(tmp_path / "d.tif", deep)
+    Image.fromarray(gray).save(tmp_path / "g.tiff")
+    g = read_image(tmp_path / "g.bmp")
+    assert g.shape == (3, 4, 5) and torch.allclose(g[0], torch.from_numpy(gray / 255).float())
+    c = read_image(tmp_path / "c.bmp")
+    assert torch.allclose(c[1], torch.from_numpy((255 - gray) / 255).float())
+    assert float(c[2, 0, 0]) == pytest.approx(7 / 255)
+    d = load_input(tmp_path / "d.tif")  # one 16-bit page, RGB by repetition
+    assert d.shape == (3, 4, 5) and float(d[0, 3, 4]) == pytest.approx(19 * 3000 / 65535)
+    assert torch.equal(read_image(tmp_path / "g.tiff"), g)
+
+
+def test_percentile_intensity_clips_one_percent_low_and_a_fifth_of_a_percent_high(tmp_path):
+    # 10,000 distinct 16-bit values per channel file. torch.quantile interpolates: the 1st percentile lies between
+    # the 100th and 101st smallest value, the 99.8th between the 9,980th and 9,981st, so exactly 100 pixels (1%)
+    # fall to 0 and 20 (0.2%) rise to 1 in each channel, whatever the channel's range.
+    rng = np.random.default_rng(0)
+    for channel, scale in (("red", 1), ("green", 6)):
+        values = rng.permutation(10_000).astype(np.uint16) * scale
+        Image.fromarray(values.reshape(100, 100)).save(tmp_path / f"a_{channel}.png")
+    x = load_input(tmp_path / "a", channels=["red", "green"], intensity="percentile")
+    assert [int((c == 0).sum()) for c in x] == [100, 100]
+    assert [int((c == 1).sum()) for c in x] == [20, 20]
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0

@@ -62,7 +62,7 @@ def test_freeze_backbone_trains_only_the_head():
 
 @pytest.mark.parametrize(("name", "stem"), [("resnet18", "conv1"), ("timm:resnet18", "conv1"),
                                             ("tf_efficientnet_lite0", "conv_stem"), ("alexnet", "features.0")])
-@pytest.mark.parametrize("in_chans", [1, 2, 4, 5])
+@pytest.mark.parametrize("in_chans", [1, 4])  # fewer than three channels, and more
 def test_stem_adapted_from_rgb_filters(name, stem, in_chans):
     torch.manual_seed(0)
     rgb_model, rgb_prep = create_model(name, num_classes=2, pretrained=False)

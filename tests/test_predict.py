@@ -1,13 +1,17 @@
+import csv
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from celltune.errors import ConfigError
+from celltune.errors import ConfigError, ExistsError
+from celltune.images import load_input
 from celltune.models import create_model
-from celltune.predict import batch_probs, predict_probs
-from celltune.transforms import NormalizeBatch
+from celltune.predict import Prediction, Predictor, batch_probs, inputs_under, predict_probs, predict_to_csv
+from celltune.transforms import NormalizeBatch, eval_transform
 
-from conftest import quick_config
+from conftest import random_checkpoint
 
 
 class _Corner(nn.Module):
@@ -60,15 +64,20 @@ def test_unknown_tta_is_rejected():
         batch_probs(_Corner(), torch.zeros(1, 3, 2, 2), "spin")
 
 
-@pytest.mark.slow
+def test_predictor_applies_the_cards_preprocessing(tiny_data, tmp_path):
+    predictor = Predictor(random_checkpoint(tmp_path / "best.pt", [str(i) for i in range(6)]),
+                          device=torch.device("cpu"))
+    path = next(inputs_under(tiny_data / "test"))
+    image = eval_transform(image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)(load_input(path))
+    with torch.inference_mode():
+        expected = predictor.model(image[None]).softmax(1)[0]
+    (pred,) = predictor.predict_paths([path])
+    assert pred.path == path and torch.allclose(torch.tensor(pred.probs), expected, atol=1e-5)
+    assert pred.topk(predictor.class_names, 2)[0][1] == pytest.approx(float(expected.max()), abs=1e-5)
+
+
 def test_streaming_csv_resumes_after_an_interruption(tiny_data, tmp_path):
-    import csv
-
-    from celltune.predict import Predictor, inputs_under, predict_to_csv
-    from celltune.train import fit
-
-    run = fit(quick_config(tiny_data, tmp_path, epochs=1, max_steps_per_epoch=1))
-    predictor = Predictor(run)
+    predictor = Predictor(random_checkpoint(tmp_path / "best.pt", [str(i) for i in range(6)]))
     paths = list(inputs_under(tiny_data / "test"))
     full = tmp_path / "full.csv"
     assert predict_to_csv(predictor, iter(paths), full, batch_size=5) == 18
@@ -82,28 +91,34 @@ def test_streaming_csv_resumes_after_an_interruption(tiny_data, tmp_path):
     assert predict_to_csv(predictor, iter(paths), partial, batch_size=5, resume=True) == 0
     rows = list(csv.DictReader(full.open()))
     assert [r["path"] for r in rows] == [str(p) for p in paths]
+    other = Predictor(random_checkpoint(tmp_path / "other.pt", ["a", "b"]))
+    with pytest.raises(ExistsError, match="columns are not this model's"):
+        predict_to_csv(other, iter(paths), partial, resume=True)
 
 
-def test_streaming_reads_paths_lazily(tiny_data, tmp_path, monkeypatch):
+def test_streaming_reads_paths_one_batch_ahead_at_most(tiny_data, tmp_path, monkeypatch):
     """Only one batch of paths is taken from the iterator before its predictions are written."""
-    from celltune.predict import Prediction, Predictor, inputs_under, predict_to_csv
+    predictor = Predictor(random_checkpoint(tmp_path / "best.pt", [str(i) for i in range(6)]))
+    taken: list = []
+    batches: list[int] = []
+    real_predict = predictor.predict_paths
 
-    predictor = Predictor.__new__(Predictor)
-    predictor.card = type("Card", (), {"multilabel": False, "class_names": ["a", "b"]})()
-    taken = []
-    calls = []
-
-    def fake_predict(batch, batch_size):
-        calls.append(len(batch))
-        assert len(taken) <= 4 * len(calls)  # the stream is read one batch at a time, never further ahead
-        return [Prediction(p, [0.25, 0.75]) for p in batch]
+    def spy(batch, batch_size):  # the real prediction, watched
+        batches.append(len(batch))
+        assert len(taken) <= sum(batches)  # the stream was read no further than this batch
+        return real_predict(batch, batch_size)
 
     def stream():
         for p in inputs_under(tiny_data / "test"):
             taken.append(p)
             yield p
 
-    monkeypatch.setattr(predictor, "predict_paths", fake_predict, raising=False)
-    monkeypatch.setattr(Predictor, "class_names", property(lambda self: ["a", "b"]))
-    assert predict_to_csv(predictor, stream(), tmp_path / "s.csv", batch_size=4) == 18
-    assert calls == [4, 4, 4, 4, 2]
+    monkeypatch.setattr(predictor, "predict_paths", spy)
+    out = tmp_path / "s.csv"
+    assert predict_to_csv(predictor, stream(), out, batch_size=4) == 18
+    assert batches == [4, 4, 4, 4, 2] and len(list(csv.DictReader(out.open()))) == 18
+
+
+def test_multilabel_rows_list_the_labels_at_or_above_their_thresholds():
+    pred = Prediction(path=Path("x.png"), probs=[0.9, 0.2, 0.55, 0.5])
+    assert pred.above(["a", "b", "c", "d"], [0.5, 0.5, 0.6, 0.5]) == [("a", 0.9), ("d", 0.5)]
