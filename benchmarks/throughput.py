@@ -40,12 +40,13 @@ from timm.data import create_transform
 
 from celltune.checkpoint import ModelCard
 from celltune.config import TrainConfig, config_from_dict
-from celltune.data import LabelledSplits, discover
+from celltune.data import discover
 from celltune.datamodule import CellDataModule
 from celltune.models import create_model
 from celltune.module import CellClassifier
 from celltune.predict import predict_probs
 from celltune.runtime import progress_bar, resolve_hardware
+from celltune.samples import LabelledSplits
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
 

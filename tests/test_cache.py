@@ -5,8 +5,9 @@ import torch
 from PIL import Image
 
 from celltune.cache import build_cache
-from celltune.data import Sample, discover
+from celltune.data import discover
 from celltune.images import load_input
+from celltune.samples import Sample
 from celltune.transforms import NormalizeBatch, eval_transform
 
 from conftest import class_tree, png

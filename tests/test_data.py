@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from celltune.data import discover, multi_hot, read_label_names, summarize
-from celltune.errors import DataError
+from celltune.data import discover, summarize
+from celltune.errors import ConfigError, DataError
 from celltune.images import read_image
+from celltune.layouts import read_label_names
+from celltune.samples import multi_hot
 from celltune.synthetic import label_structure, make_multilabel_dataset
 
 from conftest import SHARED_HEP2, png, require
@@ -139,3 +141,51 @@ def test_valid_and_testing_folder_names_are_val_and_test(tmp_path):
     assert found.layout == "class folders per split"
     assert {split: [s.path.parent.parent.name for s in v] for split, v in found.splits.items()} == {
         "train": ["training", "training"], "val": ["valid", "valid"], "test": ["testing", "testing"]}
+
+
+def _patients(root: Path, n_patients=12, per=4) -> Path:
+    for p in range(n_patients):
+        for i in range(per):
+            cls = "pos" if (p + i) % 2 else "neg"
+            png(root / cls / f"patient{p:02d}_{i}.png", value=(p * 10 + i) % 256)
+    return root
+
+
+def test_groups_from_a_pattern_keep_every_patient_in_one_split(tmp_path):
+    root = _patients(tmp_path / "d")
+    found = discover(root, groups=r"(patient\d+)_", val_fraction=0.25, test_fraction=0.25)
+    owners = {split: {s.group for s in samples} for split, samples in found.splits.items()}
+    assert set.union(*owners.values()) == {f"patient{p:02d}" for p in range(12)}
+    assert not (owners["train"] & owners["val"] or owners["train"] & owners["test"] or owners["val"] & owners["test"])
+    assert "stratified group split, 12 groups" in found.layout and found.celltune_split
+    assert summarize(found)["groups"] == {split: len(o) for split, o in owners.items()}
+    plain = discover(root, val_fraction=0.25, test_fraction=0.25)
+    assert plain.layout == "one class-folder tree, stratified split (seed 0)" and "groups" not in summarize(plain)
+
+
+def test_groups_from_a_table_or_a_layout_column(tmp_path):
+    root = _patients(tmp_path / "d", n_patients=8)
+    table = tmp_path / "groups.csv"
+    table.write_text("path,group\n" + "".join(f"{p.relative_to(root).as_posix()},slide{p.stem[7:9]}\n"
+                                              for p in sorted(root.rglob("*.png"))))
+    found = discover(root, groups_csv=str(table))
+    assert {s.group for s in found.samples} == {f"slide{p:02d}" for p in range(8)}
+    icpr = tmp_path / "icpr"
+    icpr.mkdir()
+    (icpr / "gt_training.csv").write_text("Image ID,Image class,Specimen\n" + "".join(
+        f"{i},{'A' if i % 2 else 'B'},s{i // 4}\n" for i in range(1, 13)))
+    for i in range(1, 13):
+        png(icpr / ("training" if i <= 8 else "validation") / f"{i:05d}.png", value=i)
+    by_column = discover(icpr, groups_csv="Specimen")
+    assert [s.group for s in by_column.splits["val"]] == ["s2", "s2", "s2", "s3"]
+    with pytest.raises(ConfigError, match=r"not a file nor a column of gt_training\.csv"):
+        discover(icpr, groups_csv="Patient")
+
+
+def test_images_without_a_group_are_named(tmp_path):
+    root = _patients(tmp_path / "d", n_patients=4)
+    png(root / "pos" / "unknown.png")
+    with pytest.raises(DataError, match=r"unknown\.png: no group from the pattern.*\(1 of 17 images"):
+        discover(root, groups=r"(patient\d+)_")
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        discover(root, groups="(unclosed")

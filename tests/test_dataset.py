@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from celltune.cache import build_cache
-from celltune.data import discover
-from celltune.dataset import CachedDataset, CellDataset, WithIndex, encode_target, mask_paths
+from celltune.data import discover, mask_paths
+from celltune.dataset import CachedDataset, CellDataset, WithIndex, encode_target
 from celltune.errors import DataError
 
 

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from celltune.data import LabelledSplits, Sample, discover
+from celltune.data import discover
 from celltune.errors import DataError
 from celltune.evaluate import align_labels, evaluate_checkpoint
+from celltune.samples import LabelledSplits, Sample
 from celltune.train import fit
 
 from conftest import class_tree, quick_config

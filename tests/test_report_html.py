@@ -5,8 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from celltune.data import Sample
 from celltune.report_html import worst_misclassified
+from celltune.samples import Sample
 from celltune.train import fit
 
 from conftest import chromium, quick_config, require

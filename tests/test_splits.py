@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
-from celltune.data import multi_hot
-from celltune.splits import iterative_split, stratified_split
+from celltune.errors import DataError
+from celltune.samples import multi_hot
+from celltune.splits import grouped_split, iterative_split, kfold, stratified_split
 
 
 def test_stratified_split_keeps_every_index_once_and_each_class_in_proportion():
@@ -36,3 +38,55 @@ def test_iterative_split_keeps_label_frequencies():
         expected = y.sum(0) * len(part) / len(labels)
         assert np.all(np.abs(y[part].sum(0) - expected)[3:] <= 2)
         assert np.allclose(y[part].mean(0), y.mean(0), atol=0.08)
+
+
+def _grouped_labels(n_groups=30, seed=0):
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for g in range(n_groups):
+        for _ in range(int(rng.integers(2, 9))):
+            labels.append(int(rng.integers(0, 3)))
+            groups.append(f"patient{g}")
+    return labels, groups
+
+
+def test_grouped_split_never_splits_a_group_and_stays_near_its_fractions():
+    labels, groups = _grouped_labels()
+    parts = grouped_split(labels, groups, fractions=(0.7, 0.15, 0.15), seed=0)
+    assert sorted(i for p in parts for i in p) == list(range(len(labels)))
+    owners = [{groups[i] for i in p} for p in parts]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    for part, share in zip(parts[1:], (0.15, 0.15), strict=True):
+        assert abs(len(part) / len(labels) - share) < 0.1
+        assert len({labels[i] for i in part}) == 3  # every class in every part
+    assert grouped_split(labels, groups, fractions=(0.7, 0.15, 0.15), seed=0) == parts
+    with pytest.raises(DataError, match="groups cannot give"):
+        grouped_split([0, 1, 0, 1], ["a", "a", "b", "b"], fractions=(0.5, 0.25, 0.25), seed=0)
+
+
+def test_multilabel_groups_stay_whole_and_labels_spread():
+    rng = np.random.default_rng(1)
+    groups = [f"g{g}" for g in range(40) for _ in range(5)]
+    y = (rng.random((200, 4)) < [0.5, 0.3, 0.2, 0.1]).astype(int)
+    parts = grouped_split(y, groups, fractions=(0.6, 0.2, 0.2), seed=3)
+    owners = [{groups[i] for i in p} for p in parts]
+    assert sum(len(o) for o in owners) == 40 and sorted(i for p in parts for i in p) == list(range(200))
+    for part in parts[1:]:
+        assert y[part].sum(0).min() > 0  # every label in val and test
+
+
+def test_kfold_holds_every_image_out_once_with_groups_whole():
+    labels, groups = _grouped_labels(n_groups=25)
+    folds = kfold(labels, groups, folds=5, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(len(labels)))
+    owners = [{groups[i] for i in f} for f in folds]
+    assert all(not (a & b) for k, a in enumerate(owners) for b in owners[k + 1 :])
+    plain = kfold(labels, None, folds=5, seed=0)
+    assert [len(f) for f in plain] == sorted((len(labels) // 5 + (k < len(labels) % 5) for k in range(5)),
+                                             reverse=True)
+    y = np.eye(3, dtype=int)[labels]
+    assert sorted(i for f in kfold(y, groups, folds=5, seed=0) for i in f) == list(range(len(labels)))
+    with pytest.raises(DataError, match="use fewer folds"):
+        kfold([0] * 3 + [1] * 30, None, folds=5, seed=0)  # a class of 3 cannot be in 5 folds
+    with pytest.raises(DataError, match="use fewer folds"):
+        kfold(labels, ["a", "b", "c"] * (len(labels) // 3) + ["a"] * (len(labels) % 3), folds=5, seed=0)

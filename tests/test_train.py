@@ -13,7 +13,7 @@ from PIL import Image
 from celltune.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from celltune.config import Augment, OptimConfig
 from celltune.data import discover
-from celltune.errors import ConfigError, MissingError, ModelNotFoundError
+from celltune.errors import ConfigError, DataError, MissingError, ModelNotFoundError
 from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.models import create_model, head_name
 from celltune.module import FocalLoss
@@ -207,7 +207,7 @@ def test_intensity_dataset_uses_the_training_sets_own_statistics(tmp_path):
             (root / split / cls).mkdir(parents=True)
         for i, v in enumerate(values):
             Image.new("L", (8, 8), v).save(root / "train" / cls / f"{i}.png")
-        Image.new("L", (8, 8), 100).save(root / "val" / cls / "0.png")
+        Image.new("L", (8, 8), values[0] + 1).save(root / "val" / cls / "0.png")
     run = prepare(quick_config(root, tmp_path, intensity="dataset", image_size=8))
     pixels = np.repeat(np.array([10, 50, 200, 250]) / 255, 64)  # every training pixel, one channel
     assert run.card.mean == pytest.approx([pixels.mean()] * 3)
@@ -292,3 +292,33 @@ def test_what_cannot_run_fails_before_any_work(tiny_data, tmp_path):
 def test_contiguous_format_and_bf16_train_on_cpu(tiny_data, tmp_path):
     run = fit(quick_config(tiny_data, tmp_path, epochs=1, precision="bf16-mixed", channels_last=False))
     assert json.loads((run / "metrics.json").read_text())["num_samples"] == 18
+
+
+def _with_bad_files(tiny_data, root):
+    import shutil
+
+    shutil.copytree(tiny_data, root)
+    (root / "train" / "golgi" / "cut.png").write_bytes((root / "train" / "golgi" / "golgi_0000.png").read_bytes()[:60])
+    (root / "val" / "speckled" / "zero.png").write_bytes(b"")
+    return root
+
+
+def test_training_checks_the_data_first_and_reports_every_problem_at_once(tiny_data, tmp_path):
+    data = _with_bad_files(tiny_data, tmp_path / "d")
+    with pytest.raises(DataError, match="data checks found 1 problem") as err:
+        prepare(quick_config(data, tmp_path / "runs"))
+    assert "train/golgi/cut.png" in str(err.value) and "val/speckled/zero.png" in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+@slow
+def test_skip_unreadable_trains_without_the_bad_files_and_lists_them(tiny_data, tmp_path):
+    data = _with_bad_files(tiny_data, tmp_path / "d")
+    run = fit(quick_config(data, tmp_path / "runs", skip_unreadable=True, epochs=1))
+    assert (run / "skipped_files.txt").read_text().split() == [str(data / "train" / "golgi" / "cut.png"),
+                                                                str(data / "val" / "speckled" / "zero.png")]
+    checks = json.loads((run / "data_checks.json").read_text())
+    assert checks["errors"] == 0 and "unreadable" not in {f["code"] for f in checks["findings"]}
+    page = (run / "report.html").read_text()
+    assert "<h2>Data checks</h2>" in page
+    assert json.loads((run / "dataset.json").read_text())["totals"]["train"] == 36  # the cut file left out

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from celltune.data import Sample
 from celltune.images import ChannelFiles, load_input
+from celltune.progress import bar
+from celltune.samples import Sample
 from celltune.transforms import eval_geometry
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,12 @@ def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None,
     geometry = eval_geometry(image_size=size, interpolation=interpolation)  # resize the short side, centre-crop
     tmp = path.with_suffix(f".{os.getpid()}.partial")
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), len(first), size, size))
-    for i, s in enumerate(samples):
-        image = first if i == 0 else load_input(s.path, channels=channels, intensity=intensity,
-                                                 mask=masks[i] if masks else None)
-        array[i] = (geometry(image).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    with bar(len(samples), "caching") as progress:
+        for i, s in enumerate(samples):
+            image = first if i == 0 else load_input(s.path, channels=channels, intensity=intensity,
+                                                     mask=masks[i] if masks else None)
+            array[i] = (geometry(image).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            progress.update()
     array.flush()
     del array
     tmp.replace(path)  # atomic: a reader never sees a half-written cache

@@ -51,9 +51,16 @@ class DataConfig:
                                  "multi-label CSV)")
     test_fraction: float = option(0.15, "test share, likewise")
     seed: int = option(0, "seed of the split, the new head's initial weights and every random draw of training")
+    groups: str | None = option(None, "keep groups (patients, slides) whole in every split celltune makes: a regular "
+                                "expression whose first capture group, searched in each image's path relative to "
+                                "the data folder, names its group, e.g. '(ytma\\d+)_' or '^(patient\\d+)/'")
+    groups_csv: str | None = option(None, "groups from a CSV of path,group rows, or for a CSV layout the name of "
+                                    "one of its columns")
     balance: Literal["none", "sampler", "loss"] = option(
         "none", "class imbalance: draw every class equally often, or weight the loss by N / (C * count)")
     image_size: int | None = option(None, "input size in pixels (default: the pretrained weights' native size)")
+    skip_unreadable: bool = option(False, "train without the images that cannot be read (listed in the run "
+                                   "directory's skipped_files.txt) instead of stopping")
     cache: Literal["auto", "on", "off"] = option("auto", "decoded, resized uint8 image cache on disk (auto: datasets "
                                                  "up to 2 GiB at the training size)")
     cache_dir: str | None = option(None, "where the image cache goes (default: $CELLTUNE_CACHE_DIR or "

@@ -1,262 +1,171 @@
-"""Finding labelled images on disk (layouts -> ``LabelledSplits``) and describing what was found.
-
-Four layouts are recognised, in this order:
-
-1. ICPR 2014 HEp-2: a CSV with ``Image ID,Image class`` rows (ids unpadded) beside ``training/``, ``validation/`` and
-   ``test/`` folders of ``00001.png``-style files.
-2. Multi-label (Human Protein Atlas): a CSV with ``Id,Target`` rows, Target holding space-separated label ids, beside
-   a folder of the CSV's name (``train.csv`` -> ``train/``) holding ``{Id}.png`` / ``{Id}.tif`` or one file per channel
-   ``{Id}_red.png``...; split by iterative stratification.
-3. Class-per-folder trees under ``train/`` (or ``training/``), ``val/`` (``valid/``, ``validation/``) and ``test/``.
-4. One class-per-folder tree, split into train/val/test by a seeded stratified split.
+"""Finding labelled images: ``discover`` reads the layout on disk (``celltune.layouts``), gives each image its group
+when groups are given (a pattern on its path, a path,group table, or a column of the layout's CSV), and makes the
+train/val/test split where the layout has none: stratified, with groups kept whole. ``summarize`` describes it.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
+import re
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from celltune.config import DataConfig, Split
-from celltune.errors import DataError
-from celltune.images import IMAGE_SUFFIXES, ChannelFiles
-from celltune.splits import iterative_split, stratified_split
+from celltune.config import DataConfig
+from celltune.errors import ConfigError, DataError
+from celltune.images import ChannelFiles, ImageFacts
+from celltune.layouts import Found, read_layout
+from celltune.samples import SPLITS, LabelledSplits, Sample, multi_hot
+from celltune.splits import grouped_split, iterative_split, stratified_split
 
 log = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = get_args(Split)
-_SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
-_ICPR_HEADER = ("image id", "image class")
-_MULTILABEL_HEADER = ("id", "target")
 
-
-@dataclass(frozen=True)
-class Sample:
-    path: Path  # an image file, or for per-channel files their common stem ({Id} of {Id}_red.png)
-    label: int | tuple[int, ...]  # a class index, or the label ids of a multi-label image
-
-
-@dataclass
-class LabelledSplits:
-    """Samples per split (``train``/``val``/``test``) with the class names their labels index."""
-
-    class_names: list[str]
-    splits: dict[str, list[Sample]] = field(default_factory=dict)
-    layout: str = ""
-
-    def class_indices(self, split: str) -> list[int]:
-        """Single-label: the class index of every image of ``split``."""
-        return [s.label for s in self.splits[split] if isinstance(s.label, int)]
-
-    @property
-    def multilabel(self) -> bool:
-        return any(isinstance(s.label, tuple) for samples in self.splits.values() for s in samples)
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """{split: {class name: images}} with every class present, zeros included (multi-label: images per label)."""
-        out = {}
-        for split, samples in self.splits.items():
-            per_label = Counter(lab for s in samples for lab in (s.label if isinstance(s.label, tuple) else [s.label]))
-            out[split] = {name: per_label[i] for i, name in enumerate(self.class_names)}
-        return out
-
-
-def multi_hot(labels: list[tuple[int, ...]], num_classes: int) -> np.ndarray:
-    """(N, num_classes) 0/1 matrix from each image's label ids."""
-    y = np.zeros((len(labels), num_classes), dtype=np.int64)
-    for i, labs in enumerate(labels):
-        y[i, list(labs)] = 1
-    return y
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _split_dir(root: Path, split: str) -> Path | None:
-    return next((root / d for d in _SPLIT_DIRS[split] if (root / d).is_dir()), None)
-
-
-def _find_csv(root: Path, header: tuple[str, str]) -> Path | None:
-    for path in sorted(root.glob("*.csv")):
-        with path.open(newline="") as f:
-            first = next(csv.reader(f), [])
-        if tuple(h.strip().lower() for h in first[:2]) == header:
-            return path
-    return None
-
-
-def read_label_names(path: str | Path) -> dict[int, str]:
-    """``id,name`` rows (a header row is skipped) -> {id: name}."""
-    path = Path(path)
-    names: dict[int, str] = {}
+def _group_table(path: Path, root: Path) -> dict[str, str]:
+    """{path relative to root: group} from ``path,group`` rows (a header row is skipped)."""
+    table = {}
     with path.open(newline="") as f:
         for line, row in enumerate(csv.reader(f), start=1):
-            if len(row) < 2 or (line == 1 and not row[0].strip().isdigit()):
+            if not row or (line == 1 and [c.strip().lower() for c in row[:2]] == ["path", "group"]):
                 continue
-            try:
-                names[int(row[0])] = row[1].strip()
-            except ValueError as err:
-                raise DataError(f"{path}:{line}: expected 'id,name', got {row!r}") from err
-    return names
+            if len(row) < 2:
+                raise DataError(f"{path}:{line}: expected 'path,group', got {row!r}")
+            key = Path(row[0].strip())
+            table[(key.relative_to(root) if key.is_absolute() and key.is_relative_to(root) else key).as_posix()] = (
+                row[1].strip())
+    return table
 
 
-def _read_multilabel(root: Path, csv_path: Path, *, label_names: str | Path | None, val_fraction: float,
-                     test_fraction: float, seed: int) -> LabelledSplits:
-    folder = root / csv_path.stem if (root / csv_path.stem).is_dir() else root
-    files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    channel_stems = {stem.rsplit("_", 1)[0] for stem in files if "_" in stem}
-    samples: list[Sample] = []
-    label_sets: list[tuple[int, ...]] = []
-    for line, row in _csv_rows(csv_path):
+def group_samples(found: Found, root: Path, *, pattern: str | None = None, source: str | None = None) -> Found:
+    """``found`` with every sample's group: the first capture group of ``pattern`` (or its whole match) searched in
+    the path relative to ``root``; or, with ``source``, a ``path,group`` CSV file or a column of the layout's CSV."""
+    if pattern and source:
+        raise ConfigError("give --groups or --groups-csv, not both")
+    samples = found.pool if found.pool is not None else [s for v in (found.splits or {}).values() for s in v]
+    if pattern:
         try:
-            image_id, labels = row[0].strip(), tuple(sorted({int(t) for t in row[1].split()}))
-        except (ValueError, IndexError) as err:
-            raise DataError(f"{csv_path}:{line}: expected 'Id,Target' with space-separated label ids, "
-                            f"got {row!r}") from err
-        label_sets.append(labels)
-        if image_id in files:
-            samples.append(Sample(files[image_id], labels))
-        elif image_id in channel_stems:
-            samples.append(Sample(folder / image_id, labels))
-        else:
-            raise DataError(f"{folder / image_id}.png: no image (or {image_id}_<channel>.png files) for "
-                            f"{csv_path}:{line}; add it or remove the row")
-    names = read_label_names(label_names) if label_names else {}
-    num_classes = max([*names, *(lab for labels in label_sets for lab in labels)]) + 1
-    class_names = [names.get(i, str(i)) for i in range(num_classes)]
-    parts = iterative_split(multi_hot(label_sets, num_classes),
-                            fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed)
-    out = LabelledSplits(class_names, layout=f"multi-label CSV ({csv_path.name}), iterative stratification "
-                         f"(seed {seed})")
-    for split, idx in zip(SPLITS, parts, strict=True):
-        if idx:
-            out.splits[split] = [samples[i] for i in idx]
-    return out
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"--groups {pattern!r} is not a regular expression ({err})") from None
+
+        def group_of(s: Sample) -> str | None:
+            match = regex.search(s.path.relative_to(root).as_posix())
+            return None if match is None else match.group(1 if regex.groups else 0)
+    elif source and Path(source).is_file():
+        table = _group_table(Path(source), root)
+
+        def group_of(s: Sample) -> str | None:
+            return table.get(s.path.relative_to(root).as_posix())
+    elif source and found.columns and source in next(iter(found.columns.values())):
+
+        def group_of(s: Sample) -> str | None:
+            return found.columns.get(s.path, {}).get(source) or None
+    else:
+        where = f" nor a column of {found.csv_path.name}" if found.csv_path else ""
+        raise ConfigError(f"--groups-csv {source}: not a file{where}; give a path,group CSV"
+                          + (" or a column name" if where else ""))
+    grouped = {s.path: group_of(s) for s in samples}
+    missing = [s.path for s in samples if grouped[s.path] is None]
+    if missing:
+        how = f"the pattern {pattern!r}" if pattern else f"{source}"
+        raise DataError(f"{missing[0]}: no group from {how} ({len(missing)} of {len(samples)} images have none); "
+                        "fix the pattern or add their rows")
+
+    def regroup(items: list[Sample]) -> list[Sample]:
+        return [dataclasses.replace(s, group=grouped[s.path]) for s in items]
+
+    return dataclasses.replace(found, pool=None if found.pool is None else regroup(found.pool),
+                               splits=None if found.splits is None else {k: regroup(v) for k, v in
+                                                                         found.splits.items()})
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, row) of a CSV after its header, blank lines skipped."""
-    with path.open(newline="") as f:
-        rows = csv.reader(f)
-        next(rows, None)
-        for line, row in enumerate(rows, start=2):
-            if row:
-                yield line, row
-
-
-def _read_icpr(root: Path, csv_path: Path) -> LabelledSplits:
-    labels: dict[int, str] = {}
-    for line, row in _csv_rows(csv_path):
-        try:
-            labels[int(row[0])] = row[1].strip()
-        except (ValueError, IndexError) as err:
-            raise DataError(f"{csv_path}:{line}: expected 'Image ID,Image class', got {row!r}") from err
-    class_names = sorted(set(labels.values()))
-    index = {c: i for i, c in enumerate(class_names)}
-    out = LabelledSplits(class_names, layout=f"ICPR 2014 HEp-2 ({csv_path.name})")
-    for split in SPLITS:
-        folder = _split_dir(root, split)
-        if folder is None:
-            continue
-        samples = []
-        for path in _images_in(folder):
-            try:
-                image_id = int(path.stem)
-            except ValueError as err:
-                raise DataError(f"{path}: file name is not a numeric image id like 00001.png") from err
-            if image_id not in labels:
-                raise DataError(f"{path}: image id {image_id} has no row in {csv_path}; add it or remove the file")
-            samples.append(Sample(path, index[labels[image_id]]))
-        out.splits[split] = samples
-    return out
-
-
-def _class_folders(tree: Path) -> list[Path]:
-    return sorted(d for d in tree.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def _read_split_trees(root: Path) -> LabelledSplits:
-    trees = {s: d for s in SPLITS if (d := _split_dir(root, s)) is not None}
-    class_names = [d.name for d in _class_folders(trees["train"])]
-    index = {c: i for i, c in enumerate(class_names)}
-    out = LabelledSplits(class_names, layout="class folders per split")
-    for split, tree in trees.items():
-        samples = []
-        for folder in _class_folders(tree):
-            if folder.name not in index:
-                raise DataError(
-                    f"{folder}: class {folder.name!r} is not among the training classes {class_names}; "
-                    f"add {trees['train'] / folder.name} or remove the folder"
-                )
-            samples += [Sample(p, index[folder.name]) for p in _images_in(folder)]
-        out.splits[split] = samples
-    return out
-
-
-def _read_single_tree(root: Path, *, val_fraction: float, test_fraction: float, seed: int) -> LabelledSplits:
-    folders = _class_folders(root)
-    class_names = [d.name for d in folders]
-    pairs = [(p, i) for i, d in enumerate(folders) for p in _images_in(d)]
-    samples = [Sample(p, i) for p, i in pairs]
-    labels = [i for _, i in pairs]
-    parts = stratified_split(
-        labels, fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction), seed=seed
-    )
-    out = LabelledSplits(class_names, layout=f"one class-folder tree, stratified split (seed {seed})")
-    for split, idx in zip(SPLITS, parts, strict=True):
-        if idx:
-            out.splits[split] = [samples[i] for i in idx]
-    return out
+def _split_pool(found: Found, *, val_fraction: float, test_fraction: float, seed: int) -> LabelledSplits:
+    pool = found.pool or []
+    fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
+    multilabel = any(isinstance(s.label, tuple) for s in pool)
+    labels = [s.label for s in pool]
+    y = multi_hot(labels, len(found.class_names)) if multilabel else np.asarray(labels)  # type: ignore[arg-type]
+    if pool and pool[0].group is not None:
+        groups = [str(s.group) for s in pool]
+        parts = grouped_split(y, groups, fractions=fractions, seed=seed)
+        how = f"stratified group split, {len(set(groups))} groups"
+    elif multilabel:
+        parts, how = iterative_split(y, fractions=fractions, seed=seed), "iterative stratification"
+    else:
+        parts, how = stratified_split(y.tolist(), fractions=fractions, seed=seed), "stratified split"
+    splits = {split: [pool[i] for i in idx] for split, idx in zip(SPLITS, parts, strict=True) if idx}
+    return LabelledSplits(found.class_names, splits, f"{found.layout}, {how} (seed {seed})", celltune_split=True)
 
 
 def discover(
     root: str | Path, *, val_fraction: float = DataConfig.val_fraction,
-    test_fraction: float = DataConfig.test_fraction, seed: int = 0,
-    label_names: str | Path | None = None,
+    test_fraction: float = DataConfig.test_fraction, seed: int = 0, label_names: str | Path | None = None,
+    groups: str | None = None, groups_csv: str | None = None,
 ) -> LabelledSplits:
-    """Find the labelled images under ``root`` in any of the supported layouts."""
+    """Find the labelled images under ``root`` in any of the supported layouts, grouped when ``groups`` (a pattern)
+    or ``groups_csv`` (a CSV file or column) is given, and split where the layout has no splits of its own."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
-    if (csv_path := _find_csv(root, _ICPR_HEADER)) is not None:
-        found = _read_icpr(root, csv_path)
-    elif (csv_path := _find_csv(root, _MULTILABEL_HEADER)) is not None:
-        found = _read_multilabel(root, csv_path, label_names=label_names, val_fraction=val_fraction,
-                                 test_fraction=test_fraction, seed=seed)
-    elif _split_dir(root, "train") is not None:
-        found = _read_split_trees(root)
+    found = read_layout(root, label_names=label_names)
+    if groups or groups_csv:
+        found = group_samples(found, root, pattern=groups, source=groups_csv)
+    if found.splits is not None:
+        out = LabelledSplits(found.class_names, found.splits, found.layout)
     else:
-        found = _read_single_tree(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    if len(found.class_names) < 2:
+        out = _split_pool(found, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if len(out.class_names) < 2:
         raise DataError(
-            f"{root}: found {len(found.class_names)} class(es); put each class's images in its own subfolder "
+            f"{root}: found {len(out.class_names)} class(es); put each class's images in its own subfolder "
             "(root/CLASS/*.png or root/train/CLASS/*.png) or give an ICPR-style CSV"
         )
     for split in ("train", "val"):
-        if not found.splits.get(split):
-            raise DataError(f"{root}: the {split} split has no images ({found.layout})")
-    log.info("%s: %s, %d classes, %s", root, found.layout, len(found.class_names),
-             {s: len(v) for s, v in found.splits.items()})
-    return found
+        if not out.splits.get(split):
+            raise DataError(f"{root}: the {split} split has no images ({out.layout})")
+    log.info("%s: %s, %d classes, %s", root, out.layout, len(out.class_names),
+             {s: len(v) for s, v in out.splits.items()})
+    return out
 
 
-def summarize(found: LabelledSplits) -> dict:
-    """Counts per class and split and image sizes; opens every file's header, so a corrupt file fails here."""
+def find_mask(sample: Sample, *, data_root: Path, mask_dir: Path) -> Path | None:
+    """The mask of a sample: same relative path, or failing that the same file name, under ``mask_dir``."""
+    candidates = [mask_dir / sample.path.relative_to(data_root), mask_dir / sample.path.name]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:
+    """The mask of each sample (see ``find_mask``); a missing one is an error naming where it was looked for."""
+    data_root, mask_dir = Path(data_root), Path(mask_dir)
+    out = []
+    for s in samples:
+        found = find_mask(s, data_root=data_root, mask_dir=mask_dir)
+        if found is None:
+            raise DataError(f"{s.path}: no mask at {mask_dir / s.path.relative_to(data_root)} or "
+                            f"{mask_dir / s.path.name}; add one or drop --mask-dir")
+        out.append(found)
+    return out
+
+
+def summarize(found: LabelledSplits, facts: Mapping[Path, ImageFacts] | None = None) -> dict:
+    """Counts per class and split and image sizes. Sizes and modes come from ``facts`` (an audit's) where given, else
+    from every file's header, so a corrupt file fails here."""
     sizes: Counter[tuple[int, int]] = Counter()
     modes: Counter[str] = Counter()
     channel_files = ChannelFiles()
     for samples in found.splits.values():
         for s in samples:
+            path = next(iter(channel_files.of(s.path)), s.path)
+            if facts is not None and path in facts and facts[path].error is None:
+                sizes[facts[path].width, facts[path].height] += 1
+                modes[facts[path].mode] += 1
+                continue
             try:
-                with Image.open(next(iter(channel_files.of(s.path)), s.path)) as img:
+                with Image.open(path) as img:
                     sizes[img.size] += 1
                     modes[img.mode] += 1
             except (OSError, UnidentifiedImageError) as err:
@@ -274,4 +183,6 @@ def summarize(found: LabelledSplits) -> dict:
             "max": [max(widths), max(heights)],
         },
         "modes": dict(modes),
+        **({"groups": {split: len({s.group for s in samples}) for split, samples in found.splits.items()}}
+           if any(s.group is not None for s in found.samples) else {}),
     }

@@ -17,9 +17,10 @@ import torch
 from celltune.cache import AUTO_LIMIT_BYTES, build_cache
 from celltune.checkpoint import ModelCard
 from celltune.config import Augment, DataConfig
-from celltune.data import LabelledSplits
-from celltune.dataset import CachedDataset, CellDataset, WithIndex, mask_paths
+from celltune.data import mask_paths
+from celltune.dataset import CachedDataset, CellDataset, WithIndex
 from celltune.runtime import default_num_workers
+from celltune.samples import LabelledSplits
 from celltune.transforms import BatchAugment, NormalizeBatch, eval_transform, train_transform
 
 

@@ -1,5 +1,5 @@
-"""torch Datasets of samples: read from their files (``CellDataset``) or from the decoded cache (``CachedDataset``);
-masks found for samples; labels encoded as the loss wants them."""
+"""torch Datasets of samples: read from their files (``CellDataset``) or from the decoded cache (``CachedDataset``),
+with labels encoded as the loss wants them."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from celltune.data import Sample, multi_hot
-from celltune.errors import DataError
 from celltune.images import load_input
+from celltune.samples import Sample, multi_hot
 
 
 def encode_target(label: int | tuple[int, ...], num_classes: int) -> int | torch.Tensor:
@@ -18,19 +17,6 @@ def encode_target(label: int | tuple[int, ...], num_classes: int) -> int | torch
     if isinstance(label, int):
         return label
     return torch.from_numpy(multi_hot([label], num_classes)[0]).float()
-
-
-def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:
-    """The mask of each sample: same relative path (or, failing that, same file name) under ``mask_dir``."""
-    data_root, mask_dir = Path(data_root), Path(mask_dir)
-    out = []
-    for s in samples:
-        candidates = [mask_dir / s.path.relative_to(data_root), mask_dir / s.path.name]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise DataError(f"{s.path}: no mask at {candidates[0]} or {candidates[1]}; add one or drop --mask-dir")
-        out.append(found)
-    return out
 
 
 class CellDataset(torch.utils.data.Dataset):

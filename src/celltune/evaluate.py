@@ -12,8 +12,7 @@ from torch import nn
 
 from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoint, replace_card
 from celltune.config import DataConfig
-from celltune.data import LabelledSplits, Sample, discover, multi_hot
-from celltune.dataset import mask_paths
+from celltune.data import discover, mask_paths
 from celltune.errors import DataError
 from celltune.metrics import (
     Result,
@@ -27,6 +26,7 @@ from celltune.metrics import (
 from celltune.predict import Prediction, make_loader, predict_probs, write_predictions_csv
 from celltune.report import plot_confusion, plot_curves, write_history, write_json
 from celltune.report_html import write_report
+from celltune.samples import LabelledSplits, Sample, multi_hot
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,11 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
                         mask_dir: str | Path | None = None) -> Result:
     """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given."""
     model, card, saved = load_checkpoint(checkpoint)
-    # The split as in training (seed and fractions saved in the checkpoint), so "test" means the same images.
+    # The split as in training (seed, fractions and groups saved in the checkpoint), so "test" means the same images.
     found = discover(data, seed=saved.get("split_seed", seed),
                      val_fraction=saved.get("val_fraction", DataConfig.val_fraction),
-                     test_fraction=saved.get("test_fraction", DataConfig.test_fraction))
+                     test_fraction=saved.get("test_fraction", DataConfig.test_fraction),
+                     groups=saved.get("groups"), groups_csv=saved.get("groups_csv"))
     found = align_labels(found, card.class_names, data)
     if split not in found.splits:
         raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")

@@ -9,6 +9,8 @@ per-channel mean/std in place of the pretrained weights' statistics (see ``datas
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +143,47 @@ def apply_mask(image: torch.Tensor, mask_path: Path) -> torch.Tensor:
     if mask.shape != image.shape[1:]:
         raise DataError(f"{mask_path}: mask is {tuple(mask.shape)} but its image is {tuple(image.shape[1:])}")
     return image * mask
+
+
+THUMB = 32  # side of the grey thumbnail that near-duplicate search compares
+_BITS = {"1": 1, "I": 32, "F": 32}
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """One file as decoded once: what it is, or why it cannot be read."""
+
+    path: Path
+    error: str | None = None  # why the file cannot be read; the rest is then unset
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    bits: int = 0  # per channel
+    format: str = ""
+    frames: int = 1
+    sha1: str = ""  # of the decoded pixels, shape and mode: equal for the same image saved in another file or format
+    thumb: np.ndarray | None = None  # (THUMB, THUMB) uint8 grey, LANCZOS-resized as imagehash's phash does
+
+
+def inspect_image(path: Path) -> ImageFacts:
+    """Decode ``path`` fully (a truncated file fails here, not in the middle of training) and describe it."""
+    try:
+        if path.stat().st_size == 0:
+            return ImageFacts(path, error="empty file (0 bytes)")
+        with Image.open(path) as img:
+            img.load()
+            array = np.asarray(img)
+            bits = 16 if img.mode.startswith("I;16") else _BITS.get(img.mode, 8)
+            grey = array if array.ndim == 2 else array[..., :3].mean(axis=-1)
+            scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
+            thumb = Image.fromarray((grey.astype(np.float64) / scale * 255).round().clip(0, 255).astype(np.uint8))
+            return ImageFacts(path, width=img.width, height=img.height, mode=img.mode, bits=bits,
+                              format=img.format or path.suffix.lstrip(".").upper(),
+                              frames=getattr(img, "n_frames", 1),
+                              sha1=hashlib.sha1(array.tobytes() + f"{array.shape}{img.mode}".encode()).hexdigest(),
+                              thumb=np.asarray(thumb.resize((THUMB, THUMB), Image.Resampling.LANCZOS)))
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        return ImageFacts(path, error=str(err) or type(err).__name__)
 
 
 def load_input(path: Path, *, channels: list[str] | None = None, intensity: str = "scale",

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
-from celltune.data import Sample
 from celltune.dataset import CellDataset
 from celltune.errors import ConfigError, ExistsError
 from celltune.images import IMAGE_SUFFIXES, load_input, names_channel_files
+from celltune.samples import Sample
 from celltune.transforms import TTA_VIEWS, NormalizeBatch, eval_transform
 
 log = logging.getLogger(__name__)

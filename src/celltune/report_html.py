@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from celltune.data import Sample
 from celltune.images import read_image
 from celltune.metrics import ClassificationResult, MultilabelResult, RunMetrics, labelled
 from celltune.report import plot_confusion
+from celltune.samples import Sample
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -116,6 +116,19 @@ def _single_label_sections(run: RunMetrics, samples: list[Sample], probs: np.nda
 """
 
 
+def _data_checks(run_dir: Path) -> str:
+    """The findings the checks before training made (data_checks.json), with the first files of each."""
+    path = run_dir / "data_checks.json"
+    findings = json.loads(path.read_text())["findings"] if path.is_file() else []
+    if not findings:
+        return "<p>The checks before training (unreadable images, classes, masks, groups, exact duplicates) found " \
+               "nothing. <code>celltune check DATA</code> also looks for near-duplicates and confounds.</p>"
+    rows = [[f["level"], f["message"], f["fix"], str(len(f["items"])),
+             "; ".join(f["items"][:3]) + (" ..." if len(f["items"]) > 3 else "")] for f in findings]
+    return (_table(["level", "finding", "fix", "items", "first items"], rows)
+            + "<p>Every item: <code>data_checks.json</code>; more checks: <code>celltune check DATA</code>.</p>")
+
+
 def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs: np.ndarray) -> Path:
     """Write ``run_dir/report.html`` from ``run`` and the files the run wrote (config, dataset summary, plots)."""
     dataset = json.loads((run_dir / "dataset.json").read_text())
@@ -123,6 +136,8 @@ def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs
     splits = list(dataset["counts"])
     counts = [[c, *(str(dataset["counts"][s][c]) for s in splits)] for c in dataset["classes"]]
     counts.append(["total images", *(str(dataset["totals"][s]) for s in splits)])
+    if "groups" in dataset:  # patients, slides: each whole in one split
+        counts.append(["groups", *(str(dataset["groups"].get(s, 0)) for s in splits)])
     sizes = dataset["image_sizes"]
     multilabel = run.result.multilabel
     body = _multilabel_sections(run) if multilabel else _single_label_sections(run, samples, probs, run_dir)
@@ -134,6 +149,8 @@ def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs
 <h2>Training curves</h2>
 <div class="figs">{_img_tag(_png_file(run_dir / "loss.png"), "loss")}
 {_img_tag(_png_file(run_dir / "accuracy.png"), "accuracy")}</div>
+<h2>Data checks</h2>
+{_data_checks(run_dir)}
 <h2>Dataset</h2>
 <p>{html.escape(dataset["layout"])}; image sizes: most common {html.escape(", ".join(sizes["most_common"]))},
 min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}</p>

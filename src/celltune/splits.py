@@ -1,8 +1,17 @@
-"""Dividing labelled images into train/val/test parts: seeded, stratified so every part sees every class."""
+"""Dividing labelled images into parts: train/val/test splits and cross-validation folds, seeded and stratified so
+every part sees every class, and with groups (patients, slides) kept whole when they are given.
+
+Single-label grouped splits follow scikit-learn's StratifiedGroupKFold; multi-label ones iterative stratification
+(Sechidis et al. 2011): the iterative-stratification package for images, the same algorithm here for groups.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from celltune.errors import DataError
 
 
 def stratified_split(labels: list[int], *, fractions: tuple[float, ...], seed: int) -> list[list[int]]:
@@ -40,3 +49,95 @@ def iterative_split(y: np.ndarray, *, fractions: tuple[float, float, float], see
         parts.insert(0, sorted(rest[take].tolist()))
         rest = rest[keep]
     return [sorted(rest.tolist()), *parts]
+
+
+def _group_codes(groups: Sequence[str]) -> np.ndarray:
+    return np.unique(np.asarray(groups), return_inverse=True)[1]
+
+
+def iterative_group_assign(y: np.ndarray, groups: Sequence[str], shares: Sequence[float], *, seed: int) -> np.ndarray:
+    """Each image's part (0..len(shares)-1), whole groups at a time, by iterative stratification over the groups'
+    label counts: the rarest label's groups go first, each to the part that still lacks most of that label."""
+    codes = _group_codes(groups)
+    counts = np.zeros((codes.max() + 1, y.shape[1]))  # (groups, labels): images carrying each label
+    np.add.at(counts, codes, y)
+    sizes = np.bincount(codes).astype(float)
+    shares_ = np.asarray(shares, dtype=float) / sum(shares)
+    want_label = shares_[:, None] * counts.sum(0)[None]  # (parts, labels) still wanted
+    want_size = shares_ * sizes.sum()
+    rng = np.random.default_rng(seed)
+    part_of = np.full(len(sizes), -1)
+    remaining = counts.copy()
+    while (part_of < 0).any():
+        left = remaining.sum(0)
+        if left.any():
+            label = int(np.argmin(np.where(left > 0, left, np.inf)))
+            chosen = np.flatnonzero((part_of < 0) & (counts[:, label] > 0))
+        else:  # groups without any label: by size alone
+            label, chosen = -1, np.flatnonzero(part_of < 0)
+        for g in rng.permutation(chosen):
+            need = want_label[:, label] if label >= 0 else want_size
+            best = np.flatnonzero(need == need.max())
+            if len(best) > 1:  # ties: the part that wants the most images, then chance
+                best = best[want_size[best] == want_size[best].max()]
+            part = int(rng.choice(best))
+            part_of[g] = part
+            want_label[part] -= counts[g]
+            want_size[part] -= sizes[g]
+            remaining[g] = 0
+    return part_of[codes]
+
+
+def grouped_split(labels: list[int] | np.ndarray, groups: Sequence[str], *, fractions: tuple[float, float, float],
+                  seed: int) -> list[list[int]]:
+    """Train/val/test indices with every group in one part only, stratified as far as the groups allow. ``labels``:
+    class indices, or a (N, labels) 0/1 matrix for multi-label images."""
+    labels = np.asarray(labels)
+    n_groups = len(set(groups))
+    if labels.ndim == 2:
+        part = iterative_group_assign(labels, groups, fractions, seed=seed)
+        return [np.flatnonzero(part == k).tolist() for k in range(3)]
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    parts: list[list[int]] = []
+    rest = np.arange(len(labels))
+    for fraction, remaining in ((fractions[2], 1.0), (fractions[1], 1.0 - fractions[2])):
+        if fraction <= 0:
+            parts.insert(0, [])
+            continue
+        k = max(2, round(remaining / fraction))  # one fold of k is the part
+        if len(set(np.asarray(groups)[rest])) < k:
+            raise DataError(f"{n_groups} groups cannot give a {fraction:.0%} part with whole groups; lower the "
+                            "fraction or give finer groups")
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        keep, take = next(splitter.split(rest[:, None], labels[rest], np.asarray(groups)[rest]))
+        parts.insert(0, sorted(rest[take].tolist()))
+        rest = rest[keep]
+    return [sorted(rest.tolist()), *parts]
+
+
+def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds: int, seed: int) -> list[list[int]]:
+    """The held-out indices of each of ``folds`` folds: stratified, and grouped when ``groups`` are given. Every
+    index is held out once."""
+    labels = np.asarray(labels)
+    x = np.zeros((len(labels), 1))
+    if groups is not None and len(set(groups)) < folds:
+        raise DataError(f"{len(set(groups))} groups cannot fill {folds} folds with whole groups; use fewer folds")
+    if labels.ndim == 2:
+        if groups is not None:
+            part = iterative_group_assign(labels, groups, [1.0] * folds, seed=seed)
+            return [np.flatnonzero(part == k).tolist() for k in range(folds)]
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splits = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels)
+    elif groups is not None:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        splits = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels, groups)
+    else:
+        from sklearn.model_selection import StratifiedKFold
+
+        if np.unique(labels, return_counts=True)[1].min() < folds:
+            raise DataError(f"a class has fewer than {folds} images: it cannot appear in every fold; use fewer folds")
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels)
+    return [sorted(test.tolist()) for _, test in splits]

@@ -11,20 +11,24 @@ import lightning as L
 import numpy as np
 from torch import nn
 
+from celltune.audit import audit
 from celltune.callbacks import LAST, RunRecorder, training_callbacks
 from celltune.checkpoint import BEST, ModelCard
-from celltune.config import TrainConfig
-from celltune.data import LabelledSplits, discover, summarize
+from celltune.config import DataConfig, TrainConfig
+from celltune.data import discover, summarize
 from celltune.datamodule import CellDataModule
-from celltune.errors import ConfigError, MissingError
+from celltune.errors import ConfigError, DataError, MissingError
 from celltune.evaluate import finish_run
-from celltune.images import dataset_mean_std, load_input
+from celltune.findings import Audit, format_findings
+from celltune.images import ChannelFiles, dataset_mean_std, load_input
 from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.models import create_model, resolve_name
 from celltune.module import CellClassifier
+from celltune.progress import bar
 from celltune.recipes import save_config
 from celltune.report import read_history, write_json
 from celltune.runtime import global_rank, make_trainer, open_run_dir, resolve_hardware, shared_run_dir
+from celltune.samples import LabelledSplits
 from celltune.weights import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,31 @@ def model_card(config: TrainConfig, found: LabelledSplits, prep: Preprocessing, 
                      multilabel=found.multilabel)
 
 
+def check_data(found: LabelledSplits, data: DataConfig) -> tuple[LabelledSplits, Audit, list[Path]]:
+    """The checks training runs before its first epoch (``audit(quick=True)``): every error stops the run, all of
+    them in one message; warnings are logged. With ``skip_unreadable`` unreadable images are dropped instead:
+    (found, the audit, the dropped images)."""
+    with bar(len(found.samples), "checking images") as progress:
+        checks = audit(found, data.root, mask_dir=data.mask_dir, quick=True,
+                       fractions=(data.val_fraction, data.test_fraction), progress=progress.update)
+    skipped: list[Path] = []
+    if data.skip_unreadable and checks.unreadable:
+        channel_files = ChannelFiles()
+        bad = {s.path for s in found.samples if any(p in checks.unreadable for p in channel_files.of(s.path) or
+                                                    [s.path])}
+        skipped = sorted(bad)
+        found = LabelledSplits(found.class_names, {k: [s for s in v if s.path not in bad] for k, v in
+                                                   found.splits.items()}, found.layout, found.celltune_split)
+        checks = checks.without("unreadable")
+        log.warning("leaving out %d unreadable image(s), listed in skipped_files.txt", len(skipped))
+    if checks.errors:
+        raise DataError(f"{data.root}: the data checks found {len(checks.errors)} problem(s); `celltune check` "
+                        f"lists every finding\n{format_findings(checks.errors)}")
+    for finding in checks.findings:
+        log.warning("data check: %s (%d item(s); see data_checks.json)", finding.message, len(finding.items))
+    return found, checks, skipped
+
+
 @dataclass
 class PreparedRun:
     """Everything ``fit`` builds before it trains: what it then runs (and what tests inspect)."""
@@ -80,14 +109,15 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None) -> Prepare
     data = config.data
     L.seed_everything(data.seed, workers=True, verbose=False)
     found = discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.seed,
-                     label_names=data.label_names)
+                     label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
     if found.multilabel and (config.augment.mixup or config.augment.cutmix or data.balance != "none"):
         raise ConfigError("multi-label data: Mixup/CutMix and --balance are single-label only; turn them off")
     tracked = ["val_loss", *(MultilabelResult if found.multilabel else ClassificationResult).tracked_names()]
     if config.optim.patience is not None and config.optim.early_stop_monitor not in tracked:
         raise ConfigError(f"--early-stop-monitor {config.optim.early_stop_monitor} is not tracked for "
                           f"{'multi' if found.multilabel else 'single'}-label data; choose from {', '.join(tracked)}")
-    summary = summarize(found)
+    found, checks, skipped = check_data(found, data)
+    summary = summarize(found, checks.facts)
     in_chans = len(data.channels) if data.channels else 3
     model, prep = create_model(config.model.name, num_classes=len(found.class_names), in_chans=in_chans,
                                pretrained=config.model.pretrained, freeze=config.model.freeze_backbone,
@@ -100,6 +130,9 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None) -> Prepare
     if global_rank() == 0:
         save_config(config, run_dir / "config.yaml")
         write_json(run_dir / "dataset.json", summary)
+        write_json(run_dir / "data_checks.json", checks.to_dict())
+        if skipped:
+            (run_dir / "skipped_files.txt").write_text("".join(f"{p}\n" for p in skipped))
         log.info("run directory %s", run_dir)
 
     hardware = resolve_hardware(config.hardware)
@@ -111,7 +144,8 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None) -> Prepare
                             loss_weights=datamodule.class_weights() if data.balance == "loss" else None,
                             compile_model=config.hardware.compile)
     callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
-        "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction})
+        "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
+        "groups": data.groups, "groups_csv": data.groups_csv})
     trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks)
     log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
              config.hardware.devices, config.hardware.num_nodes)

@@ -1,0 +1,204 @@
+"""``celltune check``: every finding about a dataset at once, each with the files concerned and the fix.
+
+Errors stop training: files that cannot be read, non-image files among the images, classes that are empty or too
+small for the split, missing masks or masks of another size, groups that span pre-made splits, one image under two
+labels. Warnings: duplicates and near-duplicates (across splits first: a leak), image properties or file names that
+give the class away, class imbalance. ``quick`` is the part training runs before its first epoch: reading every image
+once, classes, masks, groups and exact duplicates.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from celltune import confounds
+from celltune.config import DataConfig
+from celltune.data import find_mask
+from celltune.duplicates import exact_groups, near_pairs
+from celltune.findings import Audit, Finding
+from celltune.images import IMAGE_SUFFIXES, ChannelFiles, ImageFacts, inspect_image
+from celltune.samples import LabelledSplits, Sample
+
+_JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
+def _inspect_all(paths: list[Path]) -> list[ImageFacts]:
+    return [inspect_image(p) for p in paths]
+
+
+def read_all(paths: Sequence[Path], *, workers: int | None = None,
+             progress: Callable[[int], None] | None = None) -> dict[Path, ImageFacts]:
+    """Every file decoded once, in worker processes (forked: they use PIL and numpy only) for large sets."""
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    chunks = [list(paths[i : i + 128]) for i in range(0, len(paths), 128)]
+    out: dict[Path, ImageFacts] = {}
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            if workers > 1 and len(chunks) > 2 else None)
+    try:
+        for facts in (pool.map(_inspect_all, chunks) if pool else map(_inspect_all, chunks)):
+            out.update((f.path, f) for f in facts)
+            if progress:
+                progress(len(facts))
+    finally:
+        if pool:
+            pool.shutdown()
+    return out
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+class _Checks:
+    """The checks of one audit: each appends its findings."""
+
+    def __init__(self, found: LabelledSplits, root: Path, facts: dict[Path, ImageFacts],
+                 files: dict[Sample, list[Path]], fractions: tuple[float, float]) -> None:
+        self.found, self.root, self.facts, self.files, self.fractions = found, root, facts, files, fractions
+        self.findings: list[Finding] = []
+        self.split_of = {s.path: split for split, samples in found.splits.items() for s in samples}
+
+    def add(self, level: str, code: str, message: str, fix: str, items: list[str] | None = None) -> None:
+        self.findings.append(Finding(level, code, message, fix, items or []))
+
+    def unreadable(self) -> None:
+        bad = [(p, f.error) for p, f in self.facts.items() if f.error is not None]
+        if bad:
+            self.add("error", "unreadable", f"{len(bad)} image file(s) cannot be read",
+                     "replace or remove them, or train with --skip-unreadable",
+                     [f"{_rel(p, self.root)}: {why}" for p, why in sorted(bad)])
+
+    def non_images(self) -> None:
+        folders = {p.parent for paths in self.files.values() for p in paths}
+        strays = sorted(p for d in folders for p in d.iterdir() if p.is_file() and p.suffix.lower() not in
+                        IMAGE_SUFFIXES and not p.name.startswith(".") and p.name.lower() not in _JUNK
+                        and p.suffix.lower() != ".csv")
+        if strays:
+            self.add("error", "not-an-image", f"{len(strays)} file(s) among the images are no image celltune reads "
+                     "(PNG, JPEG, TIFF, BMP): they are left out", "convert them to PNG or TIFF, or move them out",
+                     [_rel(p, self.root) for p in strays])
+
+    def classes(self) -> None:
+        counts, names = self.found.counts(), self.found.class_names
+        total = {c: sum(counts[s][c] for s in counts) for c in names}
+        multilabel = self.found.multilabel
+        for c in (c for c in names if total[c] == 0):
+            self.add("warning" if multilabel else "error", "empty-class", f"class {c!r} has no images",
+                     "add its images or remove the class (an empty folder, or an unused label id)")
+        for c in (c for c in names if total[c] > 0):
+            missing = [s for s in ("train", "val", "test") if s in counts and counts[s][c] == 0]
+            if not missing:
+                continue
+            parts = ", ".join(f"{s} {counts[s][c]}" for s in counts)
+            if self.found.celltune_split:
+                self.add("warning" if multilabel else "error", "class-too-small",
+                         f"class {c!r}: {total[c]} image(s) leave none for {' and '.join(missing)} ({parts})",
+                         "add images of it, or lower --val-fraction / --test-fraction (a class needs at least "
+                         f"{needed_images(*self.fractions)} images)")
+            else:
+                level = "warning" if missing == ["test"] or multilabel else "error"
+                self.add(level, "class-missing", f"class {c!r} has no {' or '.join(missing)} images ({parts})",
+                         f"add {c!r} images to {' and '.join(missing)}")
+
+    def masks(self, mask_dir: Path, *, sizes: bool) -> None:
+        missing, misfit = [], []
+        for sample, paths in self.files.items():
+            mask = find_mask(sample, data_root=self.root, mask_dir=mask_dir)
+            if mask is None:
+                missing.append(_rel(sample.path, self.root))
+            elif sizes:
+                image, m = self.facts.get(paths[0]), self.facts.get(mask)
+                if image and m and image.error is None and m.error is None and (m.width, m.height) != (
+                        image.width, image.height):
+                    misfit.append(f"{_rel(mask, mask_dir)}: {m.width}x{m.height}, its image {image.width}x"
+                                  f"{image.height}")
+        if missing:
+            self.add("error", "mask-missing", f"{len(missing)} image(s) have no mask under {mask_dir}",
+                     "add masks with the images' relative paths or file names, or drop --mask-dir", missing)
+        if misfit:
+            self.add("error", "mask-size", f"{len(misfit)} mask(s) differ in size from their image",
+                     "save each mask at its image's size", misfit)
+
+    def groups(self) -> None:
+        if self.found.celltune_split or not any(s.group for s in self.found.samples):
+            return
+        where: dict[str, Counter[str]] = defaultdict(Counter)
+        for split, samples in self.found.splits.items():
+            for s in samples:
+                where[str(s.group)][split] += 1
+        spanning = {g: c for g, c in where.items() if len(c) > 1}
+        if spanning:
+            self.add("error", "group-across-splits", f"{len(spanning)} group(s) have images in more than one of the "
+                     "pre-made splits: the model is scored on what it has seen", "move each group's images into "
+                     "one split, or give celltune one class-folder tree to split by group",
+                     [f"{g}: " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in sorted(spanning.items())])
+
+    def _pairs(self, pairs: Sequence[tuple[Sample, ...]], kind: str, how: str) -> None:
+        leak = [p for p in pairs if len({self.split_of[s.path] for s in p}) > 1]
+        within = [p for p in pairs if p not in leak]
+        for found, level, where, fix in ((leak, "warning", "across splits (a leak: scored on images seen in "
+                                          "training)", "keep one of each, or split so that copies stay together "
+                                          "(--groups)"),
+                                         (within, "warning", "within a split", "keep one of each")):
+            if found:
+                self.add(level, f"{kind}-{'leak' if found is leak else 'duplicate'}",
+                         f"{len(found)} {how} {where}", fix,
+                         [" = ".join(f"{_rel(s.path, self.root)} ({self.split_of[s.path]})" for s in p) for p in found])
+
+    def duplicates(self, samples: list[Sample], facts: list[ImageFacts], *, near: bool) -> None:
+        groups = [[samples[i] for i in g] for g in exact_groups(facts)]
+        conflicting = [g for g in groups if len({s.label for s in g}) > 1]
+        if conflicting:
+            names = self.found.class_names
+            self.add("error", "label-conflict", f"{len(conflicting)} image(s) occur under different labels",
+                     "keep the copy with the right label", [" = ".join(
+                         f"{_rel(s.path, self.root)} ({names[s.label] if isinstance(s.label, int) else s.label})"
+                         for s in g) for g in conflicting])
+        self._pairs([tuple(g) for g in groups if g not in conflicting], "exact", "groups of identical images")
+        if near:
+            pairs = [(samples[i], samples[j]) for i, j, _ in near_pairs(facts)]
+            self._pairs(pairs, "near", "pairs of near-duplicate images (resized, re-encoded, shifted or the same "
+                        "cell captured twice)")
+
+
+def needed_images(val_fraction: float, test_fraction: float) -> int:
+    """The fewest images of a class that the stratified split leaves at least one of in every part."""
+    for n in range(1, 10_000):
+        parts = [round(f * n) for f in (val_fraction, test_fraction) if f > 0]
+        if min(parts, default=1) >= 1 and n - sum(parts) >= 1:
+            return n
+    raise ValueError("fractions leave no image for training")
+
+
+def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | None = None, quick: bool = False,
+          fractions: tuple[float, float] = (DataConfig.val_fraction, DataConfig.test_fraction),
+          workers: int | None = None, progress: Callable[[int], None] | None = None) -> Audit:
+    """Check ``found`` (from ``discover`` with val/test ``fractions``); ``quick``: the part training runs (no
+    near-duplicates, properties, names, imbalance, stray files or mask sizes)."""
+    root = Path(root)
+    channel_files = ChannelFiles()
+    files = {s: channel_files.of(s.path) or [s.path] for s in found.samples}
+    masks = [m for s in files if mask_dir and (m := find_mask(s, data_root=root, mask_dir=Path(mask_dir)))]
+    facts = read_all([p for paths in files.values() for p in paths] + ([] if quick else masks), workers=workers,
+                     progress=progress)
+    checks = _Checks(found, root, facts, files, fractions)
+    checks.unreadable()
+    checks.classes()
+    checks.groups()
+    if mask_dir:
+        checks.masks(Path(mask_dir), sizes=not quick)
+    samples = list(files)
+    first = [facts[files[s][0]] for s in samples]
+    checks.duplicates(samples, first, near=not quick)
+    if not quick:
+        checks.non_images()
+        checks.findings += confounds.findings(found, samples, first, root)
+    order = {"error": 0, "warning": 1, "info": 2}
+    # errors first; among warnings, leaks across splits first
+    findings = sorted(checks.findings, key=lambda f: (order[f.level], not f.code.endswith("leak")))
+    return Audit(root, findings, facts)
