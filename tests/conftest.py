@@ -68,7 +68,7 @@ def require(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
-def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 32, **card) -> Path:
+def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 32, seed: int = 0, **card) -> Path:
     """A celltune checkpoint of an untrained resnet18: everything prediction needs, no training. Its residual paths
     keep each image's own answer (an untrained mobilenet_v2 answers every image alike), and its head is scaled up so
     the answers are decisive."""
@@ -78,7 +78,7 @@ def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 3
     from celltune.models import create_model
 
     in_chans = len(card["channels"]) if card.get("channels") else 3
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model, _ = create_model("resnet18", num_classes=len(class_names), in_chans=in_chans, pretrained=False)
     with torch.no_grad():
         model.fc.weight.mul_(20.0)

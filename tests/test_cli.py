@@ -253,7 +253,8 @@ def test_multilabel_predict_prints_exactly_the_labels_above_their_thresholds(tmp
 
 
 def test_augment_flags_go_on_top_of_a_recipes_augment_block(tmp_path):
-    from celltune.cli import _train_config, build_parser
+    from celltune.cli import build_parser
+    from celltune.cli.training import _train_config
     from celltune.config import Augment
 
     recipe = tmp_path / "r.yaml"

@@ -132,6 +132,8 @@ class EvalConfig:
 
     tta: TtaMode = option("none", "test-time augmentation: probabilities averaged over 4 flips or all 8 "
                           "flip/right-angle views")
+    bootstrap: int = option(1000, "bootstrap resamples for the 95% confidence interval of each headline number "
+                            "(single-label: resampled within each class; 0: no intervals)")
 
 
 @dataclass(frozen=True)

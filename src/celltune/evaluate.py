@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoint, replace_card
-from celltune.config import DataConfig
+from celltune.config import DataConfig, EvalConfig
 from celltune.data import discover, mask_paths
 from celltune.errors import DataError
 from celltune.metrics import (
@@ -21,27 +21,43 @@ from celltune.metrics import (
     multilabel_metrics,
     result_from_dict,
     tune_thresholds,
+    with_intervals,
     with_tta,
 )
 from celltune.predict import Prediction, make_loader, predict_probs, write_predictions_csv
 from celltune.report import plot_confusion, plot_curves, write_history, write_json
 from celltune.report_html import write_report
 from celltune.samples import LabelledSplits, Sample, multi_hot
+from celltune.stats import bootstrap_intervals
 
 log = logging.getLogger(__name__)
 
 
-def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64, num_workers: int = 0,
-          tta: str = "none", masks: list[Path] | None = None) -> tuple[Result, np.ndarray]:
-    """(result, (N, C) probabilities) of ``model`` on ``samples``; multi-label at the card's thresholds."""
-    loader = make_loader(samples, card, batch_size=batch_size, num_workers=num_workers, masks=masks)
-    probs = predict_probs(model, loader, tta=tta, multilabel=card.multilabel)
+def truth_and_answers(card: ModelCard, samples: list[Sample], probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, the model's answers): class indices (N,), or for multi-label (N, labels) 0/1 at the card's
+    thresholds."""
     labels = [s.label for s in samples]
     if card.multilabel:
-        truth = multi_hot(labels, len(card.class_names))  # type: ignore[arg-type]
+        thresholds = np.asarray(card.thresholds or [0.5] * len(card.class_names))
+        return multi_hot(labels, len(card.class_names)), (probs >= thresholds).astype(int)  # type: ignore[arg-type]
+    return np.asarray(labels), probs.argmax(axis=1)
+
+
+def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64, num_workers: int = 0,
+          tta: str = "none", masks: list[Path] | None = None, bootstrap: int = 0, seed: int = 0,
+          ) -> tuple[Result, np.ndarray]:
+    """(result, (N, C) probabilities) of ``model`` on ``samples``; multi-label at the card's thresholds; with
+    ``bootstrap`` resamples, 95% intervals of the headline numbers."""
+    loader = make_loader(samples, card, batch_size=batch_size, num_workers=num_workers, masks=masks)
+    probs = predict_probs(model, loader, tta=tta, multilabel=card.multilabel)
+    truth, answers = truth_and_answers(card, samples, probs)
+    if card.multilabel:
         result: Result = multilabel_metrics(truth, probs, card.class_names, card.thresholds)
     else:
-        result = classification_metrics(labels, probs.argmax(axis=1), card.class_names, probs=probs)
+        result = classification_metrics(truth, answers, card.class_names, probs=probs)
+    if bootstrap:
+        result = with_intervals(result, bootstrap_intervals(truth, answers, num_classes=len(card.class_names),
+                                                            resamples=bootstrap, seed=seed))
     return with_tta(result, tta), probs
 
 
@@ -77,7 +93,7 @@ def align_labels(found: LabelledSplits, class_names: list[str], root: str | Path
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str = "test", seed: int = 0,
                         out_dir: str | Path | None = None, batch_size: int = 64, tta: str = "none",
-                        mask_dir: str | Path | None = None) -> Result:
+                        mask_dir: str | Path | None = None, bootstrap: int = EvalConfig.bootstrap) -> Result:
     """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given."""
     model, card, saved = load_checkpoint(checkpoint)
     # The split as in training (seed, fractions and groups saved in the checkpoint), so "test" means the same images.
@@ -90,7 +106,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
         raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
     samples = found.splits[split]
     masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
-    result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
+    result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks, bootstrap=bootstrap,
+                          seed=seed)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +117,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
 
 
 def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: LabelledSplits,
-               masks: dict[str, list[Path] | None], history: list[dict], batch_size: int, tta: str) -> RunMetrics:
+               masks: dict[str, list[Path] | None], history: list[dict], batch_size: int, tta: str,
+               bootstrap: int = 0, seed: int = 0) -> RunMetrics:
     """Score the run's best checkpoint and write what a finished run holds: history.csv and its plots, thresholds
     tuned on validation (multi-label), predictions, metrics.json and report.html."""
     write_history(run_dir / "history.csv", history)
@@ -115,7 +133,8 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
         replace_card(run_dir / BEST, card)
     split = "test" if found.splits.get("test") else "val"
     samples = found.splits[split]
-    result, probs = score(model, card, samples, masks=masks[split], batch_size=batch_size, tta=tta)
+    result, probs = score(model, card, samples, masks=masks[split], batch_size=batch_size, tta=tta,
+                          bootstrap=bootstrap, seed=seed)
     write_scored(run_dir, split=split, result=result, probs=probs, samples=samples)
     train_seconds = sum(row["seconds"] for row in history)  # all epochs, across resumes
     run = RunMetrics(split=split, result=result, best_epoch=int(best["epoch"]) + 1,

@@ -44,7 +44,7 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: ty
         tp = types[f.name]
         base = optional_type(tp)
         default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if default not in (None, ""):
             help_text += f" (default: {_shown(default)})"
         common: dict[str, Any] = {"dest": name, "default": default if with_defaults else None, "help": help_text}

@@ -109,6 +109,7 @@ class ClassificationResult(_Result):
     confusion_matrix: list[list[int]] = field(default_factory=list)  # rows true, columns predicted
     most_confused: list[ConfusedPair] = field(default_factory=list)
     tta: str = "none"
+    ci: dict[str, list[float]] = field(default_factory=dict)  # 95% bootstrap interval of each headline number
 
     multilabel: ClassVar[bool] = False
     selection: ClassVar[str] = "mean_class_accuracy"
@@ -128,6 +129,7 @@ class MultilabelResult(_Result):
     per_class: list[LabelRow] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
     tta: str = "none"
+    ci: dict[str, list[float]] = field(default_factory=dict)  # 95% bootstrap interval of each headline number
 
     multilabel: ClassVar[bool] = True
     selection: ClassVar[str] = "macro_f1"
@@ -145,6 +147,10 @@ def with_tta(result: Result, tta: str) -> Result:
     return replace(result, tta=tta)
 
 
+def with_intervals(result: Result, intervals: dict[str, list[float]]) -> Result:
+    return replace(result, ci=intervals)
+
+
 # --- single-label -------------------------------------------------------------------------------------------------
 
 
@@ -156,7 +162,8 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den > 0)
 
 
 def most_confused(cm: np.ndarray, class_names: list[str], k: int = 5) -> list[ConfusedPair]:
@@ -183,23 +190,37 @@ def _mean_defined(values: list[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
-def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.ndarray | None = None) -> \
-        ClassificationResult:
-    """Accuracy, mean class accuracy (ACA, the mean of per-class recall, which is also the balanced accuracy),
-    per-class P/R/F1, macro-F1, confusion matrix, most confused pairs; with ``probs`` (N, C) also one-vs-rest ROC AUC
-    per class and its macro mean (classes with no positives or no negatives left out, None) and the expected
-    calibration error (ECE) of the top class.
-
-    A class with no true samples has recall 0 and is left out of ACA and macro-F1, as its accuracy is undefined.
-    """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    cm = confusion_matrix(y_true, y_pred, len(class_names))
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1)
-    precision = _safe_div(tp, cm.sum(axis=0))
+def confusion_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """From (..., C, C) confusion matrices (rows true): per-class ``precision``, ``recall``, ``f1`` and ``support``
+    (..., C), and the headline ``accuracy``, ``mean_class_accuracy`` (ACA, the mean of per-class recall, which is also
+    the balanced accuracy) and ``macro_f1`` (...). A class with no true image has recall 0 and is left out of ACA
+    and macro-F1, as its accuracy is undefined. The bootstrap scores stacks of resampled matrices with this too."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(-1)
+    precision = _safe_div(tp, cm.sum(-2))
     recall = _safe_div(tp, support)
     f1 = _safe_div(2 * precision * recall, precision + recall)
     present = support > 0
+    n_present = present.sum(-1)
+    total = support.sum(-1)
+
+    def over_present(x: np.ndarray) -> np.ndarray:
+        return _safe_div((x * present).sum(-1), n_present.astype(np.float64))
+
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support,
+            "accuracy": _safe_div(tp.sum(-1), total), "mean_class_accuracy": over_present(recall),
+            "macro_f1": over_present(f1)}
+
+
+def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.ndarray | None = None) -> \
+        ClassificationResult:
+    """Accuracy, ACA, per-class P/R/F1 and macro-F1 (see ``confusion_scores``), the confusion matrix and the most
+    confused pairs; with ``probs`` (N, C) also one-vs-rest ROC AUC per class and its macro mean (classes with no
+    positives or no negatives left out, None) and the expected calibration error (ECE) of the top class."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    scores = confusion_scores(cm)
     aucs: list[float | None] = [None] * len(class_names)
     ece = None
     if probs is not None:
@@ -208,12 +229,13 @@ def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.nda
         p = torch.as_tensor(probs, dtype=torch.float32)
         ece = float(multiclass_calibration_error(p, torch.as_tensor(y_true, dtype=torch.long),
                                                  num_classes=p.shape[1], n_bins=15, norm="l1"))
+    precision, recall, f1, support = (scores[k] for k in ("precision", "recall", "f1", "support"))
     return ClassificationResult(
         class_names=list(class_names),
         num_samples=len(y_true),
-        accuracy=float(tp.sum() / max(len(y_true), 1)),
-        mean_class_accuracy=float(recall[present].mean()) if present.any() else 0.0,
-        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        accuracy=float(scores["accuracy"]),
+        mean_class_accuracy=float(scores["mean_class_accuracy"]),
+        macro_f1=float(scores["macro_f1"]),
         roc_auc_macro=_mean_defined(aucs) if probs is not None else None,
         expected_calibration_error=ece,
         per_class=[ClassRow(name, float(precision[i]), float(recall[i]), float(f1[i]), aucs[i], int(support[i]))
@@ -250,29 +272,40 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: np.ndarray | No
     return out
 
 
+def label_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, exact: np.ndarray,
+                 n: np.ndarray | float) -> dict[str, np.ndarray]:
+    """From per-label true positive, false positive and false negative counts (..., L), images with every label right
+    (...) and images (...): per-label ``precision``, ``recall``, ``f1``, and the headline ``macro_f1`` (over labels
+    with a positive), ``micro_f1`` (with ``micro_precision``, ``micro_recall``) and ``exact_match``."""
+    precision, recall, f1 = _f1_counts(tp, fp, fn)
+    micro_p, micro_r, micro_f1 = _f1_counts(tp.sum(-1), fp.sum(-1), fn.sum(-1))
+    present = (tp + fn) > 0
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "macro_f1": _safe_div((f1 * present).sum(-1), present.sum(-1).astype(np.float64)),
+            "micro_f1": micro_f1, "micro_precision": micro_p, "micro_recall": micro_r,
+            "exact_match": _safe_div(np.asarray(exact, dtype=np.float64), np.asarray(n, dtype=np.float64))}
+
+
 def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str],
                        thresholds: list[float] | None = None) -> MultilabelResult:
-    """Macro and micro F1, per-label precision/recall/F1/ROC AUC/frequency, exact-match accuracy, at ``thresholds``
-    (0.5 each when not given). Macro averages run over labels present in ``y_true``."""
+    """Macro and micro F1, per-label precision/recall/F1/ROC AUC/frequency, exact-match accuracy (see
+    ``label_scores``), at ``thresholds`` (0.5 each when not given)."""
     y_true = np.asarray(y_true).astype(bool)
     thresholds = list(map(float, thresholds or [0.5] * len(class_names)))
     pred = probs >= np.asarray(thresholds)[None, :]
-    tp = (pred & y_true).sum(0).astype(float)
-    fp = (pred & ~y_true).sum(0).astype(float)
-    fn = (~pred & y_true).sum(0).astype(float)
-    precision, recall, f1 = _f1_counts(tp, fp, fn)
-    micro_p, micro_r, micro_f1 = _f1_counts(tp.sum(keepdims=True), fp.sum(keepdims=True), fn.sum(keepdims=True))
+    scores = label_scores((pred & y_true).sum(0).astype(float), (pred & ~y_true).sum(0).astype(float),
+                          (~pred & y_true).sum(0).astype(float), (pred == y_true).all(axis=1).sum(), len(y_true))
     support = y_true.sum(0)
-    present = support > 0
     auc = probability_auc(y_true.astype(np.int64), probs)
+    precision, recall, f1 = scores["precision"], scores["recall"], scores["f1"]
     return MultilabelResult(
         class_names=list(class_names),
         num_samples=len(y_true),
-        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
-        micro_f1=float(micro_f1[0]),
-        micro_precision=float(micro_p[0]),
-        micro_recall=float(micro_r[0]),
-        exact_match=float((pred == y_true).all(axis=1).mean()) if len(y_true) else 0.0,
+        macro_f1=float(scores["macro_f1"]),
+        micro_f1=float(scores["micro_f1"]),
+        micro_precision=float(scores["micro_precision"]),
+        micro_recall=float(scores["micro_recall"]),
+        exact_match=float(scores["exact_match"]),
         roc_auc_macro=_mean_defined(auc),
         per_class=[LabelRow(name, int(support[i]), float(support[i] / max(len(y_true), 1)), thresholds[i],
                             float(precision[i]), float(recall[i]), float(f1[i]), auc[i])

@@ -70,11 +70,15 @@ def _fmt(x: float | int | str | None) -> str:
 def _summary(run: RunMetrics) -> str:
     """Every labelled number of the result, then how the best epoch was chosen."""
     result = run.result
-    rows = [[label, _fmt(value)] for _, label, value in labelled(result)]
+
+    def ci(name: str) -> str:
+        return f"{result.ci[name][0]:.4f} – {result.ci[name][1]:.4f}" if name in result.ci else ""
+
+    rows = [[label, _fmt(value), ci(name)] for name, label, value in labelled(result)]
     selection = next(f.metadata["label"] for f in fields(result) if f.name == result.selection)
-    rows += [["test-time augmentation", result.tta], ["best epoch", f"{run.best_epoch} of {run.epochs_run}"],
-             [f"best validation {selection}", _fmt(run.best_val.get(result.selection))]]
-    return _table(["metric", "value"], rows)
+    rows += [["test-time augmentation", result.tta, ""], ["best epoch", f"{run.best_epoch} of {run.epochs_run}", ""],
+             [f"best validation {selection}", _fmt(run.best_val.get(result.selection)), ""]]
+    return _table(["metric", "value", "95% confidence interval (bootstrap)"], rows)
 
 
 def _per_class(result: ClassificationResult | MultilabelResult) -> str:

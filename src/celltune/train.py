@@ -173,5 +173,6 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
     # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
     history = run.recorder.history or read_history(run.run_dir / "history.csv")
     finish_run(run.run_dir, model=run.model, card=run.card, found=run.found, masks=run.datamodule.masks,
-               history=history, batch_size=run.config.optim.batch_size * 2, tta=run.config.eval.tta)
+               history=history, batch_size=run.config.optim.batch_size * 2, tta=run.config.eval.tta,
+               bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed)
     return run.run_dir

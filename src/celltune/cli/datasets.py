@@ -1,0 +1,71 @@
+"""``celltune summarize`` and ``celltune check``: what a data folder holds and what is wrong with it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from celltune.config import DataConfig
+from celltune.flags import add_flags
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from celltune.data import discover, summarize
+
+    s = summarize(discover(args.data, seed=args.seed, groups=args.groups, groups_csv=args.groups_csv))
+    splits = list(s["counts"])
+    width = max(len(c) for c in s["classes"]) + 2
+    print(f"{args.data}: {s['layout']}, {len(s['classes'])} classes")
+    print(f"{'class':<{width}}" + "".join(f"{sp:>8}" for sp in splits))
+    for c in s["classes"]:
+        print(f"{c:<{width}}" + "".join(f"{s['counts'][sp][c]:>8d}" for sp in splits))
+    print(f"{'total':<{width}}" + "".join(f"{s['totals'][sp]:>8d}" for sp in splits))
+    sizes = s["image_sizes"]
+    print(f"image sizes: most common {', '.join(sizes['most_common'])}; min {sizes['min'][0]}x{sizes['min'][1]}, "
+          f"max {sizes['max'][0]}x{sizes['max'][1]}; modes {s['modes']}")
+    if "groups" in s:
+        print("groups: " + ", ".join(f"{split} {n}" for split, n in s["groups"].items()))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from celltune.audit import audit
+    from celltune.data import discover
+    from celltune.findings import format_findings
+    from celltune.progress import bar
+
+    found = discover(args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                     label_names=args.label_names, groups=args.groups, groups_csv=args.groups_csv)
+    start = time.perf_counter()
+    with bar(len(found.samples), "reading") as reading:
+        result = audit(found, args.data, mask_dir=args.mask_dir, fractions=(args.val_fraction, args.test_fraction),
+                       workers=args.workers, progress=reading.update)
+    counts = {level: sum(f.level == level for f in result.findings) for level in ("error", "warning")}
+    print(f"{args.data}: {found.layout}, {len(found.class_names)} classes, {len(result.facts)} files read in "
+          f"{time.perf_counter() - start:.1f} s\n")
+    print(format_findings(result.findings) or "no findings")
+    print(f"\n{counts['error']} error(s), {counts['warning']} warning(s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"every finding with all its files: {args.json}")
+    return 1 if counts["error"] else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("summarize", help="counts per class and split, image sizes")
+    p.add_argument("data")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split for a single class-folder tree")
+    add_flags(p, DataConfig, only={"groups", "groups_csv"})
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("check", help="every problem of a dataset at once: unreadable files, duplicates and leaks, "
+                       "classes, masks, groups, confounds (exit 1 on errors)")
+    p.add_argument("data", help="the data folder, in any layout training reads")
+    add_flags(p, DataConfig, only={"mask_dir", "groups", "groups_csv", "val_fraction", "test_fraction", "seed",
+                                   "label_names"}, with_defaults=True)
+    p.add_argument("--json", metavar="FILE", help="write every finding with all its files here")
+    p.add_argument("--workers", type=int, default=None, help="reading processes (default: the cores, at most 4)")
+    p.set_defaults(func=cmd_check)

@@ -1,0 +1,59 @@
+"""Text the verbs print: results, runs, findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celltune.metrics import Result
+
+
+def _cell(value: object, width: int) -> str:
+    if value is None:
+        return f"{'-':>{width}}"
+    return f"{value:>{width}d}" if isinstance(value, int) else f"{value:>{width}.4f}"
+
+
+def format_result(result: Result) -> str:
+    """The headline numbers, the per-class table and (single-label) the confusion matrix, as text."""
+    from celltune.metrics import labelled
+
+    headline = result.headline()
+
+    def number(name: str, label: str, value: float) -> str:
+        low_high = result.ci.get(name)
+        return f"{label} {value:.4f}" + (f" (95% CI {low_high[0]:.4f}-{low_high[1]:.4f})" if low_high else "")
+
+    lines = [f"images {result.num_samples}", *(f"  {number(name, label, value)}" for name, label, value in
+                                              labelled(result) if name in headline), ""]
+    rows = result.per_class
+    columns = [label for _, label, _ in labelled(rows[0])] if rows else []
+    width = max(len(c) for c in result.class_names) + 2
+    widths = [max(len(c) + 2, 8) for c in columns]
+    lines.append(f"{'label' if result.multilabel else 'class':<{width}}"
+                 + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        values = [v for _, _, v in labelled(row)]
+        lines.append(f"{row.name:<{width}}" + "".join(_cell(v, w) for v, w in zip(values, widths, strict=True)))
+    if not result.multilabel:
+        lines += ["", "confusion matrix (rows true, columns predicted):"]
+        lines += ["  " + " ".join(f"{v:>6d}" for v in row) for row in result.confusion_matrix]  # type: ignore[union-attr]
+    return "\n".join(lines)
+
+
+def print_run(run_dir: Path) -> None:
+    from celltune.metrics import RunMetrics, labelled
+    from celltune.report import read_json
+    from celltune.runtime import global_rank
+
+    if global_rank() != 0:
+        return  # another process of a distributed run (torchrun, SLURM, Lightning's ddp): rank 0 reports
+    run = RunMetrics.from_dict(read_json(run_dir / "metrics.json"))
+    selection = run.result.selection
+    label = next(label for name, label, _ in labelled(run.result) if name == selection)
+    print(f"\nrun directory: {run_dir}")
+    print(f"best epoch {run.best_epoch} of {run.epochs_run}, validation {label} {run.best_val[selection]:.4f}; "
+          f"{run.train_seconds:.0f} s, {run.fit_images_per_second:.1f} training images/s")
+    print(f"\n{run.split} split:\n{format_result(run.result)}")
+    print(f"\nreport: {run_dir / 'report.html'}")

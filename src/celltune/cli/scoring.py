@@ -1,0 +1,108 @@
+"""``celltune evaluate``, ``compare`` and ``predict``: trained models on images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import get_args
+
+from celltune.cli.output import format_result
+from celltune.config import EvalConfig, Split
+from celltune.errors import MissingError
+from celltune.flags import add_flags
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from celltune.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
+                                 batch_size=args.batch_size, tta=args.tta, mask_dir=args.mask_dir,
+                                 bootstrap=args.bootstrap)
+    print(f"{args.split} split of {args.data}:\n{format_result(result)}")
+    if args.out_dir:
+        print(f"\nwrote metrics_{args.split}.json, predictions_{args.split}.csv"
+              + ("" if result.multilabel else f", confusion_matrix_{args.split}.png") + f" to {args.out_dir}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from celltune.compare import compare_runs
+
+    c = compare_runs(args.run_a, args.run_b, data=args.data, split=args.split, batch_size=args.batch_size,
+                     tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap)
+    width = max(map(len, c.labels.values())) + 2
+    print(f"{c.split} split of {args.data}, {c.images} images; A = {c.runs[0]}, B = {c.runs[1]}\n")
+    print(f"{'':<{width}}{'A':>9}{'B':>9}{'A - B':>9}   95% CI of A - B (paired bootstrap)")
+    for name, label in c.labels.items():
+        low, high = c.interval[name]
+        print(f"{label:<{width}}{c.a[name]:>9.4f}{c.b[name]:>9.4f}{c.difference[name]:>+9.4f}   "
+              f"[{low:+.4f}, {high:+.4f}]")
+    print(f"\nMcNemar (exact): {c.only_a} images only A gets right, {c.only_b} only B; p = {c.p_value:.4g}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from celltune.errors import ExistsError
+    from celltune.images import names_channel_files
+    from celltune.predict import Predictor, inputs_under, predict_to_csv
+
+    predictor = Predictor(args.checkpoint, tta=args.tta)
+    card = predictor.card
+    inputs = [Path(p) for p in args.images]
+    # With per-channel files an image is named by its stem (data/abc for data/abc_red.png ...), which is no file.
+    missing = [p for p in inputs if not p.exists() and not names_channel_files(card.channels)]
+    if missing:
+        raise MissingError(f"{missing[0]}: no such image or folder")
+    folders = [p for p in inputs if p.is_dir()]
+    files = [p for p in inputs if not p.is_dir()]
+    out = Path(args.output)
+    if folders and out.exists() and not (args.overwrite or args.resume):
+        raise ExistsError(f"{out} exists; choose another --output, --resume it, or pass --overwrite")
+    for pred in predictor.predict_paths(files, batch_size=args.batch_size):
+        hits = (pred.above(predictor.class_names, predictor.thresholds) if card.multilabel
+                else pred.topk(predictor.class_names, args.topk))
+        print(f"{pred.path}: " + (", ".join(f"{c} {p:.3f}" for c, p in hits) or "(no label above threshold)"))
+    if folders:
+        paths = (p for folder in folders for p in inputs_under(folder, card.channels))
+        written = predict_to_csv(predictor, paths, out, batch_size=args.batch_size, resume=args.resume)
+        print(f"wrote {written} predictions to {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labelled split")
+    p.add_argument("checkpoint", help="run directory or best.pt")
+    p.add_argument("--data", required=True, help="the data folder, in any layout training reads")
+    p.add_argument("--split", default="test", choices=get_args(Split))
+    p.add_argument("--out-dir", help="write metrics, predictions and confusion matrix here")
+    p.add_argument("--batch-size", type=int, default=64)
+    add_flags(p, EvalConfig, with_defaults=True)
+    p.add_argument("--mask-dir", help="masks with the images' file names, as in training")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="two trained models on the same images: differences with paired bootstrap "
+                       "intervals, McNemar's test")
+    p.add_argument("run_a", metavar="RUN_A", help="run directory or best.pt")
+    p.add_argument("run_b", metavar="RUN_B", help="run directory or best.pt")
+    p.add_argument("--data", required=True, help="the data folder both were trained on")
+    p.add_argument("--split", default="test", choices=get_args(Split))
+    p.add_argument("--batch-size", type=int, default=64)
+    add_flags(p, EvalConfig, with_defaults=True)
+    p.add_argument("--mask-dir", help="masks, as in training")
+    p.add_argument("--json", metavar="FILE", help="write the comparison here")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("predict", help="class probabilities for images; folders go to a CSV")
+    p.add_argument("checkpoint", help="run directory or best.pt")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--output", default="predictions.csv", help="CSV for folder arguments")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted --output CSV, skipping done images")
+    p.add_argument("--batch-size", type=int, default=64)
+    add_flags(p, EvalConfig, only={"tta"}, with_defaults=True)
+    p.set_defaults(func=cmd_predict)

@@ -1,0 +1,88 @@
+"""Two trained models on the same images: each headline number of both, the difference with its paired bootstrap
+interval (both scored on the same resamples), and McNemar's exact test on the images exactly one of them gets right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from celltune.checkpoint import load_checkpoint
+from celltune.config import DataConfig, EvalConfig
+from celltune.data import discover
+from celltune.errors import ConfigError, DataError
+from celltune.evaluate import align_labels, score, truth_and_answers
+from celltune.metrics import labelled
+from celltune.stats import mcnemar_exact, paired_differences
+
+_SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction", "groups", "groups_csv")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    runs: tuple[str, str]
+    split: str
+    images: int
+    labels: dict[str, str]  # headline number -> its display label
+    a: dict[str, float]
+    b: dict[str, float]
+    difference: dict[str, float]  # A - B
+    interval: dict[str, list[float]]  # 95% paired bootstrap interval of A - B
+    only_a: int  # images A gets right and B wrong (all labels right, for multi-label)
+    only_b: int
+    p_value: float  # McNemar, exact, two-sided
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, *, data: str | Path, split: str = "test",
+                 batch_size: int = 64, tta: str = "none", mask_dir: str | Path | None = None,
+                 resamples: int = EvalConfig.bootstrap, seed: int = 0) -> Comparison:
+    """Score both checkpoints (or run directories) on the same ``split`` of ``data``, as the first one split it."""
+    from celltune.data import mask_paths
+
+    (model_a, card_a, saved_a), (model_b, card_b, saved_b) = load_checkpoint(run_a), load_checkpoint(run_b)
+    if sorted(card_a.class_names) != sorted(card_b.class_names) or card_a.multilabel != card_b.multilabel:
+        raise DataError(f"{run_a} and {run_b} do not classify the same classes ({card_a.class_names} against "
+                        f"{card_b.class_names})")
+    split_of = [{k: saved.get(k) for k in _SPLIT_KEYS} for saved in (saved_a, saved_b)]
+    found = discover(data, seed=saved_a.get("split_seed", 0),
+                     val_fraction=saved_a.get("val_fraction", DataConfig.val_fraction),
+                     test_fraction=saved_a.get("test_fraction", DataConfig.test_fraction),
+                     groups=saved_a.get("groups"), groups_csv=saved_a.get("groups_csv"))
+    if found.celltune_split and split_of[0] != split_of[1]:
+        raise ConfigError(f"the two runs split {data} differently ({split_of[0]} against {split_of[1]}): their "
+                          f"{split} images differ; compare runs of the same split, or on data with its own splits")
+    if split not in found.splits:
+        raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
+    results, answers, truths = [], [], []
+    for model, card in ((model_a, card_a), (model_b, card_b)):
+        samples = align_labels(found, card.class_names, data).splits[split]
+        masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
+        result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
+        truth, answer = truth_and_answers(card, samples, probs)
+        order = [card.class_names.index(c) for c in card_a.class_names]  # B's classes in A's order
+        if card.multilabel:
+            truth, answer = truth[:, order], answer[:, order]
+        else:
+            index = np.argsort(order)  # B's class index -> A's
+            truth, answer = index[truth], index[answer]
+        results.append(result)
+        answers.append(answer)
+        truths.append(truth)
+    truth = truths[0]
+    assert np.array_equal(truth, truths[1])
+    differences = paired_differences(truth, answers[0], answers[1], num_classes=len(card_a.class_names),
+                                     resamples=resamples, seed=seed)
+    right = [(a == truth).all(1) if a.ndim == 2 else a == truth for a in answers]
+    only_a, only_b = int((right[0] & ~right[1]).sum()), int((~right[0] & right[1]).sum())
+    headline = results[0].headline()
+    return Comparison(
+        runs=(str(run_a), str(run_b)), split=split, images=len(truth),
+        labels={name: label for name, label, _ in labelled(results[0]) if name in headline},
+        a=headline, b=results[1].headline(), difference={k: d for k, (d, _) in differences.items()},
+        interval={k: ci for k, (_, ci) in differences.items()}, only_a=only_a, only_b=only_b,
+        p_value=mcnemar_exact(only_a, only_b))
