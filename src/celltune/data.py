@@ -84,12 +84,13 @@ def group_samples(found: Found, root: Path, *, pattern: str | None = None, sourc
                                                                          found.splits.items()})
 
 
-def _split_pool(found: Found, *, val_fraction: float, test_fraction: float, seed: int) -> LabelledSplits:
-    pool = found.pool or []
-    fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
+def split_samples(pool: list[Sample], num_classes: int, *, fractions: tuple[float, float, float],
+                  seed: int) -> tuple[list[list[Sample]], str]:
+    """(train, val, test samples, how): stratified, by iterative stratification for multi-label images, and with
+    every group whole when the samples have groups."""
     multilabel = any(isinstance(s.label, tuple) for s in pool)
     labels = [s.label for s in pool]
-    y = multi_hot(labels, len(found.class_names)) if multilabel else np.asarray(labels)  # type: ignore[arg-type]
+    y = multi_hot(labels, num_classes) if multilabel else np.asarray(labels)  # type: ignore[arg-type]
     if pool and pool[0].group is not None:
         groups = [str(s.group) for s in pool]
         parts = grouped_split(y, groups, fractions=fractions, seed=seed)
@@ -98,7 +99,13 @@ def _split_pool(found: Found, *, val_fraction: float, test_fraction: float, seed
         parts, how = iterative_split(y, fractions=fractions, seed=seed), "iterative stratification"
     else:
         parts, how = stratified_split(y.tolist(), fractions=fractions, seed=seed), "stratified split"
-    splits = {split: [pool[i] for i in idx] for split, idx in zip(SPLITS, parts, strict=True) if idx}
+    return [[pool[i] for i in idx] for idx in parts], how
+
+
+def _split_pool(found: Found, *, val_fraction: float, test_fraction: float, seed: int) -> LabelledSplits:
+    parts, how = split_samples(found.pool or [], len(found.class_names), seed=seed,
+                               fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction))
+    splits = {split: part for split, part in zip(SPLITS, parts, strict=True) if part}
     return LabelledSplits(found.class_names, splits, f"{found.layout}, {how} (seed {seed})", celltune_split=True)
 
 
@@ -136,6 +143,24 @@ def find_mask(sample: Sample, *, data_root: Path, mask_dir: Path) -> Path | None
     """The mask of a sample: same relative path, or failing that the same file name, under ``mask_dir``."""
     candidates = [mask_dir / sample.path.relative_to(data_root), mask_dir / sample.path.name]
     return next((c for c in candidates if c.is_file()), None)
+
+
+def discover_pool(root: str | Path, *, label_names: str | Path | None = None, groups: str | None = None,
+                  groups_csv: str | None = None) -> LabelledSplits:
+    """Every labelled image under ``root`` in one ``train`` split, whatever splits the layout has: the pool that
+    cross-validation divides into folds."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder")
+    found = read_layout(root, label_names=label_names)
+    if groups or groups_csv:
+        found = group_samples(found, root, pattern=groups, source=groups_csv)
+    pool = found.pool if found.pool is not None else [s for v in (found.splits or {}).values() for s in v]
+    if len(found.class_names) < 2 or not pool:
+        raise DataError(f"{root}: found {len(found.class_names)} class(es) and {len(pool)} images; cross-validation "
+                        "needs labelled images of at least two classes")
+    return LabelledSplits(found.class_names, {"train": pool}, f"{found.layout}, all splits pooled",
+                          celltune_split=True)
 
 
 def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:

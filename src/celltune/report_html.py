@@ -166,3 +166,40 @@ min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}
     path = run_dir / "report.html"
     path.write_text(page)
     return path
+
+
+def write_cv_report(parent: Path, summary: dict) -> Path:
+    """``parent/cv.html``: the folds side by side, mean and standard deviation, per-class numbers across folds and
+    the pooled out-of-fold result with its confusion matrix (single-label)."""
+    headline, labels, pooled = summary["headline"], summary["labels"], summary["pooled"]
+    rows = [[f"fold {r['fold']}", str(r["images"]), *(_fmt(r[m]) for m in headline)] for r in summary["per_fold"]]
+    rows.append(["mean ± std", "", *(f"{summary['mean'][m]:.4f} ± {summary['std'][m]:.4f}" for m in headline)])
+    rows.append(["pooled out-of-fold", str(summary["images"]), *(
+        _fmt(pooled[m]) + (f" ({pooled['ci'][m][0]:.4f} – {pooled['ci'][m][1]:.4f})" if m in pooled.get("ci", {})
+                           else "") for m in headline)])
+    metric = summary["per_class_metric"]
+    per_class = [[c, f"{v['mean']:.4f} ± {v['std']:.4f}", *(_fmt(x) for x in v["per_fold"])]
+                 for c, v in summary["per_class"].items()]
+    matrix = ""
+    if not pooled.get("multilabel"):
+        png = io.BytesIO()
+        plot_confusion(pooled["confusion_matrix"], pooled["class_names"], png,
+                       title="out-of-fold: fraction of each true class", normalized=True)
+        matrix = ("<h2>Pooled out-of-fold confusion matrix</h2>"
+                  f"<div class=\"figs\">{_img_tag(png.getvalue(), 'confusion matrix')}</div>")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>celltune cross-validation: {html.escape(parent.name)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>celltune cross-validation: {html.escape(parent.name)}</h1>
+<p>{summary['folds']} folds; every one of the {summary['images']} images held out once. Each fold is a run directory
+(<code>fold-1</code> ...) with its own report; <code>oof_predictions.csv</code> holds the out-of-fold predictions.</p>
+<h2>Per fold</h2>
+{_table(["", "images", *(labels[m] for m in headline)], rows)}
+<h2>Per class ({html.escape(metric)} across folds)</h2>
+{_table(["class", "mean ± std", *(f"fold {k}" for k in range(1, summary['folds'] + 1))], per_class)}
+{matrix}
+</body></html>
+"""
+    path = parent / "cv.html"
+    path.write_text(page)
+    return path

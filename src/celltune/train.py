@@ -102,21 +102,26 @@ class PreparedRun:
     recorder: RunRecorder
 
 
-def prepare(config: TrainConfig, *, resume: str | Path | None = None) -> PreparedRun:
+def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: LabelledSplits | None = None,
+            checks: Audit | None = None) -> PreparedRun:
     """Check the config, find the data, build the model, open the run directory (config.yaml, dataset.json) and
-    assemble module, data module and trainer."""
+    assemble module, data module and trainer. ``found``: splits made elsewhere (cross-validation folds) instead of
+    the data folder's; ``checks``: their data checks, already run."""
     config = check(config, resume)
     data = config.data
     L.seed_everything(data.seed, workers=True, verbose=False)
-    found = discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.seed,
-                     label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
+    if found is None:
+        found = discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
+                         seed=data.seed, label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
     if found.multilabel and (config.augment.mixup or config.augment.cutmix or data.balance != "none"):
         raise ConfigError("multi-label data: Mixup/CutMix and --balance are single-label only; turn them off")
     tracked = ["val_loss", *(MultilabelResult if found.multilabel else ClassificationResult).tracked_names()]
     if config.optim.patience is not None and config.optim.early_stop_monitor not in tracked:
         raise ConfigError(f"--early-stop-monitor {config.optim.early_stop_monitor} is not tracked for "
                           f"{'multi' if found.multilabel else 'single'}-label data; choose from {', '.join(tracked)}")
-    found, checks, skipped = check_data(found, data)
+    skipped: list[Path] = []
+    if checks is None:
+        found, checks, skipped = check_data(found, data)
     summary = summarize(found, checks.facts)
     in_chans = len(data.channels) if data.channels else 3
     model, prep = create_model(config.model.name, num_classes=len(found.class_names), in_chans=in_chans,
@@ -153,12 +158,14 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None) -> Prepare
     return PreparedRun(config, run_dir, found, card, model, module, datamodule, trainer, recorder)
 
 
-def fit(config: TrainConfig, *, resume: str | Path | None = None) -> Path:
+def fit(config: TrainConfig, *, resume: str | Path | None = None, found: LabelledSplits | None = None,
+        checks: Audit | None = None) -> Path:
     """Train as ``config`` says; returns the run directory holding checkpoint, history, metrics and report.
 
     ``resume``: a run directory whose ``last.ckpt`` continues (epochs, optimizer and scheduler state) in place.
+    ``found`` and ``checks``: see ``prepare``.
     """
-    return run_prepared(prepare(config, resume=resume), resume=resume)
+    return run_prepared(prepare(config, resume=resume, found=found, checks=checks), resume=resume)
 
 
 def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:

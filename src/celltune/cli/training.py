@@ -1,4 +1,4 @@
-"""``celltune train`` and ``celltune demo``: fine-tuning from the command line."""
+"""``celltune train``, ``cv`` and ``demo``: fine-tuning from the command line."""
 
 from __future__ import annotations
 
@@ -25,6 +25,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    import json
+
+    from celltune.crossval import run_cv
+    from celltune.errors import ConfigError
+
+    if args.resume and (given_options(args) or args.recipe):
+        raise ConfigError("--resume continues a cross-validation as it was set up: give it alone")
+    config = _train_config(argparse.Namespace(**{**vars(args), "resume": None}))
+    parent = run_cv(config, folds=args.folds, resume=args.resume)
+    s = json.loads((parent / "cv.json").read_text())
+    width = max(map(len, s["labels"].values()))
+    print(f"\n{s['folds']}-fold cross-validation, {s['images']} images: {parent}\n")
+    print(f"{'':<20}" + "".join(f"{s['labels'][m]:>{width + 2}}" for m in s["headline"]))
+    for row in s["per_fold"]:
+        print(f"{'fold ' + str(row['fold']):<20}" + "".join(f"{row[m]:>{width + 2}.4f}" for m in s["headline"]))
+    print(f"{'mean +- std':<20}" + "".join(f"{s['mean'][m]:.4f} +- {s['std'][m]:.4f}".rjust(width + 2)
+                                          for m in s["headline"]))
+    print(f"{'pooled out-of-fold':<20}" + "".join(f"{s['pooled'][m]:>{width + 2}.4f}" for m in s["headline"]))
+    print(f"\nreport: {parent / 'cv.html'}; out-of-fold predictions: {parent / 'oof_predictions.csv'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from celltune.demo import demo_config
     from celltune.train import fit
@@ -44,6 +67,15 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run in its own directory")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cv", help="stratified (grouped) k-fold cross-validation: a run per fold, mean +- std, "
+                       "pooled out-of-fold result")
+    p.add_argument("--folds", type=int, default=5, help="folds; every image is held out once (default: 5)")
+    p.add_argument("--recipe", "--config", dest="recipe", metavar="NAME|FILE",
+                   help="a packaged recipe or a YAML file; flags given here override it")
+    p.add_argument("--resume", metavar="CV_DIR", help="continue a killed cross-validation with its unfinished folds")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("demo", help="fine-tune the offline pretrained model on synthetic HEp-2-like cells")
     p.add_argument("--data", help="run the same recipe on this real data folder instead")

@@ -1,0 +1,167 @@
+"""``celltune cv``: stratified (and grouped) k-fold cross-validation.
+
+Every labelled image is held out once. Fold k trains on the other folds, less a validation part chosen the same way
+(stratified, groups whole), and is scored on its own images: a full run directory ``fold-k`` under one parent. The
+fold plan is saved first (``cv_plan.json``), so ``--resume`` continues a killed cross-validation with the same folds:
+finished folds are kept, a fold with a ``last.ckpt`` continues from it, the others start again. ``cv.json`` and
+``cv.html`` gather the per-fold numbers, their mean and standard deviation, per-class recall across folds and the
+pooled out-of-fold result; ``oof_predictions.csv`` holds every image's out-of-fold prediction.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from celltune.callbacks import LAST
+from celltune.config import TrainConfig
+from celltune.data import discover_pool, split_samples
+from celltune.errors import ConfigError, DataError, MissingError
+from celltune.metrics import RunMetrics, classification_metrics, labelled, multilabel_metrics
+from celltune.samples import LabelledSplits, Sample, multi_hot
+from celltune.splits import kfold
+
+log = logging.getLogger(__name__)
+
+PLAN = "cv_plan.json"
+_BEFORE_TRAINING = {"config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt"}  # a fold that never ran
+
+
+def plan_folds(found: LabelledSplits, *, folds: int, seed: int, val_fraction: float) -> list[dict[str, list[str]]]:
+    """For each fold, the paths of its train, val and test images: every image is a test image once."""
+    pool = found.samples
+    multilabel = found.multilabel
+    labels = multi_hot([s.label for s in pool], len(found.class_names)) if multilabel else np.array(  # type: ignore
+        [s.label for s in pool])
+    groups = [str(s.group) for s in pool] if pool and pool[0].group is not None else None
+    plan = []
+    for test in kfold(labels, groups, folds=folds, seed=seed):
+        held_out = set(test)
+        rest = [s for i, s in enumerate(pool) if i not in held_out]
+        (train, val, _), _ = split_samples(rest, len(found.class_names), seed=seed,
+                                           fractions=(1 - val_fraction, val_fraction, 0.0))
+        plan.append({"train": [str(s.path) for s in train], "val": [str(s.path) for s in val],
+                     "test": [str(pool[i].path) for i in test]})
+    return plan
+
+
+def _fold_splits(found: LabelledSplits, fold: dict[str, list[str]], k: int, folds: int) -> LabelledSplits:
+    by_path: dict[str, Sample] = {str(s.path): s for s in found.samples}
+    missing = [p for paths in fold.values() for p in paths if p not in by_path]
+    if missing:
+        raise DataError(f"{missing[0]}: in the cross-validation plan but no longer in the data ({len(missing)} "
+                        "images); start a new cross-validation")
+    return LabelledSplits(found.class_names, {split: [by_path[p] for p in paths] for split, paths in fold.items()},
+                          f"{found.layout}, cross-validation fold {k} of {folds}", celltune_split=True)
+
+
+def _fold_state(fold_dir: Path) -> str:
+    """done, resumable (a last.ckpt), fresh (nothing yet, or only what a run writes before training)."""
+    if (fold_dir / "metrics.json").is_file():
+        return "done"
+    if (fold_dir / LAST).is_file():
+        return "resumable"
+    if fold_dir.exists() and not {p.name for p in fold_dir.iterdir()} <= _BEFORE_TRAINING:
+        raise ConfigError(f"{fold_dir}: an unfinished fold with files but no {LAST}; move it away to run it again")
+    return "fresh"
+
+
+def run_cv(config: TrainConfig, *, folds: int = 5, resume: str | Path | None = None) -> Path:
+    """Cross-validate ``config`` (its data split into ``folds`` folds); returns the parent directory."""
+    from celltune.recipes import load_config, save_config
+    from celltune.train import check_data, fit
+
+    if resume is not None:
+        parent = Path(resume)
+        if not (parent / PLAN).is_file():
+            raise MissingError(f"{parent / PLAN}: nothing to resume; not a cross-validation directory")
+        config = load_config(parent / "config.yaml")
+        saved = json.loads((parent / PLAN).read_text())
+    else:
+        name = config.output.name or f"cv-{config.model.name.replace(':', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
+        parent = Path(config.output.out_dir) / name
+        if parent.exists():
+            raise ConfigError(f"{parent} exists; choose another --name, or --resume it")
+    data = config.data
+    found = discover_pool(data.root, label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
+    found, checks, _ = check_data(found, data)
+    if resume is None:
+        saved = {"folds": folds, "seed": data.seed,
+                 "plan": plan_folds(found, folds=folds, seed=data.seed, val_fraction=data.val_fraction)}
+        parent.mkdir(parents=True)
+        save_config(config, parent / "config.yaml")
+        (parent / PLAN).write_text(json.dumps(saved) + "\n")
+    start = time.perf_counter()
+    for k, fold in enumerate(saved["plan"], start=1):
+        fold_dir = parent / f"fold-{k}"
+        state = _fold_state(fold_dir)
+        log.info("cross-validation fold %d of %d: %s", k, saved["folds"], state)
+        if state == "done":
+            continue
+        if state == "fresh" and fold_dir.exists():
+            shutil.rmtree(fold_dir)  # only what a run writes before its first epoch (checked above)
+        fit(config.updated(out_dir=str(parent), name=fold_dir.name), found=_fold_splits(found, fold, k,
+                                                                                        saved["folds"]),
+            checks=checks, resume=fold_dir if state == "resumable" else None)
+    summary = summarize_cv(parent, folds=saved["folds"], found=found)
+    summary["wall_seconds_this_session"] = time.perf_counter() - start
+    (parent / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
+    from celltune.report_html import write_cv_report
+
+    write_cv_report(parent, summary)
+    return parent
+
+
+def _oof(parent: Path, folds: int) -> tuple[list[str], list[dict[str, str]]]:
+    """The out-of-fold predictions: every fold's predictions on its held-out images, with the fold's number."""
+    rows, header = [], []
+    for k in range(1, folds + 1):
+        with (parent / f"fold-{k}" / "predictions.csv").open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = ["fold", *(reader.fieldnames or [])]
+            rows += [{"fold": str(k), **row} for row in reader]
+    with (parent / "oof_predictions.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return header, rows
+
+
+def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits) -> dict:
+    """Per-fold headline numbers, mean and standard deviation (ddof 1), per-class recall (multi-label: F1) across
+    folds, and the pooled out-of-fold result (multi-label: each image at its own fold's thresholds)."""
+    runs = [RunMetrics.from_dict(json.loads((parent / f"fold-{k}" / "metrics.json").read_text()))
+            for k in range(1, folds + 1)]
+    first = runs[0].result
+    names, headline = first.class_names, list(first.headline())
+    per_fold = [{"fold": k, "images": r.result.num_samples, **r.result.headline()} for k, r in enumerate(runs, 1)]
+    values = {m: np.array([row[m] for row in per_fold]) for m in headline}
+    per_class_metric = "f1" if first.multilabel else "recall"
+    per_class = {c: [getattr(r.result.per_class[i], per_class_metric) for r in runs] for i, c in enumerate(names)}
+    _, rows = _oof(parent, folds)
+    label_of = {str(s.path): s.label for s in found.samples}
+    probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
+    if first.multilabel:
+        truth = multi_hot([label_of[r["path"]] for r in rows], len(names))  # type: ignore[misc]
+        thresholds = np.array([runs[int(r["fold"]) - 1].result.thresholds for r in rows])  # type: ignore[union-attr]
+        pooled = multilabel_metrics(truth, (probs >= thresholds).astype(float), names).to_dict()
+        pooled["roc_auc_macro"] = None  # of 0/1 answers, not of probabilities: left out
+    else:
+        pooled = classification_metrics([label_of[r["path"]] for r in rows], probs.argmax(1), names,
+                                        probs=probs).to_dict()
+    return {"folds": folds, "images": len(rows), "headline": headline,
+            "labels": {name: label for name, label, _ in labelled(first) if name in headline},
+            "per_fold": per_fold,
+            "mean": {m: float(v.mean()) for m, v in values.items()},
+            "std": {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()},
+            "per_class_metric": per_class_metric,
+            "per_class": {c: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                              "per_fold": v} for c, v in per_class.items()},
+            "pooled": pooled}

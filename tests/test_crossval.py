@@ -1,0 +1,90 @@
+import csv
+import json
+
+import pytest
+
+from celltune.cli import main
+from celltune.crossval import PLAN, plan_folds, run_cv
+from celltune.data import discover
+from celltune.errors import MissingError
+from celltune.module import CellClassifier
+
+from conftest import history, png, quick_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def patients(tmp_path):
+    """One class-folder tree: 3 classes, 10 patients, 2 images of each class per patient."""
+    root = tmp_path / "d"
+    for p in range(10):
+        for c, cls in enumerate(("a", "b", "c")):
+            for i in range(2):
+                png(root / cls / f"patient{p}_{i}.png", size=(16, 16), value=(70 * c + 5 * p + i) % 256)
+    return root
+
+
+def test_cv_makes_a_run_per_fold_holds_every_image_out_once_and_summarizes(patients, tmp_path, capsys):
+    # 6 or 7 patients left outside each test fold: a validation third of them (a 15% part cannot be whole groups).
+    args = ["-q", "cv", "--data", str(patients), "--folds", "3", "--groups", r"(patient\d+)_", "--val-fraction",
+            "0.34", "--model", "mobilenet_v2", "--no-pretrained", "--image-size", "16", "--epochs", "1", "--batch-size",
+            "8",
+            "--max-steps-per-epoch", "1", "--num-workers", "0", "--out-dir", str(tmp_path / "runs"), "--name", "cv"]
+    assert main(args) == 0
+    parent = tmp_path / "runs" / "cv"
+    assert all((parent / f"fold-{k}" / "report.html").is_file() for k in (1, 2, 3))
+    with (parent / "oof_predictions.csv").open() as f:
+        oof = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in oof) == sorted(str(p) for p in patients.rglob("*.png"))  # each once
+    folds_of = {}
+    for r in oof:  # every patient in one fold only
+        folds_of.setdefault(r["path"].split("/")[-1].split("_")[0], set()).add(r["fold"])
+    assert all(len(f) == 1 for f in folds_of.values()) and len(folds_of) == 10
+    s = json.loads((parent / "cv.json").read_text())
+    assert [row["fold"] for row in s["per_fold"]] == [1, 2, 3] and s["images"] == 60
+    accs = [row["accuracy"] for row in s["per_fold"]]
+    assert s["mean"]["accuracy"] == pytest.approx(sum(accs) / 3)
+    assert s["pooled"]["accuracy"] == pytest.approx(sum(r["true"] == r["predicted"] for r in oof) / 60)
+    assert sum(map(sum, s["pooled"]["confusion_matrix"])) == 60 and set(s["per_class"]) == {"a", "b", "c"}
+    page = (parent / "cv.html").read_text()
+    assert "mean ± std" in page and "Pooled out-of-fold confusion matrix" in page
+    assert "mean +- std" in capsys.readouterr().out
+
+
+def test_folds_keep_groups_whole_and_validation_inside_the_training_part(patients):
+    found = discover(patients, groups=r"(patient\d+)_")
+    plan = plan_folds(found, folds=5, seed=0, val_fraction=0.2)
+    assert sorted(p for fold in plan for p in fold["test"]) == sorted(str(s.path) for s in found.samples)
+    for fold in plan:
+        assert not set(fold["test"]) & set(fold["train"]) and not set(fold["val"]) & set(fold["train"])
+        patient = {split: {p.split("/")[-1].split("_")[0] for p in paths} for split, paths in fold.items()}
+        assert not (patient["test"] & patient["train"] or patient["test"] & patient["val"] or
+                    patient["val"] & patient["train"])
+
+
+def test_a_killed_cv_resumes_its_unfinished_folds(patients, tmp_path, monkeypatch):
+    config = quick_config(patients, tmp_path / "runs", name="cv", image_size=16, epochs=2, max_steps_per_epoch=1)
+    original = CellClassifier.on_train_epoch_start
+    started: list[int] = []
+
+    def crash_in_fold_two(self):
+        original(self)
+        started.append(self.current_epoch)
+        if len(started) == 4:  # fold 1 ran epochs 0 and 1; fold 2 crashes in its second epoch
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(CellClassifier, "on_train_epoch_start", crash_in_fold_two)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_cv(config, folds=3)
+    parent = tmp_path / "runs" / "cv"
+    done_at = (parent / "fold-1" / "metrics.json").stat().st_mtime_ns
+    assert (parent / PLAN).is_file() and (parent / "fold-2" / "last.ckpt").is_file()
+    assert not (parent / "fold-3").exists()
+    monkeypatch.setattr(CellClassifier, "on_train_epoch_start", original)
+    assert run_cv(config, folds=3, resume=parent) == parent
+    assert (parent / "fold-1" / "metrics.json").stat().st_mtime_ns == done_at  # kept, not trained again
+    assert [r["epoch"] for r in history(parent / "fold-2")] == ["1", "2"]  # continued from its last.ckpt
+    assert len(json.loads((parent / "cv.json").read_text())["per_fold"]) == 3
+    with pytest.raises(MissingError, match="nothing to resume"):
+        run_cv(config, resume=tmp_path)
