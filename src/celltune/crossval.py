@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -24,9 +25,17 @@ from celltune.callbacks import LAST
 from celltune.config import TrainConfig
 from celltune.data import discover_pool, split_samples
 from celltune.errors import ConfigError, DataError, MissingError
-from celltune.metrics import RunMetrics, classification_metrics, labelled, multilabel_metrics
+from celltune.metrics import (
+    Result,
+    RunMetrics,
+    classification_metrics,
+    labelled,
+    multilabel_metrics,
+    with_intervals,
+)
 from celltune.samples import LabelledSplits, Sample, multi_hot
 from celltune.splits import kfold
+from celltune.stats import bootstrap_intervals
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +119,8 @@ def run_cv(config: TrainConfig, *, folds: int = 5, resume: str | Path | None = N
         fit(config.updated(out_dir=str(parent), name=fold_dir.name), found=_fold_splits(found, fold, k,
                                                                                         saved["folds"]),
             checks=checks, resume=fold_dir if state == "resumable" else None)
-    summary = summarize_cv(parent, folds=saved["folds"], found=found)
+    summary = summarize_cv(parent, folds=saved["folds"], found=found, bootstrap=config.eval.bootstrap,
+                           seed=data.seed)
     summary["wall_seconds_this_session"] = time.perf_counter() - start
     (parent / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
     from celltune.report_html import write_cv_report
@@ -134,7 +144,7 @@ def _oof(parent: Path, folds: int) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
-def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits) -> dict:
+def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Per-fold headline numbers, mean and standard deviation (ddof 1), per-class recall (multi-label: F1) across
     folds, and the pooled out-of-fold result (multi-label: each image at its own fold's thresholds)."""
     runs = [RunMetrics.from_dict(json.loads((parent / f"fold-{k}" / "metrics.json").read_text()))
@@ -151,11 +161,14 @@ def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits) -> dict:
     if first.multilabel:
         truth = multi_hot([label_of[r["path"]] for r in rows], len(names))  # type: ignore[misc]
         thresholds = np.array([runs[int(r["fold"]) - 1].result.thresholds for r in rows])  # type: ignore[union-attr]
-        pooled = multilabel_metrics(truth, (probs >= thresholds).astype(float), names).to_dict()
-        pooled["roc_auc_macro"] = None  # of 0/1 answers, not of probabilities: left out
+        answers = (probs >= thresholds).astype(int)
+        result: Result = multilabel_metrics(truth, answers.astype(float), names)
+        result = replace(result, roc_auc_macro=None)  # of 0/1 answers, not of probabilities: left out
     else:
-        pooled = classification_metrics([label_of[r["path"]] for r in rows], probs.argmax(1), names,
-                                        probs=probs).to_dict()
+        truth, answers = np.array([label_of[r["path"]] for r in rows]), probs.argmax(1)
+        result = classification_metrics(truth, answers, names, probs=probs)
+    pooled = with_intervals(result, bootstrap_intervals(truth, answers, num_classes=len(names),
+                                                        resamples=bootstrap, seed=seed)).to_dict()
     return {"folds": folds, "images": len(rows), "headline": headline,
             "labels": {name: label for name, label, _ in labelled(first) if name in headline},
             "per_fold": per_fold,

@@ -36,14 +36,17 @@ def cmd_cv(args: argparse.Namespace) -> int:
     config = _train_config(argparse.Namespace(**{**vars(args), "resume": None}))
     parent = run_cv(config, folds=args.folds, resume=args.resume)
     s = json.loads((parent / "cv.json").read_text())
-    width = max(map(len, s["labels"].values()))
+    widths = {m: max(len(s["labels"][m]), 17) + 3 for m in s["headline"]}
     print(f"\n{s['folds']}-fold cross-validation, {s['images']} images: {parent}\n")
-    print(f"{'':<20}" + "".join(f"{s['labels'][m]:>{width + 2}}" for m in s["headline"]))
+    print(f"{'':<20}" + "".join(f"{s['labels'][m]:>{widths[m]}}" for m in s["headline"]))
     for row in s["per_fold"]:
-        print(f"{'fold ' + str(row['fold']):<20}" + "".join(f"{row[m]:>{width + 2}.4f}" for m in s["headline"]))
-    print(f"{'mean +- std':<20}" + "".join(f"{s['mean'][m]:.4f} +- {s['std'][m]:.4f}".rjust(width + 2)
+        print(f"{'fold ' + str(row['fold']):<20}" + "".join(f"{row[m]:>{widths[m]}.4f}" for m in s["headline"]))
+    print(f"{'mean +- std':<20}" + "".join(f"{s['mean'][m]:.4f} +- {s['std'][m]:.4f}".rjust(widths[m])
                                           for m in s["headline"]))
-    print(f"{'pooled out-of-fold':<20}" + "".join(f"{s['pooled'][m]:>{width + 2}.4f}" for m in s["headline"]))
+    print(f"{'pooled out-of-fold':<20}" + "".join(f"{s['pooled'][m]:>{widths[m]}.4f}" for m in s["headline"]))
+    if s["pooled"].get("ci"):
+        print(f"{'  95% CI':<20}" + "".join("{:.4f}-{:.4f}".format(*s["pooled"]["ci"][m]).rjust(widths[m])
+                                            for m in s["headline"]))
     print(f"\nreport: {parent / 'cv.html'}; out-of-fold predictions: {parent / 'oof_predictions.csv'}")
     return 0
 
