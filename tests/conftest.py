@@ -87,3 +87,12 @@ def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 3
         model_name="resnet18", class_names=class_names, mean=[0.5] * in_chans, std=[0.25] * in_chans,
         image_size=image_size, in_chans=in_chans, **card))
     return path
+
+
+def train_only(config: TrainConfig):
+    """``fit`` without its last part (scoring the test split, plots, report): the prepared run, trained."""
+    from celltune.train import prepare
+
+    run = prepare(config)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    return run

@@ -21,7 +21,7 @@ from celltune.recipes import load_config
 from celltune.synthetic import HPA_CHANNELS, make_multilabel_dataset
 from celltune.train import fit, prepare
 
-from conftest import class_tree, history, quick_config
+from conftest import class_tree, quick_config, train_only
 
 slow = pytest.mark.slow
 
@@ -76,9 +76,9 @@ def test_sgd_plateau_frozen_backbone_trains_only_the_head(tiny_data, tmp_path):
 def test_plateau_schedule_cuts_the_rate_when_validation_stalls(tiny_data, tmp_path):
     # A rate too small to move the validation loss (frozen backbone, BatchNorm kept): after one epoch without
     # improvement (patience 0) the rate is cut by the factor. A row's rate is the one its epoch trained with.
-    run = fit(quick_config(tiny_data, tmp_path, optimizer="sgd", scheduler="plateau", lr=1e-6, plateau_patience=0,
-                           plateau_factor=0.1, freeze_backbone=True, epochs=3))
-    assert [float(r["lr"]) for r in history(run)] == pytest.approx([1e-6, 1e-6, 1e-7])
+    run = train_only(quick_config(tiny_data, tmp_path, optimizer="sgd", scheduler="plateau", lr=1e-6,
+                                  plateau_patience=0, plateau_factor=0.1, freeze_backbone=True, epochs=3))
+    assert [r["lr"] for r in run.recorder.history] == pytest.approx([1e-6, 1e-6, 1e-7])
 
 
 def test_early_stop_monitor_choices_cover_every_tracked_number():
@@ -95,7 +95,7 @@ def test_every_early_stop_monitor_works_or_is_refused_at_once(monitor, tiny_data
     for kind, config, result in (("single", quick_config(tiny_data, tmp_path / "s", **frozen), ClassificationResult),
                                  ("multi", _multilabel(hpa, tmp_path / "m", **frozen), MultilabelResult)):
         if monitor in ("val_loss", *result.tracked_names()):
-            assert len(history(fit(config))) == 2, kind
+            assert len(train_only(config).recorder.history) == 2, kind
         else:
             with pytest.raises(ConfigError, match=f"{monitor} is not tracked for {kind}-label data"):
                 prepare(config)
@@ -220,8 +220,8 @@ def test_intensity_dataset_uses_the_training_sets_own_statistics(tmp_path):
 def test_focal_loss_trains_multilabel_data_to_a_finite_loss(hpa, tmp_path):
     run = prepare(_multilabel(hpa, tmp_path / "p", focal_gamma=2.0))
     assert isinstance(run.module.criterion, FocalLoss) and run.module.criterion.gamma == 2.0
-    rows = history(fit(_multilabel(hpa, tmp_path / "f", focal_gamma=2.0, epochs=1)))
-    assert math.isfinite(float(rows[0]["train_loss"])) and float(rows[0]["train_loss"]) > 0
+    (row,) = train_only(_multilabel(hpa, tmp_path / "f", focal_gamma=2.0, epochs=1)).recorder.history
+    assert math.isfinite(row["train_loss"]) and row["train_loss"] > 0
 
 
 @slow
@@ -232,10 +232,10 @@ def test_compile_runs_a_training_step(tiny_data, tmp_path, monkeypatch):
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(model) or real_compile(
         model, backend="eager"))
-    run = fit(quick_config(tiny_data, tmp_path, model="timm:test_efficientnet", compile=True, epochs=1,
-                           max_steps_per_epoch=1))
-    assert len(compiled) == 1 and len(history(run)) == 1
-    model, _, _ = load_checkpoint(run)  # the checkpoint holds the plain model's state_dict
+    run = train_only(quick_config(tiny_data, tmp_path, model="timm:test_efficientnet", compile=True, epochs=1,
+                                  max_steps_per_epoch=1))
+    assert len(compiled) == 1 and len(run.recorder.history) == 1
+    model, _, _ = load_checkpoint(run.run_dir)  # the checkpoint holds the plain model's state_dict
     assert not any(k.startswith("_orig_mod") for k in model.state_dict())
 
 
@@ -262,18 +262,18 @@ def test_masks_train_end_to_end(tiny_data, tmp_path):
             target = masks / s.path.relative_to(tiny_data)
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.new("L", (32, 32), 255).save(target)
-    run = fit(quick_config(tiny_data, tmp_path, mask_dir=str(masks), epochs=1, max_steps_per_epoch=1))
-    assert (run / "best.pt").is_file()
+    run = train_only(quick_config(tiny_data, tmp_path, mask_dir=str(masks), epochs=1, max_steps_per_epoch=1))
+    assert (run.run_dir / "best.pt").is_file()
 
 
 @slow
 def test_class_weighted_loss_and_mixup_train(tmp_path):
     data = _imbalanced(tmp_path / "imb")
-    run = fit(quick_config(data, tmp_path, balance="loss", image_size=16, epochs=1))
-    assert (run / "best.pt").is_file()
-    run = fit(quick_config(data, tmp_path, balance="sampler", image_size=16, epochs=1, label_smoothing=0.1,
-                           augment={"mixup": 0.8, "cutmix": 1.0, "randaugment_ops": 2, "random_erasing": 0.25}))
-    assert (run / "best.pt").is_file()
+    run = train_only(quick_config(data, tmp_path, balance="loss", image_size=16, epochs=1))
+    assert (run.run_dir / "best.pt").is_file()
+    run = train_only(quick_config(data, tmp_path, balance="sampler", image_size=16, epochs=1, label_smoothing=0.1,
+                                  augment={"mixup": 0.8, "cutmix": 1.0, "randaugment_ops": 2, "random_erasing": 0.25}))
+    assert (run.run_dir / "best.pt").is_file() and math.isfinite(run.recorder.history[0]["train_loss"])
 
 
 def test_what_cannot_run_fails_before_any_work(tiny_data, tmp_path):
@@ -290,8 +290,8 @@ def test_what_cannot_run_fails_before_any_work(tiny_data, tmp_path):
 
 @slow
 def test_contiguous_format_and_bf16_train_on_cpu(tiny_data, tmp_path):
-    run = fit(quick_config(tiny_data, tmp_path, epochs=1, precision="bf16-mixed", channels_last=False))
-    assert json.loads((run / "metrics.json").read_text())["num_samples"] == 18
+    run = train_only(quick_config(tiny_data, tmp_path, epochs=1, precision="bf16-mixed", channels_last=False))
+    assert run.trainer.precision == "bf16-mixed" and math.isfinite(run.recorder.history[0]["val_loss"])
 
 
 def _with_bad_files(tiny_data, root):
