@@ -32,20 +32,21 @@ def _datamodule(root, tmp_path, *, size=32, batch_size=8, augment=Augment(), wor
 
 def test_cached_batches_cross_as_uint8_and_are_augmented_or_normalised_after(tiny_data, tmp_path):
     dm = _datamodule(tiny_data, tmp_path, cache="on")
-    images, _ = next(iter(dm.train_dataloader()))
+    images, _, keys = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8 and dm.augment_batch is not None  # augmented after the transfer
+    assert keys.tolist() == [[0, position] for position in range(8)]  # epoch 0, the first 8 of its order
     val_images, _, _ = next(iter(dm.val_dataloader()))
     assert val_images.dtype == torch.uint8 and dm.normalize_batch is not None  # normalised after the transfer
     # RandAugment has no batch form: the workers augment image by image, still in uint8; erasing and normalisation
     # are left for the batch.
     other = _datamodule(tiny_data, tmp_path, cache="on", augment=Augment(randaugment_ops=1, random_erasing=1.0))
-    images, _ = next(iter(other.train_dataloader()))
+    images, _, _ = next(iter(other.train_dataloader()))
     assert images.dtype == torch.uint8 and other.augment_batch is not None
     erased = other.augment_batch(torch.full((8, 3, 32, 32), 255, dtype=torch.uint8))
     assert all(bool((x == 0).all(0).any()) for x in erased)  # every image has a rectangle at the mean
     # Uncached data has no uint8 batches: transformed and normalised image by image.
     uncached = _datamodule(tiny_data, tmp_path, cache="off")
-    images, _ = next(iter(uncached.train_dataloader()))
+    images, _, _ = next(iter(uncached.train_dataloader()))
     assert uncached.augment_batch is None and uncached.normalize_batch is None and images.dtype == torch.float32
 
 
@@ -106,6 +107,10 @@ def test_class_weights_and_weighted_sampler_balance_the_classes(tmp_path):
     dm = _datamodule(root, tmp_path, size=16, batch_size=11, balance="sampler")
     assert dm.class_weights().tolist() == pytest.approx([33 / 60, 33 / 6])
     loader = dm.train_dataloader()
-    drawn = torch.cat([labels for _ in range(30) for _, labels in loader])
+    drawn = []
+    for epoch in range(30):
+        loader.sampler.set_epoch(epoch)  # a new draw each epoch, as Lightning sets it
+        drawn += [labels for _, labels, _ in loader]
+    drawn = torch.cat(drawn)
     rare_fraction = float((drawn == 1).float().mean())
     assert 0.4 < rare_fraction < 0.6  # 3 of 33 images, but half of the draws

@@ -47,12 +47,14 @@ def _same_validation(single_run, ddp) -> None:
 
 
 class _FirstDraw(CellClassifier):
-    """Writes each rank's first random number of training, the stream batch augmentation draws from."""
+    """Writes each rank's first random number of training after its first step: the stream Mixup and dropout draw
+    from, seeded per step and process."""
 
     def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
         if batch_idx == 0 and self.current_epoch == 0:  # the run directory is the trainer's root
             (Path(self.trainer.default_root_dir) / f"draw{self.global_rank}").write_text(str(torch.rand(1).item()))
-        return super().training_step(batch, batch_idx)
+        return loss
 
 
 def test_two_process_ddp_metrics_equal_single_process_and_ranks_draw_their_own_augmentation(single, tmp_path):
@@ -65,7 +67,7 @@ def test_two_process_ddp_metrics_equal_single_process_and_ranks_draw_their_own_a
     m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (single_run, ddp))
     assert m1["confusion_matrix"] == m2["confusion_matrix"] and m1["best_epoch"] == m2["best_epoch"]
     assert (ddp / "report.html").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
-    # Seeded alike for the same initial weights, reseeded with seed + rank when the fit starts.
+    # Seeded alike for the same initial weights; each step's draws are seeded by the process's rank too.
     draws = [float((ddp / f"draw{rank}").read_text()) for rank in range(2)]
     assert draws[0] != draws[1]
 

@@ -63,6 +63,6 @@ def test_mixup_training_accuracy_counts_the_larger_part_of_each_mix():
     # A fixed mix: 30% of each image's own class, 70% of the next one's; the model answers the larger part.
     soft = 0.3 * torch.nn.functional.one_hot(labels, 6) + 0.7 * torch.nn.functional.one_hot((labels + 1) % 6, 6)
     module.mixup = lambda images, targets: (soft.float()[:, None, None, :].expand(4, 3, 6, 6).contiguous(), soft)
-    module.training_step([torch.zeros(4, 3, 6, 6), labels], 0)
+    module.training_step([torch.zeros(4, 3, 6, 6), labels, torch.tensor([[0, p] for p in range(4)])], 0)
     _, correct, n = module._train_sums
     assert (correct, n) == (4, 4)

@@ -1,9 +1,12 @@
 """What a run keeps on disk while it trains: ``best.pt`` on each new best validation score, ``history.csv`` after
-every epoch, Lightning's ``last.ckpt`` for ``--resume``; and early stopping. The module computes, these persist."""
+every epoch, Lightning's ``last.ckpt`` for ``--resume`` (at every epoch's end and, with ``--checkpoint-every``, inside
+long epochs), each process's random state with it; and early stopping. The module computes, these persist."""
 
 from __future__ import annotations
 
 import logging
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +15,11 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from celltune.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.config import OptimConfig
+from celltune.datamodule import CellDataModule
+from celltune.errors import ConfigError
 from celltune.module import CellClassifier
 from celltune.report import write_history
+from celltune.sampling import gather_objects, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,9 @@ class RunRecorder(L.Callback):
         result = module.val_result
         if trainer.sanity_checking or result is None:
             return
-        if result.score > self.best_score:  # the same decision on every rank: all saw the same gathered metrics
-            self.best_score = result.score
+        score = result.score
+        if score > self.best_score:  # the same decision on every rank: all saw the same gathered metrics
+            self.best_score = score
             if trainer.is_global_zero:
                 save_checkpoint(self.run_dir / BEST, model=module.model, card=self.card,
                                 extra={"epoch": trainer.current_epoch, "val_metrics": result.to_dict(), **self.extra})
@@ -46,24 +53,62 @@ class RunRecorder(L.Callback):
             write_history(self.run_dir / "history.csv", self.history)
             log.info("epoch %d: %s", module.epoch_row["epoch"], {k: round(v, 4) for k, v in module.epoch_row.items()})
 
-    # The run's own state travels in Lightning's checkpoint, so --resume continues the history and the best score.
+    # The run's own state travels in Lightning's checkpoint, so --resume continues the history and the best score;
+    # with it every process's random state and running training sums (every process takes part in saving).
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint["celltune"] = {"history": self.history, "best_score": self.best_score}
+        assert isinstance(module, CellClassifier)
+        data = getattr(trainer, "datamodule", None)
+        loader = data.loader_state() if isinstance(data, CellDataModule) else None
+        checkpoint["celltune"] = {"history": self.history, "best_score": self.best_score, "processes": gather_objects(
+            {"rng": rng_states(), "loader": loader, **module.running_state()})}
 
     def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        assert isinstance(module, CellClassifier)
         state = checkpoint.get("celltune", {})
         self.history = list(state.get("history", []))
         self.best_score = float(state.get("best_score", -1.0))
+        processes = state.get("processes", [])
+        if len(processes) == trainer.world_size:  # else saved by a run of another size: start its epoch afresh
+            own = processes[trainer.global_rank]
+            set_rng_states(own["rng"])
+            module.load_running_state(own)
+            data = getattr(trainer, "datamodule", None)
+            if own.get("loader") and isinstance(data, CellDataModule):
+                data.resume_loader(own["loader"])
 
 
-def training_callbacks(run_dir: Path, *, card: ModelCard, optim: OptimConfig,
-                       extra: dict[str, Any]) -> list[L.Callback]:
-    """The recorder, ``last.ckpt`` at every epoch's end and, with ``patience``, early stopping."""
+class IntervalCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every ``train_time_interval`` inside epochs, except on an epoch's last batch: resumed from there,
+    Lightning would go on with the next epoch and skip this one's validation (the end-of-epoch checkpoint follows
+    a moment later anyway)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:
+            super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
+
+
+def parse_interval(text: str) -> timedelta:
+    """'10m', '30s', '1.5h' (a plain number: minutes) -> timedelta."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigError(f"--checkpoint-every {text!r}: give a duration such as 10m, 30s or 1h")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "": "minutes"}[match.group(2)]
+    return timedelta(**{unit: float(match.group(1))})
+
+
+def training_callbacks(run_dir: Path, *, card: ModelCard, optim: OptimConfig, extra: dict[str, Any],
+                       checkpoint_every: str | None = None) -> list[L.Callback]:
+    """The recorder, ``last.ckpt`` at every epoch's end (and every ``checkpoint_every`` inside epochs) and, with
+    ``patience``, early stopping."""
     callbacks: list[L.Callback] = [
         RunRecorder(run_dir, card=card, extra=extra),
         ModelCheckpoint(dirpath=run_dir, filename=Path(LAST).stem, enable_version_counter=False,
                         save_on_train_epoch_end=True),
     ]
+    if checkpoint_every:
+        callbacks.append(IntervalCheckpoint(dirpath=run_dir, filename=Path(LAST).stem, enable_version_counter=False,
+                                            train_time_interval=parse_interval(checkpoint_every)))
     if optim.patience is not None:
         callbacks.append(EarlyStopping(monitor=optim.early_stop_monitor, patience=optim.patience,
                                        mode="min" if optim.early_stop_monitor == "val_loss" else "max"))

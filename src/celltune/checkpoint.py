@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from celltune.errors import CheckpointError, MissingError
+from celltune.errors import CheckpointError, MissingError, WriteError
 from celltune.models import create_model
 
 FORMAT = "celltune-checkpoint/1"
@@ -35,7 +35,12 @@ class ModelCard:
 
 def _write(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".partial")
-    torch.save(data, tmp)
+    try:
+        torch.save(data, tmp)
+    except OSError as err:  # a full disk, say: the previous checkpoint stays as it was
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"{path}: could not write the checkpoint ({err}); the previous one is kept. Free some space "
+                         "and resume the run (celltune train --resume RUN_DIR)") from err
     tmp.replace(path)  # a crash mid-write never leaves a truncated checkpoint behind
 
 

@@ -158,6 +158,8 @@ class OutputConfig:
 
     out_dir: str = option("runs", "parent folder of run directories")
     name: str | None = option(None, "run directory name (default: MODEL-TIMESTAMP); never overwritten")
+    checkpoint_every: str | None = option(None, "also write last.ckpt inside long epochs every this long (10m, 30s, "
+                                          "1h), so a killed run loses at most that much (default: at epoch ends)")
 
 
 @dataclass(frozen=True)

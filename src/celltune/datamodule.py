@@ -3,7 +3,9 @@
 Small datasets come from the decoded uint8 cache (``celltune.cache``) as uint8 batches; after the transfer to the
 device ``on_after_batch_transfer`` augments training batches whole (``BatchAugment``; image by image in the workers
 with RandAugment, which has no batch form) and normalises validation ones (``NormalizeBatch``). Others are read from
-their files and transformed image by image.
+their files and transformed image by image. The training order and every random draw come from counters
+(``celltune.sampling``), so a resumed run repeats the uninterrupted one exactly; the data module shards the images
+between DDP processes itself.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from celltune.data import mask_paths
 from celltune.dataset import CachedDataset, CellDataset, WithIndex
 from celltune.runtime import default_num_workers
 from celltune.samples import LabelledSplits
+from celltune.sampling import BATCH, EpochSampler, Keyed, Progress, ResumableLoader, derive_seed
 from celltune.transforms import BatchAugment, NormalizeBatch, eval_transform, train_transform
 
 
@@ -46,6 +49,8 @@ class CellDataModule(L.LightningDataModule):
         super().__init__()
         self.found, self.data, self.augment, self.card = found, data, augment, card
         self.batch_size, self.channels_last = batch_size, channels_last
+        self.progress = Progress()  # images of the epoch trained on: the training loader's resumable state
+        self._resume_at: dict[str, int] | None = None
         self.masks: dict[str, list[Path] | None] = {
             split: mask_paths(samples, data_root=data.root, mask_dir=data.mask_dir) if data.mask_dir else None
             for split, samples in found.splits.items()}
@@ -103,27 +108,58 @@ class CellDataModule(L.LightningDataModule):
         return {"batch_size": self.batch_size, "num_workers": workers, "persistent_workers": workers > 0,
                 "pin_memory": torch.cuda.is_available()}
 
+    def loader_state(self) -> dict[str, int]:
+        return {"epoch": self.progress.epoch, "images": self.progress.images}
+
+    def resume_loader(self, state: dict[str, int]) -> None:
+        """Start the training loader where ``state`` (a checkpoint's) left it. Kept here and applied when the loader is
+        made: Lightning may make it before it restores the loops (to count the steps a schedule needs) and then not
+        load the loader's state itself."""
+        self._resume_at = state
+
+    def _ranks(self) -> tuple[int, int]:
+        """(processes, this one's rank)."""
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         train = self.found.splits["train"]
-        sampler = None
+        weights = None
         if self.data.balance == "sampler":
             # Each image drawn with probability 1 / (its class count): every class equally often per epoch on average.
-            labels = self.found.class_indices("train")
-            weights = self.class_weights()[labels]
-            sampler = torch.utils.data.WeightedRandomSampler(weights.tolist(), num_samples=len(train),
-                                                             replacement=True)
+            weights = self.class_weights()[self.found.class_indices("train")]
+        replicas, rank = self._ranks()
+        sampler = EpochSampler(len(train), seed=self.data.seed, weights=weights, replicas=replicas, rank=rank)
+        dataset = Keyed(self.datasets["train"], seed=self.data.seed, rank=rank, random_items=self.per_image)
         # drop_last keeps BatchNorm away from a final batch of one image.
-        return torch.utils.data.DataLoader(self.datasets["train"], shuffle=sampler is None, sampler=sampler,
-                                           drop_last=len(train) > self.batch_size, **self._loader_args(self.per_image))
+        loader = ResumableLoader(dataset, sampler=sampler, progress=self.progress,
+                                 drop_last=len(train) > self.batch_size, **self._loader_args(self.per_image))
+        if self._resume_at is not None:
+            loader.load_state_dict(self._resume_at)
+            self._resume_at = None
+        return loader
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return torch.utils.data.DataLoader(WithIndex(self.datasets["val"]), **self._loader_args(not self.cached))
+        dataset = WithIndex(self.datasets["val"])
+        replicas, rank = self._ranks()
+        # Each process scores its share; the module gathers them and drops the repeats that pad the shares.
+        sampler: torch.utils.data.Sampler | None = (
+            torch.utils.data.DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
+            if replicas > 1 else None)
+        return torch.utils.data.DataLoader(dataset, sampler=sampler, **self._loader_args(not self.cached))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Every batch takes the model's memory format here, on the device. Cached batches arrive as uint8 (B, C, S, S):
         # the format change is cheap on them, then they are augmented (training) or normalised, keeping the format.
-        images, *rest = batch
+        images, targets, keys = batch
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        transform = self.augment_batch if self.trainer is not None and self.trainer.training else self.normalize_batch
-        return [images if transform is None else transform(images), *rest]
+        if self.trainer is None or not self.trainer.training:
+            return [images if self.normalize_batch is None else self.normalize_batch(images), targets, keys]
+        epoch, position = (int(v) for v in keys[0])  # keys: (B, 2) epoch and position of each image
+        # Trained on once this batch is through; a batch fetched ahead is not counted, so a resume fetches it again.
+        self.progress.epoch, self.progress.images = epoch, int(keys[-1, 1]) + 1
+        if self.augment_batch is not None:
+            generator = torch.Generator(images.device).manual_seed(
+                derive_seed(self.data.seed, BATCH, self._ranks()[1], epoch, position))
+            images = self.augment_batch(images, generator=generator)
+        return [images, targets, keys]

@@ -38,3 +38,7 @@ class MissingError(CelltuneError, FileNotFoundError):
 
 class ExistsError(CelltuneError, FileExistsError):
     """An output that exists already and would be overwritten."""
+
+
+class WriteError(CelltuneError, OSError):
+    """An output that could not be written (a full disk, a read-only folder); what was there before is kept."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -21,6 +22,7 @@ from torchvision.ops import sigmoid_focal_loss
 from celltune.checkpoint import ModelCard
 from celltune.config import Augment, OptimConfig
 from celltune.metrics import Result, classification_metrics, multilabel_metrics
+from celltune.sampling import STEP, derive_seed, seed_everything_from
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda params, o: torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay),
@@ -49,8 +51,9 @@ class FocalLoss(nn.Module):
 
 class CellClassifier(L.LightningModule):
     """Fine-tunes ``model``: cross-entropy (class-weighted with ``loss_weights``; soft targets under Mixup/CutMix), or
-    BCE / focal loss for multi-label cards. After each validation pass ``val_result`` holds the typed result and
-    ``epoch_row`` the epoch's history row; the tracked numbers are logged for the progress bar and early stopping."""
+    BCE / focal loss for multi-label cards. Training batches are (images, targets, keys) from the data module. After
+    each validation pass ``val_result`` holds the typed result and ``epoch_row`` the epoch's history row; the tracked
+    numbers are logged for the progress bar and early stopping."""
 
     def __init__(self, model: nn.Module, *, card: ModelCard, optim: OptimConfig, augment: Augment = Augment(),
                  seed: int = 0, freeze_backbone: bool = False, loss_weights: torch.Tensor | None = None,
@@ -88,11 +91,16 @@ class CellClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._compiled(x) if self._compiled is not None else self.model(x)
 
-    def on_fit_start(self) -> None:
-        # Every process started from the same seed (the same initial weights, the same split); from here each draws its
-        # own augmentation, Mixup and dropout, or all ranks would transform their images alike (timm: seed + rank).
-        if self.trainer.world_size > 1:
-            L.seed_everything(self.seed + self.global_rank, workers=True, verbose=False)
+    def running_state(self) -> dict[str, Any]:
+        """What this process has summed of the epoch so far (a checkpoint inside an epoch keeps it)."""
+        return {"epoch": self.current_epoch, "train_sums": list(self._train_sums),
+                "epoch_seconds": time.perf_counter() - self._epoch_start}
+
+    def load_running_state(self, state: dict[str, Any]) -> None:
+        # Resumed inside an epoch, Lightning goes on without a new epoch start: the sums so far continue. (After an
+        # end-of-epoch checkpoint the next epoch's start resets them as always.)
+        self._train_sums = list(state["train_sums"])
+        self._epoch_start = time.perf_counter() - state["epoch_seconds"]
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
@@ -104,7 +112,11 @@ class CellClassifier(L.LightningModule):
                     m.eval()
 
     def training_step(self, batch, batch_idx):
-        images, labels = batch
+        images, labels, keys = batch  # keys: (B, 2) epoch and position of each image in the epoch's order
+        # Mixup and dropout draw from generators seeded by the batch's place in training, on every process its own,
+        # so a resumed run draws what the uninterrupted one did (celltune.sampling).
+        epoch, position = (int(v) for v in keys[0])
+        seed_everything_from(derive_seed(self.seed, STEP, self.global_rank, epoch, position))
         truth = labels
         if self.mixup is not None and len(labels) % 2 == 0:
             images, soft_targets = self.mixup(images, labels)

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from celltune.config import HardwareConfig, OutputConfig, Precision, TrainConfig
@@ -106,9 +108,22 @@ def progress_bar() -> TQDMProgressBar:
     return TQDMProgressBar(refresh_rate=10)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their place, then renamed over it: a process killed while saving leaves the previous
+    checkpoint whole."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        os.replace(partial, path)
+
+
 def make_trainer(config: TrainConfig, hardware: Hardware, *, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     return L.Trainer(
         max_epochs=config.optim.epochs, accelerator=hardware.accelerator, devices=config.hardware.devices,
         num_nodes=config.hardware.num_nodes, strategy=config.hardware.strategy, precision=hardware.precision,
         logger=False, callbacks=[*callbacks, progress_bar()], num_sanity_val_steps=0,
-        limit_train_batches=config.optim.max_steps_per_epoch or 1.0, log_every_n_steps=10, default_root_dir=run_dir)
+        limit_train_batches=config.optim.max_steps_per_epoch or 1.0, log_every_n_steps=10, default_root_dir=run_dir,
+        use_distributed_sampler=False,  # the data module shards (celltune.sampling)
+        plugins=[AtomicCheckpointIO()])

@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from celltune.audit import audit
-from celltune.callbacks import LAST, RunRecorder, training_callbacks
+from celltune.callbacks import LAST, RunRecorder, parse_interval, training_callbacks
 from celltune.checkpoint import BEST, ModelCard
 from celltune.config import DataConfig, TrainConfig
 from celltune.data import discover, summarize
@@ -42,6 +42,8 @@ def check(config: TrainConfig, resume: str | Path | None) -> TrainConfig:
         raise ConfigError("give --data DIR (or data: in the recipe)")
     if config.data.balance == "loss" and (config.augment.mixup or config.augment.cutmix):
         raise ConfigError("balance: loss does not combine with Mixup/CutMix soft targets; use balance: sampler")
+    if config.output.checkpoint_every:
+        parse_interval(config.output.checkpoint_every)
     if resume is not None and not (Path(resume) / LAST).is_file():
         raise MissingError(f"{Path(resume) / LAST}: nothing to resume; the run never finished an epoch")
     return config.updated(data=str(Path(config.data.root).resolve()),
@@ -150,7 +152,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
                             compile_model=config.hardware.compile)
     callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
         "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
-        "groups": data.groups, "groups_csv": data.groups_csv})
+        "groups": data.groups, "groups_csv": data.groups_csv}, checkpoint_every=config.output.checkpoint_every)
     trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks)
     log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
              config.hardware.devices, config.hardware.num_nodes)

@@ -92,8 +92,9 @@ class NormalizeBatch:
         return (x.sub_(mean) if x is not images else x - mean).div_(std)
 
 
-def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
-    return torch.empty(n, device=device).uniform_(low, high)
+def _uniform(n: int, low: float, high: float, device: torch.device,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.empty(n, device=device).uniform_(low, high, generator=generator)
 
 
 def _rotation(angle: torch.Tensor) -> torch.Tensor:
@@ -111,11 +112,11 @@ def _affine(scale_x: torch.Tensor, scale_y: torch.Tensor, shift_x: torch.Tensor 
     return torch.stack([scale_x, zero, shift_x, zero, scale_y, shift_y, zero, zero, one], 1).view(-1, 3, 3)
 
 
-def _random_sign(n: int, on: bool, device: torch.device) -> torch.Tensor:
+def _random_sign(n: int, on: bool, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """(n,) -1 or +1 with equal odds (a flip of that axis), or all +1 when ``on`` is False."""
     if not on:
         return torch.ones(n, device=device)
-    return torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
+    return torch.where(torch.rand(n, device=device, generator=generator) < 0.5, -1.0, 1.0)
 
 
 class BatchAugment:
@@ -136,29 +137,30 @@ class BatchAugment:
         self.augment = augment
         self.normalize = NormalizeBatch(mean, std)
 
-    def _warp(self, n: int, device: torch.device) -> torch.Tensor | None:
+    def _warp(self, n: int, device: torch.device, g: torch.Generator | None) -> torch.Tensor | None:
         """(n, 3, 3): output -> input coordinates in [-1, 1] (``F.affine_grid``'s convention), or None for identity."""
         a, matrices = self.augment, []
         if a.crop_scale < 1.0:
             # torchvision's RandomResizedCrop: area fraction uniform, aspect ratio log-uniform in [3/4, 4/3].
-            area = _uniform(n, a.crop_scale, 1.0, device)
-            ratio = torch.exp(_uniform(n, math.log(3 / 4), math.log(4 / 3), device))
+            area = _uniform(n, a.crop_scale, 1.0, device, g)
+            ratio = torch.exp(_uniform(n, math.log(3 / 4), math.log(4 / 3), device, g))
             w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
-            matrices.append(_affine(w, h, (1 - w) * _uniform(n, -1, 1, device), (1 - h) * _uniform(n, -1, 1, device)))
+            shift_x, shift_y = (1 - w) * _uniform(n, -1, 1, device, g), (1 - h) * _uniform(n, -1, 1, device, g)
+            matrices.append(_affine(w, h, shift_x, shift_y))
         if a.affine_degrees or a.affine_translate or a.affine_scale:
             # RandomAffine moves the image by T R S; sampling needs the inverse, S^-1 R^-1 T^-1.
             t = 2 * a.affine_translate  # a fraction of the size is twice that in [-1, 1] coordinates
-            zoom = _uniform(n, 1 - a.affine_scale, 1 + a.affine_scale, device)
-            angle = torch.deg2rad(_uniform(n, -a.affine_degrees, a.affine_degrees, device))
+            zoom = _uniform(n, 1 - a.affine_scale, 1 + a.affine_scale, device, g)
+            angle = torch.deg2rad(_uniform(n, -a.affine_degrees, a.affine_degrees, device, g))
             one = torch.ones_like(zoom)
             matrices += [_affine(1 / zoom, 1 / zoom), _rotation(-angle),
-                         _affine(one, one, _uniform(n, -t, t, device), _uniform(n, -t, t, device))]
+                         _affine(one, one, _uniform(n, -t, t, device, g), _uniform(n, -t, t, device, g))]
         if a.hflip or a.vflip:
-            matrices.append(_affine(_random_sign(n, a.hflip, device), _random_sign(n, a.vflip, device)))
+            matrices.append(_affine(_random_sign(n, a.hflip, device, g), _random_sign(n, a.vflip, device, g)))
         if a.rot90:
-            matrices.append(_rotation(torch.randint(0, 4, (n,), device=device) * (math.pi / 2)))
+            matrices.append(_rotation(torch.randint(0, 4, (n,), device=device, generator=g) * (math.pi / 2)))
         if a.rotation:
-            matrices.append(_rotation(torch.deg2rad(_uniform(n, -a.rotation, a.rotation, device))))
+            matrices.append(_rotation(torch.deg2rad(_uniform(n, -a.rotation, a.rotation, device, g))))
         if not matrices:
             return None
         warp = matrices[0]
@@ -166,40 +168,41 @@ class BatchAugment:
             warp = warp @ m
         return warp
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) uint8 -> (B, C, S, S) float32, augmented and normalised, in the memory format of ``images``."""
-        a, n, device = self.augment, len(images), images.device
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, C, S, S) uint8 -> (B, C, S, S) float32, augmented and normalised, in the memory format of ``images``.
+        Random draws come from ``generator`` (on the images' device), else the global generator."""
+        a, n, device, g = self.augment, len(images), images.device, generator
         x = images.float()  # 0-255
-        warp = self._warp(n, device)
+        warp = self._warp(n, device, g)
         if warp is not None:
             grid = F.affine_grid(warp[:, :2], list(x.shape), align_corners=False)  # (B, S, S, 2)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             if images.is_contiguous(memory_format=torch.channels_last):
                 x = x.contiguous(memory_format=torch.channels_last)
         if a.color_jitter:
-            brightness = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device).view(-1, 1, 1, 1)
-            contrast = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device).view(-1, 1, 1, 1)
+            brightness = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device, g).view(-1, 1, 1, 1)
+            contrast = _uniform(n, 1 - a.color_jitter, 1 + a.color_jitter, device, g).view(-1, 1, 1, 1)
             x = (x * brightness).clamp_(0, 255)
             mean = x.mean((1, 2, 3), keepdim=True)
             x = ((x - mean) * contrast + mean).clamp_(0, 255)
         x = self.normalize(x)
         if a.random_erasing:
-            x.masked_fill_(self._erased(n, x.shape[-1], device)[:, None], 0.0)  # x is our own: in place
+            x.masked_fill_(self._erased(n, x.shape[-1], device, g)[:, None], 0.0)  # x is our own: in place
         return x
 
-    def _erased(self, n: int, size: int, device: torch.device) -> torch.Tensor:
+    def _erased(self, n: int, size: int, device: torch.device, g: torch.Generator | None) -> torch.Tensor:
         """(n, S, S) bool: with probability ``random_erasing`` one rectangle per image, torchvision's default shapes
         (area 2-33% of the image, aspect ratio 0.3-3.3)."""
-        area = _uniform(n, 0.02, 0.33, device) * size * size
-        ratio = torch.exp(_uniform(n, math.log(0.3), math.log(3.3), device))
+        area = _uniform(n, 0.02, 0.33, device, g) * size * size
+        ratio = torch.exp(_uniform(n, math.log(0.3), math.log(3.3), device, g))
         h = (area * ratio).sqrt().round().clamp(1, size)
         w = (area / ratio).sqrt().round().clamp(1, size)
-        top = (torch.rand(n, device=device) * (size - h + 1)).floor()
-        left = (torch.rand(n, device=device) * (size - w + 1)).floor()
+        top = (torch.rand(n, device=device, generator=g) * (size - h + 1)).floor()
+        left = (torch.rand(n, device=device, generator=g) * (size - w + 1)).floor()
         pos = torch.arange(size, device=device).view(1, -1)
         rows = (pos >= top[:, None]) & (pos < (top + h)[:, None])  # (n, S)
         cols = (pos >= left[:, None]) & (pos < (left + w)[:, None])
-        chosen = torch.rand(n, device=device) < self.augment.random_erasing
+        chosen = torch.rand(n, device=device, generator=g) < self.augment.random_erasing
         return rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]
 
 
