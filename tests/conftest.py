@@ -3,9 +3,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from PIL import Image
 
 from celltune.config import TrainConfig, config_from_dict
@@ -13,6 +16,11 @@ from celltune.synthetic import make_dataset
 
 SHARED_HEP2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Property tests: 150 examples in the suite; HYPOTHESIS_PROFILE=fuzz for a long search by hand.
+settings.register_profile("suite", max_examples=150, deadline=None)
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 # A model that trains in a fraction of a second per step on 32 px images, from random weights.
 QUICK = dict(model="mobilenet_v2", pretrained=False, image_size=32, epochs=2, batch_size=8, max_steps_per_epoch=2,
@@ -45,6 +53,16 @@ def history(run: Path) -> list[dict[str, str]]:
 def png(path: Path, size=(20, 16), value=128, mode="L") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, value).save(path)
+    return path
+
+
+def bomb_png(path: Path, width: int = 30_000, height: int = 30_000) -> Path:
+    """A PNG that claims width x height but holds no pixel data: a decompression bomb's header, in 45 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     return path
 
 

@@ -119,12 +119,14 @@ def test_masks_missing_or_of_another_size(tmp_path):
             _cell(root / cls / f"{i}.png", cls)
             if (cls, i) != ("golgi", 3):
                 size = (32, 32) if (cls, i) == ("speckled", 1) else (64, 64)
-                mask = tmp_path / "masks" / cls / f"{i}.png"
+                mask = tmp_path / "masks" / cls / f"{i}.{'bmp' if i % 2 else 'tif'}"  # matched by stem
                 mask.parent.mkdir(parents=True, exist_ok=True)
                 Image.new("L", size, 255).save(mask)
+    Image.new("L", (64, 64), 255).save(tmp_path / "masks" / "golgi" / "4.jpg")  # a second mask of golgi/4.png
     codes = _codes(audit(discover(root), root, mask_dir=tmp_path / "masks", workers=1))
     assert codes["mask-missing"] == ["golgi/3.png"]
-    assert codes["mask-size"] == ["speckled/1.png: 32x32, its image 64x64"]
+    assert codes["mask-size"] == ["speckled/1.bmp: 32x32, its image 64x64"]
+    assert codes["mask-ambiguous"] == ["golgi/4.png: golgi/4.jpg, golgi/4.tif"]
 
 
 def test_a_group_across_pre_made_splits_is_an_error(tmp_path):

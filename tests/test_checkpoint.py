@@ -42,3 +42,24 @@ def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a celltune checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_pickle_a_torn_file_or_a_newer_format_is_refused_in_one_line(tmp_path):
+    class Payload:
+        def __reduce__(self):  # would run code if unpickled with weights_only=False
+            return (print, ("pwned",))
+
+    torch.save({"model": Payload()}, tmp_path / "best.pt")
+    with pytest.raises(CheckpointError, match=r"best\.pt: not a celltune checkpoint, torch cannot read it as plain "
+                                              r"data \(.*\); give a run directory or the best\.pt"):
+        read_checkpoint(tmp_path)
+    (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(CheckpointError, match=r"torn\.pt: not a celltune checkpoint"):
+        read_checkpoint(tmp_path / "torn.pt")
+    model, _ = create_model("resnet18", num_classes=3, pretrained=False)
+    save_checkpoint(tmp_path / "new.pt", model=model, card=_card())
+    data = torch.load(tmp_path / "new.pt", weights_only=True)
+    torch.save({**data, "format": "celltune-checkpoint/2"}, tmp_path / "new.pt")
+    with pytest.raises(CheckpointError, match=r"new\.pt: written by a newer celltune \(celltune-checkpoint/2; this "
+                                              r"one reads celltune-checkpoint/1\); upgrade"):
+        load_checkpoint(tmp_path / "new.pt")

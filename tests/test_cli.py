@@ -1,5 +1,7 @@
 import csv
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import yaml
 from celltune.cli import main
 from celltune.synthetic import HPA_CHANNELS, make_multilabel_dataset
 
-from conftest import class_tree, history, random_checkpoint
+from conftest import bomb_png, class_tree, history, random_checkpoint
 
 slow = pytest.mark.slow
 
@@ -87,6 +89,20 @@ def test_bad_input_exits_2_with_the_file_named(tmp_path, capsys):
     assert "resnet18" in capsys.readouterr().err
     assert main(["train", "--recipe", "nope"]) == 2
     assert "alexnet_classic" in capsys.readouterr().err
+
+
+def test_a_decompression_bomb_is_one_line_in_summarize_and_a_finding_in_check(tmp_path, capsys):
+    class_tree(tmp_path / "d", {"a": 3, "b": 3}, size=(8, 8))
+    bomb_png(tmp_path / "d" / "a" / "huge.png")
+    assert main(["summarize", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and re.fullmatch(r"celltune: error: .*huge\.png: 900,000,000 pixels, above the "
+                                                 r"limit of 89,478,485 .*raise --max-image-pixels", err)
+    # The flag reaches the reader: with the limit lifted, the header alone is read and summarize counts the file.
+    assert main(["summarize", str(tmp_path / "d"), "--max-image-pixels", "0"]) == 0
+    assert "30000x30000" in capsys.readouterr().out
+    assert main(["check", str(tmp_path / "d"), "--workers", "1"]) == 1
+    assert "huge.png: 900,000,000 pixels" in capsys.readouterr().out
 
 
 def test_recipes_and_models_are_listed(capsys):
@@ -227,6 +243,27 @@ def test_predict_overwrite_resume_and_tta_from_the_command_line(tiny_data, tmp_p
                  "--tta", "flips"]) == 0
     assert "wrote 13 predictions" in capsys.readouterr().out
     assert out.read_text().splitlines() == lines
+
+
+def test_predict_goes_on_past_bad_files_counts_them_and_exits_1(tiny_data, tmp_path, capsys):
+    names = sorted(d.name for d in (tiny_data / "train").iterdir())
+    checkpoint = random_checkpoint(tmp_path / "best.pt", names)
+    folder = tmp_path / "images"
+    shutil.copytree(tiny_data / "test", folder)
+    broken = sorted(folder.rglob("*.png"))[:2]
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:50])  # truncated
+    out = tmp_path / "preds.csv"
+    assert main(["-q", "predict", str(checkpoint), str(broken[0]), str(folder), "--output", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"{broken[0]}: error: cannot read image" in printed
+    assert "wrote 18 predictions" in printed and "2 image(s) could not be read" in printed
+    rows = _rows(out)
+    assert [r["path"] for r in rows if r["error"]] == [str(p) for p in broken]
+    assert all(r["predicted"] in names for r in rows if not r["error"])
+    # --resume: every row is there, error rows included; nothing is predicted again, and the failures still count.
+    assert main(["-q", "predict", str(checkpoint), str(folder), "--output", str(out), "--resume"]) == 1
+    assert "wrote 0 predictions" in capsys.readouterr().out and len(_rows(out)) == 18
 
 
 def test_multilabel_predict_prints_exactly_the_labels_above_their_thresholds(tmp_path, capsys):

@@ -3,8 +3,9 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from celltune.data import discover, summarize
+from celltune.data import MaskFinder, discover, summarize
 from celltune.errors import ConfigError, DataError
 from celltune.images import read_image
 from celltune.layouts import read_label_names
@@ -131,6 +132,39 @@ def test_multilabel_row_without_image_names_it(tmp_path):
     (tmp_path / "train.csv").write_text("Id,Target\nghost,0 1\n")
     with pytest.raises(DataError, match="ghost"):
         discover(tmp_path)
+
+
+def test_multilabel_ids_that_leave_the_data_folder_are_refused(tmp_path):
+    (tmp_path / "train").mkdir()
+    png(tmp_path / "secret.png")  # outside train/, where the CSV's images are
+    for bad in ("../secret", "../../../etc/passwd", "/etc/passwd"):
+        (tmp_path / "train.csv").write_text(f"Id,Target\n{bad},0 1\n")
+        with pytest.raises(DataError, match=rf"train\.csv:2: Id '{re.escape(bad)}' resolves outside the data folder"):
+            discover(tmp_path)
+
+
+def _mask(path: Path, size=(20, 16)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", size, 255).save(path)
+    return path
+
+
+def test_masks_are_matched_by_stem_whatever_their_extension(tmp_path):
+    data, masks = tmp_path / "data", tmp_path / "masks"
+    images = [png(data / "cells" / "291.png"), data / "cells" / "292.bmp", data / "cells" / "293.tif"]
+    Image.new("L", (20, 16), 9).save(images[1])
+    Image.new("L", (20, 16), 9).save(images[2])
+    found = [_mask(masks / "cells" / "291.tif"), _mask(masks / "cells" / "292.png"), _mask(masks / "293.JPG")]
+    finder = MaskFinder(data, masks)
+    assert [finder.of(p) for p in images] == found  # the same relative folder first, then the mask folder's top
+    _mask(masks / "cells" / "292.bmp")  # the image's own file name wins over another extension
+    assert MaskFinder(data, masks).of(images[1]) == masks / "cells" / "292.bmp"
+    _mask(masks / "cells" / "291.bmp")  # two masks for 291.png, neither of its own name
+    with pytest.raises(DataError, match=rf"291\.png: 2 masks fit it, {masks}/cells/291\.bmp and "
+                                        rf"{masks}/cells/291\.tif; keep only one"):
+        MaskFinder(data, masks).of(images[0])
+    with pytest.raises(DataError, match=r"294\.png: no mask at .*cells/294\.<png\|tif\|bmp\|jpg>"):
+        MaskFinder(data, masks).of(png(data / "cells" / "294.png"))
 
 
 def test_valid_and_testing_folder_names_are_val_and_test(tmp_path):

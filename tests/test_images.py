@@ -1,22 +1,29 @@
+import io
+
 import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import ExifTags, Image
 
 from celltune.errors import DataError
 from celltune.images import (
     ChannelFiles,
     apply_mask,
     dataset_mean_std,
+    image_header,
+    inspect_image,
     load_input,
     names_channel_files,
     percentile_stretch,
     read_channels,
     read_image,
+    set_max_image_pixels,
 )
 
-from conftest import png
+from conftest import bomb_png, png
 
 
 def _channel_files(folder, stem, values: dict[str, int]):
@@ -160,3 +167,142 @@ def test_percentile_intensity_clips_one_percent_low_and_a_fifth_of_a_percent_hig
     assert [int((c == 0).sum()) for c in x] == [100, 100]
     assert [int((c == 1).sum()) for c in x] == [20, 20]
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+
+
+# Hostile and odd inputs: each is read as a viewer shows it, or refused with one DataError naming the file and fix.
+
+@pytest.fixture
+def pixel_limit():
+    yield set_max_image_pixels
+    set_max_image_pixels(89_478_485)  # PIL's default, for the tests that follow
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, pixel_limit):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    for read in (read_image, lambda p: read_channels(p, ["0"]), image_header):
+        with pytest.raises(DataError, match=r"bomb\.png: .*900,000,000.*--max-image-pixels"):
+            read(bomb)
+    assert "--max-image-pixels" in inspect_image(bomb).error
+    # Our own check (above the limit) and PIL's (above twice the limit) say the same: the file and the flag.
+    pixel_limit(300)
+    png(tmp_path / "ok.png", size=(20, 15))  # 300 pixels: at the limit
+    assert read_image(tmp_path / "ok.png").shape == (3, 15, 20)
+    for size in [(20, 16), (40, 40)]:
+        with pytest.raises(DataError, match=r"big\.png: .*(320|1,600) pixels, above the limit of 300.*--max-image"):
+            read_image(png(tmp_path / "big.png", size=size))
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((2, 40, 40), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"big\.tif: 40x40 = 1,600 pixels.*--max-image-pixels"):
+        read_channels(tmp_path / "big.tif", ["0", "1"])
+    pixel_limit(0)  # no limit
+    assert read_image(tmp_path / "big.png").shape == (3, 40, 40)
+
+
+def test_cmyk_jpeg_and_transparent_png_are_read_as_rgb(tmp_path):
+    Image.new("CMYK", (6, 4), (0, 255, 0, 0)).save(tmp_path / "cmyk.jpg", quality=100)  # no magenta ink: green
+    x = read_image(tmp_path / "cmyk.jpg")
+    assert x.shape == (3, 4, 6) and x[0].mean() > 0.95 and x[1].mean() < 0.05 and x[2].mean() > 0.95
+    # A palette image whose first colour is fully transparent: those pixels composite onto black, the others keep
+    # their colour (alpha 255).
+    rgba = np.zeros((4, 6, 4), dtype=np.uint8)
+    rgba[:, :3] = (255, 0, 0, 0)  # transparent red
+    rgba[:, 3:] = (0, 0, 255, 255)  # opaque blue
+    Image.fromarray(rgba, "RGBA").convert("P").save(tmp_path / "palette.png")
+    assert "transparency" in Image.open(tmp_path / "palette.png").info
+    p = read_image(tmp_path / "palette.png")
+    assert float(p[:, :, :3].abs().max()) == 0.0 and p[:, :, 3:].mean(dim=(1, 2)).tolist() == [0.0, 0.0, 1.0]
+    half = rgba.copy()
+    half[..., 3] = 128
+    Image.fromarray(half, "RGBA").save(tmp_path / "half.png")
+    assert float(read_image(tmp_path / "half.png")[2, 0, 5]) == pytest.approx(128 / 255)
+
+
+def test_a_16_bit_single_channel_png_keeps_its_scale_however_dim(tmp_path):
+    Image.fromarray(np.full((3, 4), 100, dtype=np.uint16)).save(tmp_path / "dim.png")
+    assert Image.open(tmp_path / "dim.png").mode == "I;16"
+    assert float(read_image(tmp_path / "dim.png").max()) == pytest.approx(100 / 65535)  # not 100 / 255
+
+
+def test_exif_rotated_jpeg_is_read_as_a_viewer_shows_it(tmp_path):
+    array = np.zeros((4, 6, 3), dtype=np.uint8)
+    array[0, 0] = 255  # white top-left corner of the stored pixels
+    img = Image.fromarray(array)
+    exif = img.getexif()
+    exif[ExifTags.Base.Orientation] = 6  # "rotate 90 CW to display"
+    img.save(tmp_path / "turned.jpg", exif=exif, quality=100)
+    x = read_image(tmp_path / "turned.jpg")
+    assert x.shape == (3, 6, 4)  # displayed upright: 4 wide, 6 high
+    assert float(x[:, 0, 3].mean()) > 0.8 and float(x[:, 0, 0].mean()) < 0.2  # the corner went to the top right
+    assert (inspect_image(tmp_path / "turned.jpg").width, inspect_image(tmp_path / "turned.jpg").height) == (4, 6)
+
+
+def test_frames_are_refused_unless_channels_name_them(tmp_path):
+    pages = [Image.new("L", (7, 5), v) for v in (10, 20, 30)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(DataError, match=r"stack\.tif: 3 pages in one file; pass --channels 0,1"):
+        read_image(tmp_path / "stack.tif")
+    assert read_channels(tmp_path / "stack.tif", ["0", "2"]).mul(255).round().flatten(1)[:, 0].tolist() == [10, 30]
+    frames = [Image.new("L", (5, 5), v) for v in (0, 255)]
+    frames[0].save(tmp_path / "cell.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with pytest.raises(DataError, match=r"cell\.gif: 2 frames in one file; .*still images"):
+        read_image(tmp_path / "cell.gif")
+
+
+def test_a_file_is_read_by_its_content_whatever_its_extension_says(tmp_path):
+    rgb = np.zeros((4, 5, 3), dtype=np.uint8)
+    rgb[..., 2] = 255
+    Image.fromarray(rgb).save(tmp_path / "really_a_jpeg.png", format="JPEG", quality=100)
+    assert torch.allclose(read_image(tmp_path / "really_a_jpeg.png"), torch.tensor([0.0, 0.0, 1.0])[:, None, None],
+                          atol=0.02)
+    assert inspect_image(tmp_path / "really_a_jpeg.png").format == "JPEG"
+    tifffile.imwrite(tmp_path / "planes.png", np.stack([np.full((3, 3), v, dtype=np.uint16) for v in (1, 2)]))
+    assert read_channels(tmp_path / "planes.png", ["1"]).max() == pytest.approx(2 / 65535)
+    png(tmp_path / "plain.tif", size=(3, 3), value=51)  # a PNG named .tif, planes read through PIL
+    assert read_channels(tmp_path / "plain.tif", ["0"]).max() == pytest.approx(0.2)
+
+
+_SEEDS = [  # small valid files of each format the reader meets, for hypothesis to mutate
+    (lambda f: Image.new("L", (6, 5), 77).save(f, format="PNG")),
+    (lambda f: Image.new("RGB", (6, 5), (1, 2, 3)).save(f, format="JPEG")),
+    (lambda f: Image.new("I;16", (6, 5), 999).save(f, format="TIFF")),
+    (lambda f: Image.new("P", (6, 5), 3).save(f, format="BMP")),
+    (lambda f: Image.new("L", (4, 4), 9).save(f, format="GIF")),
+]
+
+
+def _seed_bytes(index: int) -> bytes:
+    buffer = io.BytesIO()
+    _SEEDS[index](buffer)
+    return buffer.getvalue()
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_bytes_give_a_decoded_image_or_celltunes_own_error(tmp_path, data):
+    """Random bytes, and valid files with bytes flipped, cut, or inserted: the reader returns a (3, H, W) image in
+    [0, 1] or raises DataError naming the file; never any other exception."""
+    seed = bytearray(_seed_bytes(data.draw(st.integers(0, len(_SEEDS) - 1))))
+    how = data.draw(st.sampled_from(["random", "flip", "cut", "insert"]))
+    if how == "random":
+        content = data.draw(st.binary(max_size=512))
+    elif how == "cut":
+        content = bytes(seed[: data.draw(st.integers(0, len(seed)))])
+    else:
+        for _ in range(data.draw(st.integers(1, 8))):
+            at = data.draw(st.integers(0, len(seed) - 1))
+            byte = data.draw(st.integers(0, 255))
+            if how == "flip":
+                seed[at] = byte
+            else:
+                seed.insert(at, byte)
+        content = bytes(seed)
+    path = tmp_path / "fuzz.png"
+    path.write_bytes(content)
+    try:
+        image = read_image(path)
+    except DataError as err:
+        assert str(err).startswith(f"{path}: ")
+    else:
+        assert image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.float32
+        assert bool(torch.isfinite(image).all()) and 0.0 <= float(image.min()) <= float(image.max()) <= 1.0
+    facts = inspect_image(path)  # the audit's reader: an error string, never an exception
+    assert (facts.error is None) == (facts.width > 0)

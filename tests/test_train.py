@@ -13,7 +13,7 @@ from PIL import Image
 from celltune.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from celltune.config import Augment, OptimConfig
 from celltune.data import discover
-from celltune.errors import ConfigError, DataError, MissingError, ModelNotFoundError
+from celltune.errors import ConfigError, DataError, MissingError, ModelNotFoundError, WriteError
 from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.models import create_model, head_name
 from celltune.module import FocalLoss
@@ -286,6 +286,23 @@ def test_what_cannot_run_fails_before_any_work(tiny_data, tmp_path):
     with pytest.raises(MissingError, match="nothing to resume"):
         prepare(quick_config(tiny_data, tmp_path), resume=tmp_path)
     assert not (tmp_path / "t").exists()
+
+
+def test_a_start_that_fails_after_the_run_directory_opened_leaves_none(tiny_data, tmp_path):
+    """The image cache is built when training starts; where it cannot be written (here a file stands where its
+    folder should be), the error names the folder and the fixes, and the new run directory goes; others stay."""
+    in_the_way = tmp_path / "not_a_folder"
+    in_the_way.write_text("")
+    config = quick_config(tiny_data, tmp_path / "runs", cache="on", cache_dir=str(in_the_way))
+    with pytest.raises(WriteError, match=r"not_a_folder: cannot write the image cache .*--cache-dir.*--cache off"):
+        fit(config)
+    assert not (tmp_path / "runs" / "t").exists()
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    (tmp_path / "runs" / "t" / "notes.txt").write_text("mine")
+    with pytest.raises(WriteError):
+        fit(config)  # opens runs/t-1, as runs/t exists
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["t"]
+    assert [p.name for p in (tmp_path / "runs" / "t").iterdir()] == ["notes.txt"]
 
 
 @slow

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from celltune import confounds
 from celltune.config import DataConfig
-from celltune.data import find_mask
+from celltune.data import MaskFinder
 from celltune.duplicates import exact_groups, near_pairs
 from celltune.findings import Audit, Finding
 from celltune.images import IMAGE_SUFFIXES, ChannelFiles, ImageFacts, inspect_image
@@ -105,13 +105,17 @@ class _Checks:
                 self.add(level, "class-missing", f"class {c!r} has no {' or '.join(missing)} images ({parts})",
                          f"add {c!r} images to {' and '.join(missing)}")
 
-    def masks(self, mask_dir: Path, *, sizes: bool) -> None:
-        missing, misfit = [], []
+    def masks(self, finder: MaskFinder, *, sizes: bool) -> None:
+        missing, ambiguous, misfit = [], [], []
+        mask_dir = finder.mask_dir
         for sample, paths in self.files.items():
-            mask = find_mask(sample, data_root=self.root, mask_dir=mask_dir)
-            if mask is None:
+            found = finder.candidates(sample.path)
+            if not found:
                 missing.append(_rel(sample.path, self.root))
+            elif len(found) > 1:
+                ambiguous.append(f"{_rel(sample.path, self.root)}: " + ", ".join(_rel(m, mask_dir) for m in found))
             elif sizes:
+                mask = found[0]
                 image, m = self.facts.get(paths[0]), self.facts.get(mask)
                 if image and m and image.error is None and m.error is None and (m.width, m.height) != (
                         image.width, image.height):
@@ -119,7 +123,11 @@ class _Checks:
                                   f"{image.height}")
         if missing:
             self.add("error", "mask-missing", f"{len(missing)} image(s) have no mask under {mask_dir}",
-                     "add masks with the images' relative paths or file names, or drop --mask-dir", missing)
+                     "add masks under the images' relative folders, named by their stems (any image "
+                     "extension), or drop --mask-dir", missing)
+        if ambiguous:
+            self.add("error", "mask-ambiguous", f"{len(ambiguous)} image(s) have more than one mask",
+                     "keep one mask per image (the same stem with two extensions is two masks)", ambiguous)
         if misfit:
             self.add("error", "mask-size", f"{len(misfit)} mask(s) differ in size from their image",
                      "save each mask at its image's size", misfit)
@@ -183,15 +191,16 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
     root = Path(root)
     channel_files = ChannelFiles()
     files = {s: channel_files.of(s.path) or [s.path] for s in found.samples}
-    masks = [m for s in files if mask_dir and (m := find_mask(s, data_root=root, mask_dir=Path(mask_dir)))]
+    finder = MaskFinder(root, Path(mask_dir)) if mask_dir else None
+    masks = [c[0] for s in files if finder and len(c := finder.candidates(s.path)) == 1]
     facts = read_all([p for paths in files.values() for p in paths] + ([] if quick else masks), workers=workers,
                      progress=progress)
     checks = _Checks(found, root, facts, files, fractions)
     checks.unreadable()
     checks.classes()
     checks.groups()
-    if mask_dir:
-        checks.masks(Path(mask_dir), sizes=not quick)
+    if finder:
+        checks.masks(finder, sizes=not quick)
     samples = list(files)
     first = [facts[files[s][0]] for s in samples]
     checks.duplicates(samples, first, near=not quick)

@@ -13,11 +13,13 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from celltune.errors import WriteError
 from celltune.images import ChannelFiles, load_input
 from celltune.progress import bar
 from celltune.samples import Sample
@@ -55,19 +57,26 @@ def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None,
     if path.is_file():
         log.info("image cache hit: %s", path)
         return path
-    directory.mkdir(parents=True, exist_ok=True)
     first = load_input(samples[0].path, channels=channels, intensity=intensity, mask=masks[0] if masks else None)
     geometry = eval_geometry(image_size=size, interpolation=interpolation)  # resize the short side, centre-crop
     tmp = path.with_suffix(f".{os.getpid()}.partial")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), len(first), size, size))
-    with bar(len(samples), "caching") as progress:
-        for i, s in enumerate(samples):
-            image = first if i == 0 else load_input(s.path, channels=channels, intensity=intensity,
-                                                     mask=masks[i] if masks else None)
-            array[i] = (geometry(image).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-            progress.update()
-    array.flush()
-    del array
-    tmp.replace(path)  # atomic: a reader never sees a half-written cache
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(len(samples), len(first), size, size))
+        with bar(len(samples), "caching") as progress:
+            for i, s in enumerate(samples):
+                image = first if i == 0 else load_input(s.path, channels=channels, intensity=intensity,
+                                                         mask=masks[i] if masks else None)
+                array[i] = (geometry(image).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                progress.update()
+        array.flush()
+        del array
+        tmp.replace(path)  # atomic: a reader never sees a half-written cache
+    except OSError as err:  # a full disk, a read-only folder, a file where the folder should be
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise WriteError(f"{directory}: cannot write the image cache ({err}); free some space, choose another "
+                         "--cache-dir, or train with --cache off") from err
     log.info("image cache built: %s (%d images, %.1f MB)", path, len(samples), path.stat().st_size / 1e6)
     return path

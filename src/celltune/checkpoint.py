@@ -12,7 +12,8 @@ from torch import nn
 from celltune.errors import CheckpointError, MissingError, WriteError
 from celltune.models import create_model
 
-FORMAT = "celltune-checkpoint/1"
+_FAMILY = "celltune-checkpoint/"
+FORMAT = f"{_FAMILY}1"  # a format a later celltune cannot read the same way gets the next number
 BEST = "best.pt"
 
 
@@ -67,9 +68,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's plain data (a run directory means its ``best.pt``)."""
     path = resolve_checkpoint(path)
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a celltune checkpoint (expected format {FORMAT!r})")
+    try:
+        # weights_only: plain tensors and containers, never code; a pickle of anything else is refused here
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (no zip archive), EOFError (truncated) ...
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: not a celltune checkpoint, torch cannot read it as plain data ({reason}); "
+                              f"give a run directory or the {BEST} that celltune train wrote") from None
+    found = data.get("format") if isinstance(data, dict) else None
+    if isinstance(found, str) and found.startswith(_FAMILY) and found != FORMAT:
+        raise CheckpointError(f"{path}: written by a newer celltune ({found}; this one reads {FORMAT}); upgrade "
+                              "celltune (pip install -U celltune) to use it")
+    if found != FORMAT:
+        raise CheckpointError(f"{path}: not a celltune checkpoint (no {FORMAT!r} format mark); give a run directory "
+                              f"or the {BEST} that celltune train wrote")
     return data
 
 

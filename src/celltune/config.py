@@ -41,8 +41,8 @@ class DataConfig:
     root: str = option("", "data folder: class folders (CLASS/*.png, or train/ val/ test/ of them), the ICPR 2014 "
                        "HEp-2 CSV layout, or an Id,Target multi-label CSV", flag="data")
     label_names: str | None = option(None, "multi-label: 'id,name' CSV naming the label ids")
-    mask_dir: str | None = option(None, "a mask per image (same relative path or file name): white keeps the pixel, "
-                                  "black zeroes it")
+    mask_dir: str | None = option(None, "a mask per image, under the image's relative folder with its stem and any "
+                                  "image extension: white keeps the pixel, black zeroes it")
     channels: list[str] | None = option(None, "red,green,blue,yellow for {id}_red.png ... files, or TIFF planes "
                                         "0,1,2,3 (default: RGB, grayscale repeated)")
     intensity: Intensity = option("scale", "bit-depth scaling, per-image percentile stretch, or the training set's "
@@ -59,6 +59,9 @@ class DataConfig:
     balance: Literal["none", "sampler", "loss"] = option(
         "none", "class imbalance: draw every class equally often, or weight the loss by N / (C * count)")
     image_size: int | None = option(None, "input size in pixels (default: the pretrained weights' native size)")
+    max_image_pixels: int | None = option(89_478_485, "refuse images of more pixels (width x height) than this "
+                                          "before decoding them, a guard against decompression bombs (PIL's "
+                                          "default); raise it for whole-slide sized images you trust, 0 lifts it")
     skip_unreadable: bool = option(False, "train without the images that cannot be read (listed in the run "
                                    "directory's skipped_files.txt) instead of stopping")
     cache: Literal["auto", "on", "off"] = option("auto", "decoded, resized uint8 image cache on disk (auto: datasets "

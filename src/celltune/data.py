@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from celltune.config import DataConfig
 from celltune.errors import ConfigError, DataError
-from celltune.images import ChannelFiles, ImageFacts
+from celltune.images import IMAGE_SUFFIXES, ChannelFiles, ImageFacts, image_header
 from celltune.layouts import Found, read_layout
 from celltune.samples import SPLITS, LabelledSplits, Sample, multi_hot
 from celltune.splits import grouped_split, iterative_split, stratified_split
@@ -139,10 +138,44 @@ def discover(
     return out
 
 
-def find_mask(sample: Sample, *, data_root: Path, mask_dir: Path) -> Path | None:
-    """The mask of a sample: same relative path, or failing that the same file name, under ``mask_dir``."""
-    candidates = [mask_dir / sample.path.relative_to(data_root), mask_dir / sample.path.name]
-    return next((c for c in candidates if c.is_file()), None)
+class MaskFinder:
+    """Where each image's mask is: in the mask folder, under the image's relative folder, the file of the image's
+    name or else of its stem with any image extension (``cells/291.bmp`` -> ``masks/cells/291.png``); failing that,
+    likewise at the mask folder's top. Each folder is listed once."""
+
+    def __init__(self, data_root: Path, mask_dir: Path) -> None:
+        self.data_root, self.mask_dir = data_root, mask_dir
+        self._stems: dict[Path, dict[str, list[Path]]] = {}
+
+    def _by_stem(self, folder: Path) -> dict[str, list[Path]]:
+        if folder not in self._stems:
+            stems: dict[str, list[Path]] = {}
+            for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                    stems.setdefault(f.stem, []).append(f)
+            self._stems[folder] = stems
+        return self._stems[folder]
+
+    def candidates(self, image: Path) -> list[Path]:
+        """The masks that fit ``image``: one, none, or (ambiguous) several."""
+        rel = image.relative_to(self.data_root)
+        stem = rel.stem if rel.suffix.lower() in IMAGE_SUFFIXES else rel.name  # per-channel images: a bare stem
+        for folder in dict.fromkeys([self.mask_dir / rel.parent, self.mask_dir]):
+            if (folder / rel.name).is_file():
+                return [folder / rel.name]  # the image's own file name: no doubt which
+            if found := self._by_stem(folder).get(stem):
+                return found
+        return []
+
+    def of(self, image: Path) -> Path:
+        found = self.candidates(image)
+        if not found:
+            rel = image.relative_to(self.data_root)
+            raise DataError(f"{image}: no mask at {self.mask_dir / rel.parent / rel.stem}.<png|tif|bmp|jpg> or "
+                            f"{self.mask_dir / rel.name}; add one or drop --mask-dir")
+        if len(found) > 1:
+            raise DataError(f"{image}: {len(found)} masks fit it, {found[0]} and {found[1]}; keep only one")
+        return found[0]
 
 
 def discover_pool(root: str | Path, *, label_names: str | Path | None = None, groups: str | None = None,
@@ -164,16 +197,9 @@ def discover_pool(root: str | Path, *, label_names: str | Path | None = None, gr
 
 
 def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:
-    """The mask of each sample (see ``find_mask``); a missing one is an error naming where it was looked for."""
-    data_root, mask_dir = Path(data_root), Path(mask_dir)
-    out = []
-    for s in samples:
-        found = find_mask(s, data_root=data_root, mask_dir=mask_dir)
-        if found is None:
-            raise DataError(f"{s.path}: no mask at {mask_dir / s.path.relative_to(data_root)} or "
-                            f"{mask_dir / s.path.name}; add one or drop --mask-dir")
-        out.append(found)
-    return out
+    """The mask of each sample (see ``MaskFinder``); a missing or ambiguous one is an error naming the files."""
+    finder = MaskFinder(Path(data_root), Path(mask_dir))
+    return [finder.of(s.path) for s in samples]
 
 
 def summarize(found: LabelledSplits, facts: Mapping[Path, ImageFacts] | None = None) -> dict:
@@ -189,12 +215,9 @@ def summarize(found: LabelledSplits, facts: Mapping[Path, ImageFacts] | None = N
                 sizes[facts[path].width, facts[path].height] += 1
                 modes[facts[path].mode] += 1
                 continue
-            try:
-                with Image.open(path) as img:
-                    sizes[img.size] += 1
-                    modes[img.mode] += 1
-            except (OSError, UnidentifiedImageError) as err:
-                raise DataError(f"{s.path}: cannot read image ({err}); replace or remove the file") from err
+            size, mode = image_header(path)
+            sizes[size] += 1
+            modes[mode] += 1
     widths = [w for (w, _), n in sizes.items() for _ in range(n)]
     heights = [h for (_, h), n in sizes.items() for _ in range(n)]
     return {

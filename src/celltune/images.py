@@ -9,13 +9,17 @@ per-channel mean/std in place of the pretrained weights' statistics (see ``datas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 
 from celltune.errors import DataError
 
@@ -29,19 +33,93 @@ def names_channel_files(channels: list[str] | None) -> bool:
     return channels is not None and not all(c.isdigit() for c in channels)
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1]. 16-bit images keep their precision; grayscale is repeated to RGB."""
-    path = Path(path)
+def set_max_image_pixels(limit: int | None) -> None:
+    """The largest image (width x height) any reader opens; larger ones are refused before their pixels are decoded,
+    which guards against decompression bombs (a small file that decodes to gigabytes). PIL's own global setting, so
+    forked loader and audit workers inherit it; None or 0 lifts the limit."""
+    Image.MAX_IMAGE_PIXELS = limit or None
+
+
+def _too_large(width: int, height: int) -> str | None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        return (f"{width}x{height} = {width * height:,} pixels, above the limit of {limit:,} that guards against "
+                "decompression bombs; if you trust the file, raise --max-image-pixels")
+    return None
+
+
+def _opened(path: Path) -> Image.Image:
+    """``path`` opened by its content (whatever its extension says), its header read and its size checked against
+    the pixel limit; no pixel decoded yet. Fed damaged or hostile bytes, PIL raises many exception types beyond
+    ``OSError``: every one is a ``DataError`` naming the file."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as err:  # PIL's own check, at twice the limit: "Image size (N pixels) ..."
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(pixels[1]):,} pixels" if pixels else "too many pixels"
+        raise DataError(f"{path}: {size}, above the limit of {Image.MAX_IMAGE_PIXELS:,} that guards against "
+                        "decompression bombs; if you trust the file, raise --max-image-pixels") from None
+    except Exception as err:
+        raise DataError(f"{path}: cannot read image ({_reason(err)}); replace or remove the file") from err
+    if (reason := _too_large(img.width, img.height)) is not None:
+        img.close()
+        raise DataError(f"{path}: {reason}")
+    return img
+
+
+def image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """((width, height), mode) from the header alone."""
+    with _opened(path) as img:
+        return img.size, img.mode
+
+
+@contextlib.contextmanager
+def _decoded(path: Path) -> Iterator[tuple[Image.Image, int, str]]:
+    """``path`` decoded (see ``_opened``) and turned as its EXIF orientation says, as a viewer shows it. Yields (the
+    first frame, the number of frames, the format found in the content)."""
+    with _opened(path) as img:
+        try:
+            frames, fmt = getattr(img, "n_frames", 1), img.format or ""
             img.load()
-            if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
-                array = np.asarray(img, dtype=np.float32)
-                array /= 65535.0 if img.mode != "I" or array.max() > 255 else 255.0
-            else:
-                array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: cannot read image ({err}); replace or remove the file") from err
+            turned = ImageOps.exif_transpose(img) if img.getexif().get(ExifTags.Base.Orientation, 1) != 1 else img
+        except Exception as err:
+            raise DataError(f"{path}: cannot read image ({_reason(err)}); replace or remove the file") from err
+        yield turned, frames, fmt
+
+
+def _reason(err: BaseException) -> str:
+    return str(err) or type(err).__name__
+
+
+_ALPHA = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def _rgb(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] from any 8-bit mode: CMYK and YCbCr converted, palettes looked up, and
+    transparent pixels (alpha, or a palette's transparency) composited onto black, the background a mask gives."""
+    if img.mode in _ALPHA or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        return rgba[..., :3] * rgba[..., 3:]
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]. 16-bit images keep their precision; grayscale is repeated to RGB. A file of
+    several frames (multi-page TIFF, animated GIF or PNG) is refused: which frame is the image is not for celltune
+    to guess."""
+    path = Path(path)
+    with _decoded(path) as (img, frames, fmt):
+        if frames > 1:
+            how = ("pass --channels 0,1,... to read its pages as channels" if fmt == "TIFF" else
+                   "celltune classifies still images: save the frame to classify as a file of its own")
+            raise DataError(f"{path}: {frames} {'pages' if fmt == 'TIFF' else 'frames'} in one file; {how}")
+        if img.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
+            array = np.asarray(img, dtype=np.float32)
+            array /= 65535.0 if img.mode != "I" or array.max() > 255 else 255.0
+        else:
+            array = _rgb(img)
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     # (H, W) grayscale is repeated to 3 channels; (H, W, 3) becomes (3, H, W).
     tensor = tensor.unsqueeze(0).expand(3, -1, -1) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
@@ -54,14 +132,28 @@ def _dtype_scale(array: np.ndarray) -> float:
     return 1.0  # float images are taken as already in [0, 1]
 
 
+def _is_tiff(path: Path) -> bool:
+    """By the content's magic bytes (classic or BigTIFF, either byte order), not the extension."""
+    with path.open("rb") as f:
+        return f.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
 def read_tiff(path: Path) -> torch.Tensor:
     """(C, H, W) float32 from a multi-page or multi-channel TIFF; (H, W, C) with C <= 8 is moved channel-first."""
     import tifffile
 
     try:
-        array = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape
+            # (..., H, W) or (H, W, C<=8): the plane's size is checked before the pixels are read
+            height, width = shape[-3:-1] if len(shape) >= 3 and shape[-1] <= 8 else shape[-2:]
+            if (reason := _too_large(width, height)) is not None:
+                raise DataError(f"{path}: {reason}")
+            array = tif.series[0].asarray()
+    except DataError:
+        raise
     except Exception as err:  # tifffile raises many types for damaged files
-        raise DataError(f"{path}: cannot read TIFF ({err}); replace or remove the file") from err
+        raise DataError(f"{path}: cannot read TIFF ({_reason(err)}); replace or remove the file") from err
     array = np.squeeze(array)
     if array.ndim == 2:
         array = array[None]
@@ -111,7 +203,7 @@ def read_channels(path: Path, channels: list[str]) -> torch.Tensor:
     if path.is_file():
         if names_channel_files(channels):
             raise DataError(f"{path}: is one file, so --channels must be plane numbers like 0,1,2 (got {channels})")
-        planes = read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else read_image(path)
+        planes = read_tiff(path) if _is_tiff(path) else read_image(path)
         index = [int(c) for c in channels]
         if max(index) >= len(planes):
             raise DataError(f"{path}: has {len(planes)} channels; --channels asks for plane {max(index)}")
@@ -170,20 +262,20 @@ def inspect_image(path: Path) -> ImageFacts:
     try:
         if path.stat().st_size == 0:
             return ImageFacts(path, error="empty file (0 bytes)")
-        with Image.open(path) as img:
-            img.load()
+        with _decoded(path) as (img, frames, fmt):
             array = np.asarray(img)
             bits = 16 if img.mode.startswith("I;16") else _BITS.get(img.mode, 8)
             grey = array if array.ndim == 2 else array[..., :3].mean(axis=-1)
             scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
             thumb = Image.fromarray((grey.astype(np.float64) / scale * 255).round().clip(0, 255).astype(np.uint8))
             return ImageFacts(path, width=img.width, height=img.height, mode=img.mode, bits=bits,
-                              format=img.format or path.suffix.lstrip(".").upper(),
-                              frames=getattr(img, "n_frames", 1),
+                              format=fmt or path.suffix.lstrip(".").upper(), frames=frames,
                               sha1=hashlib.sha1(array.tobytes() + f"{array.shape}{img.mode}".encode()).hexdigest(),
                               thumb=np.asarray(thumb.resize((THUMB, THUMB), Image.Resampling.LANCZOS)))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        return ImageFacts(path, error=str(err) or type(err).__name__)
+    except DataError as err:
+        return ImageFacts(path, error=str(err).removeprefix(f"{path}: "))
+    except OSError as err:  # stat of a file that went away
+        return ImageFacts(path, error=_reason(err))
 
 
 def load_input(path: Path, *, channels: list[str] | None = None, intensity: str = "scale",

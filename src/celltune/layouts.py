@@ -85,6 +85,9 @@ def _read_multilabel(root: Path, csv_path: Path, *, label_names: str | Path | No
         except (ValueError, IndexError) as err:
             raise DataError(f"{csv_path}:{line}: expected 'Id,Target' with space-separated label ids, "
                             f"got {row!r}") from err
+        if not (folder / image_id).resolve().is_relative_to(folder.resolve()) or Path(image_id).is_absolute():
+            raise DataError(f"{csv_path}:{line}: Id {image_id!r} resolves outside the data folder {folder}; refused. "
+                            "Ids name image files inside it (without their extension)")
         label_sets.append(labels)
         if image_id in files:
             samples.append(Sample(files[image_id], labels))

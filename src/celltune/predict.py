@@ -6,7 +6,7 @@ import csv
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
 from celltune.dataset import CellDataset
-from celltune.errors import ConfigError, ExistsError
+from celltune.errors import ConfigError, DataError, ExistsError
 from celltune.images import IMAGE_SUFFIXES, load_input, names_channel_files
 from celltune.samples import Sample
 from celltune.transforms import TTA_VIEWS, NormalizeBatch, eval_transform
@@ -77,7 +77,8 @@ def make_loader(samples: list[Sample], card: ModelCard, *, batch_size: int = 64,
 @dataclass(frozen=True)
 class Prediction:
     path: Path
-    probs: list[float]  # one per class, in class_names order
+    probs: list[float]  # one per class, in class_names order; empty when the image could not be read
+    error: str | None = None  # why the image could not be read
 
     def topk(self, class_names: list[str], k: int) -> list[tuple[str, float]]:
         order = np.argsort(self.probs)[::-1][:k]
@@ -107,15 +108,26 @@ class Predictor:
     def thresholds(self) -> list[float]:
         return self.card.thresholds or [0.5] * len(self.class_names)
 
+    def _input(self, path: Path) -> torch.Tensor | str:
+        """The model's (C, H, W) input, or why ``path`` cannot be one."""
+        try:
+            return self.transform(load_input(path, channels=self.card.channels, intensity=self.card.intensity))
+        except DataError as err:
+            return str(err).removeprefix(f"{path}: ")
+
     @torch.inference_mode()
     def predict_paths(self, paths: list[Path], batch_size: int = 64) -> list[Prediction]:
+        """One prediction per path, in order; an image that cannot be read gets its ``error`` instead of
+        probabilities, and the others are predicted all the same."""
         results: list[Prediction] = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            images = [load_input(p, channels=self.card.channels, intensity=self.card.intensity) for p in chunk]
-            batch = torch.stack([self.transform(x) for x in images]).to(self.device)
-            probs = batch_probs(self.model, batch, self.tta, self.card.multilabel).cpu().tolist()
-            results += [Prediction(p, pr) for p, pr in zip(chunk, probs, strict=True)]
+            inputs = [self._input(p) for p in chunk]
+            good = [x for x in inputs if isinstance(x, torch.Tensor)]
+            probs = iter(batch_probs(self.model, torch.stack(good).to(self.device), self.tta,
+                                     self.card.multilabel).cpu().tolist() if good else [])
+            results += [Prediction(p, next(probs)) if isinstance(x, torch.Tensor) else Prediction(p, [], error=x)
+                        for p, x in zip(chunk, inputs, strict=True)]
         return results
 
 
@@ -135,13 +147,18 @@ def inputs_under(folder: Path, channels: list[str] | None = None) -> Iterator[Pa
                 yield path.with_name(path.stem[: -len(marker)])
 
 
-def _header(class_names: list[str], with_truth: bool) -> list[str]:
-    return ["path"] + (["true"] if with_truth else []) + ["predicted", "confidence"] + [f"p_{c}" for c in class_names]
+def _header(class_names: list[str], with_truth: bool, with_error: bool = False) -> list[str]:
+    return (["path"] + (["true"] if with_truth else []) + ["predicted", "confidence"] + [f"p_{c}" for c in class_names]
+            + (["error"] if with_error else []))
 
 
-def _row(pred: Prediction, class_names: list[str], thresholds: list[float] | None, truth=None) -> list[str]:
-    """path, [true label(s),] predicted label(s), confidence, probabilities. Multi-label (``thresholds``): labels are
-    space-separated, the predicted ones those at or above their threshold."""
+def _row(pred: Prediction, class_names: list[str], thresholds: list[float] | None, truth=None,
+         with_error: bool = False) -> list[str]:
+    """path, [true label(s),] predicted label(s), confidence, probabilities[, error]. Multi-label (``thresholds``):
+    labels are space-separated, the predicted ones those at or above their threshold. An image that could not be
+    read has empty label and probability cells and the reason in ``error``."""
+    if pred.error is not None:
+        return [str(pred.path), "", "", *([""] * len(class_names)), pred.error]
     if thresholds is None:
         best = int(np.argmax(pred.probs))
         predicted, confidence = class_names[best], pred.probs[best]
@@ -151,7 +168,8 @@ def _row(pred: Prediction, class_names: list[str], thresholds: list[float] | Non
         predicted = " ".join(name for name, _ in hits)
         confidence = min((p for _, p in hits), default=max(pred.probs))
         true = [] if truth is None else [" ".join(class_names[i] for i in truth)]
-    return [str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs)]
+    return [str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs),
+            *([""] if with_error else [])]
 
 
 def write_predictions_csv(path: Path, predictions: list[Prediction], class_names: list[str],
@@ -164,8 +182,9 @@ def write_predictions_csv(path: Path, predictions: list[Prediction], class_names
             writer.writerow(_row(pred, class_names, thresholds, None if labels is None else labels[i]))
 
 
-def _completed_rows(path: Path, header: list[str]) -> set[str]:
-    """Paths already in a CSV from an interrupted run; a last line cut off mid-write is removed first."""
+def _completed_rows(path: Path, header: list[str]) -> tuple[set[str], int]:
+    """(paths already in a CSV from an interrupted run, how many of them are error rows); a last line cut off
+    mid-write is removed first."""
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         path.write_bytes(data[: data.rfind(b"\n") + 1])
@@ -174,30 +193,49 @@ def _completed_rows(path: Path, header: list[str]) -> set[str]:
         found = next(rows, None)
         if found != header:
             raise ExistsError(f"{path}: its columns are not this model's; choose another --output")
-        return {row[0] for row in rows if len(row) == len(header)}
+        complete = [row for row in rows if len(row) == len(header)]
+        return {row[0] for row in complete}, sum(bool(row[-1]) for row in complete)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    written: int  # rows written by this call, error rows included
+    failed: int  # error rows in the whole file, earlier runs' included
+    skipped: int  # rows already there from an interrupted run
 
 
 def predict_to_csv(predictor: Predictor, paths: Iterable[Path], out: Path, *, batch_size: int = 64,
-                   resume: bool = False) -> int:
-    """Stream predictions for ``paths`` into ``out`` a batch at a time (memory bounded by one batch), flushing each;
-    ``resume`` appends to an interrupted ``out``, skipping the images already in it. Returns rows written now."""
+                   resume: bool = False, progress: Callable[[int], None] | None = None) -> BatchOutcome:
+    """Stream predictions for ``paths`` into ``out`` a batch at a time (memory bounded by one batch), flushing each.
+    An image that cannot be read gets a row with its reason in the ``error`` column, and the job goes on.
+    ``resume`` appends to an interrupted ``out``, skipping the images already in it, error rows included.
+    ``progress`` is called with the number of images done (predicted or skipped) as they are."""
     thresholds = predictor.thresholds if predictor.card.multilabel else None
-    header = _header(predictor.class_names, False)
+    header = _header(predictor.class_names, False, with_error=True)
     appending = resume and out.exists()
-    done = _completed_rows(out, header) if appending else set()
-    written = 0
+    done, failed = _completed_rows(out, header) if appending else (set(), 0)
+    written = skipped = 0
     with out.open("a" if appending else "w", newline="") as f:
         writer = csv.writer(f)
         if not appending:
             writer.writerow(header)
         batch: list[Path] = []
         for path in itertools.chain(paths, [None]):  # None flushes the last, partial batch
-            if path is not None and str(path) not in done:
+            if path is not None and str(path) in done:
+                skipped += 1
+                if progress:
+                    progress(1)
+            elif path is not None:
                 batch.append(path)
             if batch and (len(batch) == batch_size or path is None):
                 for pred in predictor.predict_paths(batch, batch_size=batch_size):
-                    writer.writerow(_row(pred, predictor.class_names, thresholds))
+                    writer.writerow(_row(pred, predictor.class_names, thresholds, with_error=True))
+                    failed += pred.error is not None
                 written += len(batch)
-                batch = []
                 f.flush()
-    return written
+                if progress:
+                    progress(len(batch))
+                batch = []
+    if failed:
+        log.warning("%s: %d image(s) could not be read; their reasons are in its error column", out, failed)
+    return BatchOutcome(written, failed, skipped)

@@ -4,6 +4,8 @@ its first half, everything built before training starts."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from celltune.datamodule import CellDataModule
 from celltune.errors import ConfigError, DataError, MissingError
 from celltune.evaluate import finish_run
 from celltune.findings import Audit, format_findings
-from celltune.images import ChannelFiles, dataset_mean_std, load_input
+from celltune.images import ChannelFiles, dataset_mean_std, load_input, set_max_image_pixels
 from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.models import create_model, resolve_name
 from celltune.module import CellClassifier
@@ -111,6 +113,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     the data folder's; ``checks``: their data checks, already run."""
     config = check(config, resume)
     data = config.data
+    set_max_image_pixels(data.max_image_pixels)
     L.seed_everything(data.seed, workers=True, verbose=False)
     if found is None:
         found = discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
@@ -134,30 +137,50 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     data = config.data
 
     run_dir = open_run_dir(config.output, model_name=config.model.name, resume=resume)
-    if global_rank() == 0:
-        save_config(config, run_dir / "config.yaml")
-        write_json(run_dir / "dataset.json", summary)
-        write_json(run_dir / "data_checks.json", checks.to_dict())
-        if skipped:
-            (run_dir / "skipped_files.txt").write_text("".join(f"{p}\n" for p in skipped))
-        log.info("run directory %s", run_dir)
+    with discarded_on_failure(run_dir, fresh=resume is None):
+        if global_rank() == 0:
+            save_config(config, run_dir / "config.yaml")
+            write_json(run_dir / "dataset.json", summary)
+            write_json(run_dir / "data_checks.json", checks.to_dict())
+            if skipped:
+                (run_dir / "skipped_files.txt").write_text("".join(f"{p}\n" for p in skipped))
+            log.info("run directory %s", run_dir)
 
-    hardware = resolve_hardware(config.hardware)
-    datamodule = CellDataModule(found, data=data, augment=config.augment, card=card,
-                                batch_size=config.optim.batch_size, num_workers=config.hardware.num_workers,
-                                accelerator=hardware.accelerator, channels_last=hardware.channels_last)
-    module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, seed=data.seed,
-                            freeze_backbone=config.model.freeze_backbone, channels_last=hardware.channels_last,
-                            loss_weights=datamodule.class_weights() if data.balance == "loss" else None,
-                            compile_model=config.hardware.compile)
-    callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
-        "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
-        "groups": data.groups, "groups_csv": data.groups_csv}, checkpoint_every=config.output.checkpoint_every)
-    trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks)
-    log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
-             config.hardware.devices, config.hardware.num_nodes)
+        hardware = resolve_hardware(config.hardware)
+        datamodule = CellDataModule(found, data=data, augment=config.augment, card=card,
+                                    batch_size=config.optim.batch_size, num_workers=config.hardware.num_workers,
+                                    accelerator=hardware.accelerator, channels_last=hardware.channels_last)
+        module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, seed=data.seed,
+                                freeze_backbone=config.model.freeze_backbone, channels_last=hardware.channels_last,
+                                loss_weights=datamodule.class_weights() if data.balance == "loss" else None,
+                                compile_model=config.hardware.compile)
+        callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
+            "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
+            "groups": data.groups, "groups_csv": data.groups_csv}, checkpoint_every=config.output.checkpoint_every)
+        trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks)
+        log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
+                 config.hardware.devices, config.hardware.num_nodes)
     recorder = next(c for c in callbacks if isinstance(c, RunRecorder))
     return PreparedRun(config, run_dir, found, card, model, module, datamodule, trainer, recorder)
+
+
+_BEFORE_TRAINING = ("config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt")
+
+
+@contextmanager
+def discarded_on_failure(run_dir: Path, *, fresh: bool, started: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """A new run that fails before training starts (the cache cannot be written, the trainer cannot start) takes
+    what it wrote with it, and its directory if that is then empty: nothing there to resume or read, and the error
+    says why. Files of anyone else in a directory named with --name stay."""
+    try:
+        yield
+    except Exception:
+        if fresh and global_rank() == 0 and not started():
+            for name in _BEFORE_TRAINING:
+                (run_dir / name).unlink(missing_ok=True)
+            with suppress(OSError):
+                run_dir.rmdir()  # only if empty
+        raise
 
 
 def fit(config: TrainConfig, *, resume: str | Path | None = None, found: LabelledSplits | None = None,
@@ -172,7 +195,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None, found: Labelle
 
 def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
     """Train what ``prepare`` built, then (rank 0) score the best checkpoint and write the report."""
-    with shared_run_dir(run.run_dir):
+    with shared_run_dir(run.run_dir), discarded_on_failure(run.run_dir, fresh=resume is None,
+                                                           started=lambda: run.trainer.global_step > 0):
         run.trainer.fit(run.module, datamodule=run.datamodule,
                         ckpt_path=Path(resume) / LAST if resume is not None else None)
     if not run.trainer.is_global_zero or global_rank() != 0:

@@ -31,14 +31,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines already
     try:
+        if getattr(args, "max_image_pixels", None) is not None:  # train's comes with its config
+            from celltune.images import set_max_image_pixels
+
+            set_max_image_pixels(args.max_image_pixels)
         return args.func(args)
     except CelltuneError as err:
         print(f"celltune: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import get_args
 
 from celltune.cli.output import format_result
-from celltune.config import EvalConfig, Split
+from celltune.config import DataConfig, EvalConfig, Split
 from celltune.errors import MissingError
 from celltune.flags import add_flags
 
@@ -49,6 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from celltune.errors import ExistsError
     from celltune.images import names_channel_files
     from celltune.predict import Predictor, inputs_under, predict_to_csv
+    from celltune.progress import bar
 
     predictor = Predictor(args.checkpoint, tta=args.tta)
     card = predictor.card
@@ -62,15 +63,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if folders and out.exists() and not (args.overwrite or args.resume):
         raise ExistsError(f"{out} exists; choose another --output, --resume it, or pass --overwrite")
+    failed = 0
     for pred in predictor.predict_paths(files, batch_size=args.batch_size):
+        if pred.error is not None:
+            failed += 1
+            print(f"{pred.path}: error: {pred.error}")
+            continue
         hits = (pred.above(predictor.class_names, predictor.thresholds) if card.multilabel
                 else pred.topk(predictor.class_names, args.topk))
         print(f"{pred.path}: " + (", ".join(f"{c} {p:.3f}" for c, p in hits) or "(no label above threshold)"))
     if folders:
-        paths = (p for folder in folders for p in inputs_under(folder, card.channels))
-        written = predict_to_csv(predictor, paths, out, batch_size=args.batch_size, resume=args.resume)
-        print(f"wrote {written} predictions to {out}")
-    return 0
+        def paths():
+            return (p for folder in folders for p in inputs_under(folder, card.channels))
+
+        with bar(sum(1 for _ in paths()), "predicting") as progress:
+            outcome = predict_to_csv(predictor, paths(), out, batch_size=args.batch_size, resume=args.resume,
+                                     progress=progress.update)
+        skipped = f" ({outcome.skipped} already there)" if outcome.skipped else ""
+        print(f"wrote {outcome.written} predictions to {out}{skipped}")
+        if outcome.failed:
+            print(f"{outcome.failed} image(s) could not be read: their rows in {out} give the reason in the error "
+                  "column")
+        failed += outcome.failed
+    return 1 if failed else 0
 
 
 def register(sub) -> None:
@@ -81,7 +96,8 @@ def register(sub) -> None:
     p.add_argument("--out-dir", help="write metrics, predictions and confusion matrix here")
     p.add_argument("--batch-size", type=int, default=64)
     add_flags(p, EvalConfig, with_defaults=True)
-    p.add_argument("--mask-dir", help="masks with the images' file names, as in training")
+    p.add_argument("--mask-dir", help="masks as in training (the images' relative folders and stems)")
+    add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="two trained models on the same images: differences with paired bootstrap "
@@ -93,6 +109,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     add_flags(p, EvalConfig, with_defaults=True)
     p.add_argument("--mask-dir", help="masks, as in training")
+    add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.add_argument("--json", metavar="FILE", help="write the comparison here")
     p.set_defaults(func=cmd_compare)
 
@@ -105,4 +122,5 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted --output CSV, skipping done images")
     p.add_argument("--batch-size", type=int, default=64)
     add_flags(p, EvalConfig, only={"tta"}, with_defaults=True)
+    add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.set_defaults(func=cmd_predict)
