@@ -148,3 +148,15 @@ def test_reading_in_worker_processes_gives_what_one_process_does(tmp_path):
     assert serial.keys() == parallel.keys() and sum(done) == 401
     assert all(serial[p].sha1 == parallel[p].sha1 and serial[p].error == parallel[p].error for p in serial)
     assert parallel[tmp_path / "bad.png"].error is not None
+
+
+def test_files_of_several_pages_or_frames_are_named(tmp_path):
+    root = tmp_path / "d"
+    for cls in ("golgi", "speckled"):
+        for i in range(5):
+            _cell(root / cls / f"{i}.png", cls)
+    pages = [Image.fromarray(draw_cell("golgi", size=64, rng=RNG)) for _ in range(3)]
+    pages[0].save(root / "golgi" / "stack.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(root / "speckled" / "movie.png", format="GIF", save_all=True, append_images=pages[1:2])
+    codes = _codes(audit(discover(root), root, workers=1))
+    assert codes["several-frames"] == ["golgi/stack.tif: 3 pages (TIFF)", "speckled/movie.png: 2 frames (GIF)"]

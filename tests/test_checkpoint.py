@@ -50,8 +50,8 @@ def test_a_pickle_a_torn_file_or_a_newer_format_is_refused_in_one_line(tmp_path)
             return (print, ("pwned",))
 
     torch.save({"model": Payload()}, tmp_path / "best.pt")
-    with pytest.raises(CheckpointError, match=r"best\.pt: not a celltune checkpoint, torch cannot read it as plain "
-                                              r"data \(.*\); give a run directory or the best\.pt"):
+    with pytest.raises(CheckpointError, match=r"best\.pt: not a celltune checkpoint: it holds pickled Python "
+                                              r"objects.*give a run directory or the best\.pt"):
         read_checkpoint(tmp_path)
     (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 half a zip")
     with pytest.raises(CheckpointError, match=r"torn\.pt: not a celltune checkpoint"):

@@ -52,6 +52,9 @@ def test_unreadable_image_names_the_file_and_the_fix(tmp_path):
     bad.write_bytes(b"not a png at all")
     with pytest.raises(DataError, match=r"broken\.png.*replace or remove"):
         read_image(bad)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.png: cannot read image \(empty file, 0 bytes\); replace or remove"):
+        read_image(tmp_path / "empty.png")
 
 
 def test_what_channels_means_is_decided_in_one_place():

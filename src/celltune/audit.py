@@ -73,6 +73,15 @@ class _Checks:
                      "replace or remove them, or train with --skip-unreadable",
                      [f"{_rel(p, self.root)}: {why}" for p, why in sorted(bad)])
 
+    def frames(self) -> None:
+        several = sorted((p, f.frames, f.format) for p, f in self.facts.items() if f.error is None and f.frames > 1)
+        if several:
+            self.add("warning", "several-frames", f"{len(several)} file(s) hold several pages or frames: training "
+                     "reads multi-page TIFFs only with --channels naming the pages, and refuses animations",
+                     "pass --channels 0,1,... for page-per-channel TIFFs; save one frame per file otherwise",
+                     [f"{_rel(path, self.root)}: {n} {'pages' if fmt == 'TIFF' else 'frames'} ({fmt})"
+                      for path, n, fmt in several])
+
     def non_images(self) -> None:
         folders = {p.parent for paths in self.files.values() for p in paths}
         strays = sorted(p for d in folders for p in d.iterdir() if p.is_file() and p.suffix.lower() not in
@@ -206,6 +215,7 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
     checks.duplicates(samples, first, near=not quick)
     if not quick:
         checks.non_images()
+        checks.frames()
         checks.findings += confounds.findings(found, samples, first, root)
     order = {"error": 0, "warning": 1, "info": 2}
     # errors first; among warnings, leaks across splits first

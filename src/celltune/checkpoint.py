@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         # weights_only: plain tensors and containers, never code; a pickle of anything else is refused here
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError, RuntimeError (no zip archive), EOFError (truncated) ...
+    except pickle.UnpicklingError:  # torch's own text tells how to load it anyway: not what to tell here
+        raise CheckpointError(f"{path}: not a celltune checkpoint: it holds pickled Python objects, not plain data, "
+                              f"and celltune never runs code from a file; give a run directory or the {BEST} that "
+                              "celltune train wrote") from None
+    except Exception as err:  # RuntimeError (no zip archive), EOFError (truncated) ...
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path}: not a celltune checkpoint, torch cannot read it as plain data ({reason}); "
                               f"give a run directory or the {BEST} that celltune train wrote") from None

@@ -62,7 +62,9 @@ def _opened(path: Path) -> Image.Image:
         raise DataError(f"{path}: {size}, above the limit of {Image.MAX_IMAGE_PIXELS:,} that guards against "
                         "decompression bombs; if you trust the file, raise --max-image-pixels") from None
     except Exception as err:
-        raise DataError(f"{path}: cannot read image ({_reason(err)}); replace or remove the file") from err
+        empty = path.is_file() and path.stat().st_size == 0
+        raise DataError(f"{path}: cannot read image ({'empty file, 0 bytes' if empty else _reason(err)}); replace or "
+                        "remove the file") from err
     if (reason := _too_large(img.width, img.height)) is not None:
         img.close()
         raise DataError(f"{path}: {reason}")

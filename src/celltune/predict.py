@@ -237,5 +237,5 @@ def predict_to_csv(predictor: Predictor, paths: Iterable[Path], out: Path, *, ba
                     progress(len(batch))
                 batch = []
     if failed:
-        log.warning("%s: %d image(s) could not be read; their reasons are in its error column", out, failed)
+        log.info("%s: %d image(s) could not be read; their reasons are in its error column", out, failed)
     return BatchOutcome(written, failed, skipped)
