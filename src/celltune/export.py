@@ -1,0 +1,220 @@
+"""Exports of a run's best checkpoint: ONNX and a ``torch.export`` program (``.pt2``). Every export is read back
+right after it is written and run on real images of the run (a few test images; synthetic ones of the right shape
+when the data is gone) next to the PyTorch model: a difference beyond the tolerance is an error, never a silent
+file.
+
+Each export carries the model card (class names, channels, mean/std, input size) as plain data: in the ONNX
+model's metadata (``celltune_card``, JSON) and in the ``.pt2`` archive's ``extra/celltune_card.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from celltune.checkpoint import ModelCard, load_checkpoint, resolve_checkpoint
+from celltune.errors import CelltuneError, CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+Format = Literal["onnx", "pt2"]
+SUFFIXES: dict[str, str] = {"onnx": ".onnx", "pt2": ".pt2"}  # keep celltune.cli.exports.FORMATS in step
+CARD_KEY = "celltune_card"
+OPSET = 18
+TOLERANCE = 1e-4  # max abs logit difference accepted between an export and the PyTorch model
+
+
+class ExportError(CelltuneError, RuntimeError):
+    """An export that could not be written, or that does not compute what the PyTorch model computes."""
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """What was written and how it compared with the PyTorch model."""
+
+    path: Path
+    format: str
+    max_abs_diff: float  # over the logits of every checked image
+    images: int
+    source: str  # "test images" / "validation images" of the run, or "synthetic"
+
+
+def card_json(card: ModelCard) -> str:
+    return json.dumps(asdict(card))
+
+
+def card_from_json(text: str) -> ModelCard:
+    return ModelCard(**json.loads(text))
+
+
+def check_inputs(checkpoint: Path, card: ModelCard, saved: dict, *, n: int = 8) -> tuple[torch.Tensor, str]:
+    """(N, C, H, W) float32 model inputs: the first ``n`` test (or validation) images of the run, preprocessed as
+    its card says, or, when the run's data is gone, uniform noise in [0, 1] normalised the same way."""
+    from celltune.data import discover
+    from celltune.images import load_input
+    from celltune.predict import card_transform
+    from celltune.recipes import load_config
+
+    try:
+        config = load_config(checkpoint.parent / "config.yaml")
+        found = discover(config.data.root, seed=saved.get("split_seed", config.data.seed),
+                         val_fraction=saved.get("val_fraction", config.data.val_fraction),
+                         test_fraction=saved.get("test_fraction", config.data.test_fraction),
+                         groups=saved.get("groups"), groups_csv=saved.get("groups_csv"),
+                         label_names=config.data.label_names)
+        split = "test" if found.splits.get("test") else "val"
+        transform = card_transform(card)
+        images = [transform(load_input(s.path, channels=card.channels, intensity=card.intensity))
+                  for s in found.splits[split][:n]]
+        return torch.stack(images), f"{split} images"
+    except (CelltuneError, OSError) as err:
+        log.info("checking the export on synthetic inputs: the run's images cannot be read (%s)", err)
+    noise = torch.rand(n, card.in_chans, card.image_size, card.image_size, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(card.mean)[:, None, None], torch.tensor(card.std)[:, None, None]
+    return (noise - mean) / std, "synthetic"
+
+
+def _compare(expected: torch.Tensor, got: np.ndarray | torch.Tensor, path: Path, tolerance: float) -> float:
+    got_t = torch.as_tensor(np.asarray(got)).float()
+    if got_t.shape != expected.shape:
+        raise ExportError(f"{path}: the export gives outputs of shape {tuple(got_t.shape)}, the model "
+                          f"{tuple(expected.shape)}; the file was kept for inspection, do not use it")
+    diff = float((got_t - expected).abs().max())
+    if not diff <= tolerance:  # also catches NaN
+        raise ExportError(f"{path}: the export's logits differ from the PyTorch model's by up to {diff:.3g} "
+                          f"(tolerance {tolerance:g}); the file was kept for inspection, do not use it")
+    return diff
+
+
+def export_onnx(model: nn.Module, card: ModelCard, path: Path, example: torch.Tensor) -> None:
+    """Opset ``OPSET``, a variable batch axis, the weights inside the file, the card in its metadata."""
+    import onnx
+
+    for noisy in ("onnx_ir", "onnxscript"):  # a line per folded constant and rewrite otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["image"],
+                                output_names=["logits"], dynamic_shapes={"x": {0: batch}}, external_data=False,
+                                verbose=False)
+    if program is None:  # only the legacy TorchScript exporter returns None
+        raise ExportError(f"{path}: torch.onnx.export returned no program")
+    program.save(str(path), external_data=False)
+    proto = onnx.load(str(path))
+    metadata = {CARD_KEY: card_json(card), "class_names": json.dumps(card.class_names),
+                "channels": json.dumps(card.channels), "mean": json.dumps(card.mean), "std": json.dumps(card.std),
+                "image_size": str(card.image_size)}
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def read_onnx_card(path: Path) -> ModelCard:
+    import onnx
+
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as err:  # a torn or foreign file: onnx raises DecodeError, ValueError ...
+        raise CheckpointError(f"{path}: not a readable ONNX model ({err}); export it again with celltune export") \
+            from None
+    if CARD_KEY not in props:
+        raise CheckpointError(f"{path}: an ONNX model without celltune's metadata ({CARD_KEY}); export it with "
+                              "celltune export RUN --format onnx")
+    return card_from_json(props[CARD_KEY])
+
+
+def onnx_session(path: Path):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise CheckpointError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0]}); export it "
+                              "again with celltune export") from None
+
+
+class OnnxModule(nn.Module):
+    """An exported ONNX model run by onnxruntime, called like the PyTorch one: (B, C, H, W) -> (B, classes) logits."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.session = onnx_session(path)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+def _check_onnx(path: Path, inputs: torch.Tensor) -> np.ndarray:
+    session = onnx_session(path)
+    return session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0]
+
+
+def export_pt2(model: nn.Module, card: ModelCard, path: Path, example: torch.Tensor) -> None:
+    """A ``torch.export`` program with a variable batch axis; the card in the archive's extra files."""
+    program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+    torch.export.save(program, path, extra_files={f"{CARD_KEY}.json": card_json(card)})
+
+
+def _check_pt2(path: Path, inputs: torch.Tensor) -> torch.Tensor:
+    extra = {f"{CARD_KEY}.json": ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as err:
+        raise CheckpointError(f"{path}: torch.export cannot load it ({err}); export it again") from None
+    card_from_json(extra[f"{CARD_KEY}.json"])  # the card came through
+    with torch.inference_mode():
+        return program.module()(inputs)
+
+
+class _Named(nn.Module):
+    """The classifier with one positional input named ``x``, so dynamic shapes can name it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes) logits
+        return self.model(x)
+
+
+def export_run(run: str | Path, *, format: Format, out: str | Path | None = None,
+               tolerance: float = TOLERANCE) -> ExportCheck:
+    """Export ``run``'s best checkpoint as ``format`` to ``out`` (default: beside it, ``best.onnx`` ...), then load
+    the file back and compare its logits with the PyTorch model's on a few images of the run."""
+    if format not in SUFFIXES:
+        raise ConfigError(f"unknown export format {format!r}; choose from {', '.join(SUFFIXES)}")
+    checkpoint = resolve_checkpoint(run)
+    model, card, saved = load_checkpoint(checkpoint)
+    model = _Named(model).eval()
+    path = Path(out) if out is not None else checkpoint.with_name(checkpoint.stem + SUFFIXES[format])
+    inputs, source = check_inputs(checkpoint, card, saved)
+    with torch.inference_mode():
+        expected = model(inputs).float()
+    writers: dict[str, Callable[[], None]] = {
+        "onnx": lambda: export_onnx(model, card, path, inputs[:2]),
+        "pt2": lambda: export_pt2(model, card, path, inputs[:2]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writers[format]()
+    except CelltuneError:
+        raise
+    except Exception as err:  # the exporters raise many types for an unsupported operator or model
+        raise ExportError(f"{path}: {format} export failed ({type(err).__name__}: {str(err).splitlines()[0]})") \
+            from err
+    got = _check_onnx(path, inputs) if format == "onnx" else _check_pt2(path, inputs)
+    diff = _compare(expected, got, path, tolerance)
+    log.info("%s: %s export matches the PyTorch model (max abs logit difference %.2e on %d %s)", path, format,
+             diff, len(inputs), source)
+    return ExportCheck(path, format, diff, len(inputs), source)
