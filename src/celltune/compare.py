@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from celltune.checkpoint import load_checkpoint
-from celltune.config import DataConfig, EvalConfig
-from celltune.data import discover
+from celltune.config import EvalConfig
+from celltune.data import discover_as_trained
 from celltune.errors import ConfigError, DataError
 from celltune.evaluate import align_labels, score, truth_and_answers
 from celltune.metrics import labelled
@@ -49,10 +49,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, data: str | Path, spli
         raise DataError(f"{run_a} and {run_b} do not classify the same classes ({card_a.class_names} against "
                         f"{card_b.class_names})")
     split_of = [{k: saved.get(k) for k in _SPLIT_KEYS} for saved in (saved_a, saved_b)]
-    found = discover(data, seed=saved_a.get("split_seed", 0),
-                     val_fraction=saved_a.get("val_fraction", DataConfig.val_fraction),
-                     test_fraction=saved_a.get("test_fraction", DataConfig.test_fraction),
-                     groups=saved_a.get("groups"), groups_csv=saved_a.get("groups_csv"))
+    found = discover_as_trained(data, saved_a)
     if found.celltune_split and split_of[0] != split_of[1]:
         raise ConfigError(f"the two runs split {data} differently ({split_of[0]} against {split_of[1]}): their "
                           f"{split} images differ; compare runs of the same split, or on data with its own splits")

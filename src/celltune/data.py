@@ -108,6 +108,15 @@ def _split_pool(found: Found, *, val_fraction: float, test_fraction: float, seed
     return LabelledSplits(found.class_names, splits, f"{found.layout}, {how} (seed {seed})", celltune_split=True)
 
 
+def _read_grouped(root: Path, *, label_names: str | Path | None, groups: str | None,
+                  groups_csv: str | None) -> Found:
+    """The layout under ``root``, its samples grouped when ``groups`` or ``groups_csv`` is given."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder")
+    found = read_layout(root, label_names=label_names)
+    return group_samples(found, root, pattern=groups, source=groups_csv) if groups or groups_csv else found
+
+
 def discover(
     root: str | Path, *, val_fraction: float = DataConfig.val_fraction,
     test_fraction: float = DataConfig.test_fraction, seed: int = 0, label_names: str | Path | None = None,
@@ -116,11 +125,7 @@ def discover(
     """Find the labelled images under ``root`` in any of the supported layouts, grouped when ``groups`` (a pattern)
     or ``groups_csv`` (a CSV file or column) is given, and split where the layout has no splits of its own."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such data folder")
-    found = read_layout(root, label_names=label_names)
-    if groups or groups_csv:
-        found = group_samples(found, root, pattern=groups, source=groups_csv)
+    found = _read_grouped(root, label_names=label_names, groups=groups, groups_csv=groups_csv)
     if found.splits is not None:
         out = LabelledSplits(found.class_names, found.splits, found.layout)
     else:
@@ -178,16 +183,22 @@ class MaskFinder:
         return found[0]
 
 
+def discover_as_trained(root: str | Path, saved: Mapping, *, defaults: DataConfig = DataConfig(),
+                        label_names: str | Path | None = None) -> LabelledSplits:
+    """The splits of ``root`` as the run behind ``saved`` (a checkpoint's data) made them, with its seed, fractions
+    and groups, so that "test" means the same images; ``defaults`` for a checkpoint that saved none."""
+    return discover(root, seed=saved.get("split_seed", defaults.seed),
+                    val_fraction=saved.get("val_fraction", defaults.val_fraction),
+                    test_fraction=saved.get("test_fraction", defaults.test_fraction),
+                    groups=saved.get("groups"), groups_csv=saved.get("groups_csv"), label_names=label_names)
+
+
 def discover_pool(root: str | Path, *, label_names: str | Path | None = None, groups: str | None = None,
                   groups_csv: str | None = None) -> LabelledSplits:
     """Every labelled image under ``root`` in one ``train`` split, whatever splits the layout has: the pool that
     cross-validation divides into folds."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such data folder")
-    found = read_layout(root, label_names=label_names)
-    if groups or groups_csv:
-        found = group_samples(found, root, pattern=groups, source=groups_csv)
+    found = _read_grouped(root, label_names=label_names, groups=groups, groups_csv=groups_csv)
     pool = found.pool if found.pool is not None else [s for v in (found.splits or {}).values() for s in v]
     if len(found.class_names) < 2 or not pool:
         raise DataError(f"{root}: found {len(found.class_names)} class(es) and {len(pool)} images; cross-validation "

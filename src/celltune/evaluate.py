@@ -12,7 +12,7 @@ from torch import nn
 
 from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoint, replace_card
 from celltune.config import DataConfig, EvalConfig
-from celltune.data import discover, mask_paths
+from celltune.data import discover_as_trained, mask_paths
 from celltune.errors import DataError
 from celltune.metrics import (
     Result,
@@ -97,10 +97,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
     """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given."""
     model, card, saved = load_checkpoint(checkpoint)
     # The split as in training (seed, fractions and groups saved in the checkpoint), so "test" means the same images.
-    found = discover(data, seed=saved.get("split_seed", seed),
-                     val_fraction=saved.get("val_fraction", DataConfig.val_fraction),
-                     test_fraction=saved.get("test_fraction", DataConfig.test_fraction),
-                     groups=saved.get("groups"), groups_csv=saved.get("groups_csv"))
+    found = discover_as_trained(data, saved, defaults=DataConfig(seed=seed))
     found = align_labels(found, card.class_names, data)
     if split not in found.splits:
         raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")

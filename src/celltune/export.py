@@ -58,18 +58,15 @@ def card_from_json(text: str) -> ModelCard:
 def check_inputs(checkpoint: Path, card: ModelCard, saved: dict, *, n: int = 8) -> tuple[torch.Tensor, str]:
     """(N, C, H, W) float32 model inputs: the first ``n`` test (or validation) images of the run, preprocessed as
     its card says, or, when the run's data is gone, uniform noise in [0, 1] normalised the same way."""
-    from celltune.data import discover
+    from celltune.data import discover_as_trained
     from celltune.images import load_input
     from celltune.predict import card_transform
     from celltune.recipes import load_config
 
     try:
         config = load_config(checkpoint.parent / "config.yaml")
-        found = discover(config.data.root, seed=saved.get("split_seed", config.data.seed),
-                         val_fraction=saved.get("val_fraction", config.data.val_fraction),
-                         test_fraction=saved.get("test_fraction", config.data.test_fraction),
-                         groups=saved.get("groups"), groups_csv=saved.get("groups_csv"),
-                         label_names=config.data.label_names)
+        found = discover_as_trained(config.data.root, saved, defaults=config.data,
+                                    label_names=config.data.label_names)
         split = "test" if found.splits.get("test") else "val"
         transform = card_transform(card)
         images = [transform(load_input(s.path, channels=card.channels, intensity=card.intensity))
