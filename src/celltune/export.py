@@ -1,4 +1,5 @@
-"""Exports of a run's best checkpoint: ONNX and a ``torch.export`` program (``.pt2``). Every export is read back
+"""Exports of a run's best checkpoint: ONNX, a ``torch.export`` program (``.pt2``) and a BioImage Model Zoo
+package (``celltune.modelzoo``). Every export is read back
 right after it is written and run on real images of the run (a few test images; synthetic ones of the right shape
 when the data is gone) next to the PyTorch model: a difference beyond the tolerance is an error, never a silent
 file.
@@ -22,11 +23,13 @@ from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint, resolve_checkpoint
 from celltune.errors import CelltuneError, CheckpointError, ConfigError
+from celltune.modelzoo import PackageInfo
 
 log = logging.getLogger(__name__)
 
-Format = Literal["onnx", "pt2"]
-SUFFIXES: dict[str, str] = {"onnx": ".onnx", "pt2": ".pt2"}  # keep celltune.cli.exports.FORMATS in step
+Format = Literal["onnx", "pt2", "bioimageio"]
+# keep celltune.cli.exports.FORMATS in step
+SUFFIXES: dict[str, str] = {"onnx": ".onnx", "pt2": ".pt2", "bioimageio": ".zip"}
 CARD_KEY = "celltune_card"
 OPSET = 18
 TOLERANCE = 1e-4  # max abs logit difference accepted between an export and the PyTorch model
@@ -45,6 +48,9 @@ class ExportCheck:
     max_abs_diff: float  # over the logits of every checked image
     images: int
     source: str  # "test images" / "validation images" of the run, or "synthetic"
+    validation: str | None = None  # bioimageio: the spec's verdict ("valid-format") and test_model's ("passed")
+    tested: str | None = None
+    warnings: tuple[str, ...] = ()  # bioimageio: what the zoo would still ask for (license, authors, citation)
 
 
 def card_json(card: ModelCard) -> str:
@@ -56,8 +62,9 @@ def card_from_json(text: str) -> ModelCard:
 
 
 def check_inputs(checkpoint: Path, card: ModelCard, saved: dict, *, n: int = 8) -> tuple[torch.Tensor, str]:
-    """(N, C, H, W) float32 model inputs: the first ``n`` test (or validation) images of the run, preprocessed as
-    its card says, or, when the run's data is gone, uniform noise in [0, 1] normalised the same way."""
+    """(N, C, H, W) float32 model inputs: ``n`` test (or validation) images spread over the run's split,
+    preprocessed as its card says, or, when the run's data is gone, uniform noise in [0, 1] normalised the same
+    way."""
     from celltune.data import discover_as_trained
     from celltune.images import load_input
     from celltune.predict import card_transform
@@ -69,8 +76,9 @@ def check_inputs(checkpoint: Path, card: ModelCard, saved: dict, *, n: int = 8) 
                                     label_names=config.data.label_names)
         split = "test" if found.splits.get("test") else "val"
         transform = card_transform(card)
-        images = [transform(load_input(s.path, channels=card.channels, intensity=card.intensity))
-                  for s in found.splits[split][:n]]
+        samples = found.splits[split]
+        spread = samples[::max(1, len(samples) // n)][:n]  # across the split, so across its classes
+        images = [transform(load_input(s.path, channels=card.channels, intensity=card.intensity)) for s in spread]
         return torch.stack(images), f"{split} images"
     except (CelltuneError, OSError) as err:
         log.info("checking the export on synthetic inputs: the run's images cannot be read (%s)", err)
@@ -185,33 +193,49 @@ class _Named(nn.Module):
         return self.model(x)
 
 
-def export_run(run: str | Path, *, format: Format, out: str | Path | None = None,
-               tolerance: float = TOLERANCE) -> ExportCheck:
+def export_run(run: str | Path, *, format: Format, out: str | Path | None = None, tolerance: float = TOLERANCE,
+               info: PackageInfo | None = None) -> ExportCheck:
     """Export ``run``'s best checkpoint as ``format`` to ``out`` (default: beside it, ``best.onnx`` ...), then load
-    the file back and compare its logits with the PyTorch model's on a few images of the run."""
+    the file back and compare its logits with the PyTorch model's on a few images of the run. ``info``: the
+    license, authors and citation of a bioimageio package."""
     if format not in SUFFIXES:
         raise ConfigError(f"unknown export format {format!r}; choose from {', '.join(SUFFIXES)}")
     checkpoint = resolve_checkpoint(run)
-    model, card, saved = load_checkpoint(checkpoint)
-    model = _Named(model).eval()
+    bare, card, saved = load_checkpoint(checkpoint)
+    model = _Named(bare).eval()
     path = Path(out) if out is not None else checkpoint.with_name(checkpoint.stem + SUFFIXES[format])
     inputs, source = check_inputs(checkpoint, card, saved)
     with torch.inference_mode():
         expected = model(inputs).float()
-    writers: dict[str, Callable[[], None]] = {
-        "onnx": lambda: export_onnx(model, card, path, inputs[:2]),
-        "pt2": lambda: export_pt2(model, card, path, inputs[:2]),
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
+    diffs: list[float] = []
+
+    def onnx_checked(target: Path) -> None:
+        _write(format, target, lambda: export_onnx(model, card, target, inputs[:2]))
+        diffs.append(_compare(expected, _check_onnx(target, inputs), target, tolerance))
+
+    if format == "bioimageio":
+        from celltune.modelzoo import package
+
+        validation, tested, warnings = package(model=bare, card=card, checkpoint=checkpoint, inputs=inputs,
+                                               out=path, info=info or PackageInfo(), write_onnx=onnx_checked)
+        log.info("%s: bioimageio package %s, test_model %s", path, validation, tested)
+        return ExportCheck(path, format, diffs[0], len(inputs), source, validation, tested, tuple(warnings))
+    if format == "onnx":
+        onnx_checked(path)
+    else:
+        _write(format, path, lambda: export_pt2(model, card, path, inputs[:2]))
+        diffs.append(_compare(expected, _check_pt2(path, inputs), path, tolerance))
+    log.info("%s: %s export matches the PyTorch model (max abs logit difference %.2e on %d %s)", path, format,
+             diffs[0], len(inputs), source)
+    return ExportCheck(path, format, diffs[0], len(inputs), source)
+
+
+def _write(format: str, path: Path, writer: Callable[[], None]) -> None:
     try:
-        writers[format]()
+        writer()
     except CelltuneError:
         raise
     except Exception as err:  # the exporters raise many types for an unsupported operator or model
         raise ExportError(f"{path}: {format} export failed ({type(err).__name__}: {str(err).splitlines()[0]})") \
             from err
-    got = _check_onnx(path, inputs) if format == "onnx" else _check_pt2(path, inputs)
-    diff = _compare(expected, got, path, tolerance)
-    log.info("%s: %s export matches the PyTorch model (max abs logit difference %.2e on %d %s)", path, format,
-             diff, len(inputs), source)
-    return ExportCheck(path, format, diff, len(inputs), source)
