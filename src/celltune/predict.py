@@ -115,7 +115,7 @@ class Predictor:
     def thresholds(self) -> list[float]:
         return self.card.thresholds or [0.5] * len(self.class_names)
 
-    def _input(self, path: Path) -> torch.Tensor | str:
+    def input_for(self, path: Path) -> torch.Tensor | str:
         """The model's (C, H, W) input, or why ``path`` cannot be one."""
         try:
             return self.transform(load_input(path, channels=self.card.channels, intensity=self.card.intensity))
@@ -129,7 +129,7 @@ class Predictor:
         results: list[Prediction] = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            inputs = [self._input(p) for p in chunk]
+            inputs = [self.input_for(p) for p in chunk]
             good = [x for x in inputs if isinstance(x, torch.Tensor)]
             probs = iter(batch_probs(self.model, torch.stack(good).to(self.device), self.tta,
                                      self.card.multilabel).cpu().tolist() if good else [])

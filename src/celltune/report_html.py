@@ -26,6 +26,9 @@ th:first-child, td:first-child { text-align: left; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 10px; }
 .thumbs figure { margin: 0; width: 130px; font-size: 12px; }
 .thumbs img { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #999; }
+.cams figure { margin: 0 0 1em; }
+.cams img { max-width: 100%; }
+.cams figcaption { font-size: 13px; }
 pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
 """
 
@@ -133,8 +136,24 @@ def _data_checks(run_dir: Path) -> str:
             + "<p>Every item: <code>data_checks.json</code>; more checks: <code>celltune check DATA</code>.</p>")
 
 
-def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs: np.ndarray) -> Path:
-    """Write ``run_dir/report.html`` from ``run`` and the files the run wrote (config, dataset summary, plots)."""
+def _heatmaps(heatmaps: list[tuple[str, bytes]] | str | None) -> str:
+    if heatmaps is None:
+        return ""
+    intro = ("<h2>Where the model looked</h2><p>Grad-CAM at the last convolutional stage: red where the image most "
+             "supported the answer shown (for a mistake, the wrong answer). First the most confident mistakes, then "
+             "the most confident correct image of each class. More with <code>celltune explain RUN IMAGES</code>."
+             "</p>")
+    if isinstance(heatmaps, str):
+        return intro + f"<p>{html.escape(heatmaps)}</p>"
+    figures = "".join(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+                      for caption, png in heatmaps)
+    return intro + f'<div class="cams">{figures or "<p>no images to explain</p>"}</div>'
+
+
+def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs: np.ndarray,
+                 heatmaps: list[tuple[str, bytes]] | str | None = None) -> Path:
+    """Write ``run_dir/report.html`` from ``run`` and the files the run wrote (config, dataset summary, plots);
+    ``heatmaps``: (caption, PNG) pictures from ``celltune.explain.report_heatmaps``, or why there are none."""
     dataset = json.loads((run_dir / "dataset.json").read_text())
     config = (run_dir / "config.yaml").read_text()
     splits = list(dataset["counts"])
@@ -150,6 +169,7 @@ def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs
 <style>{_STYLE}</style></head><body>
 <h1>celltune report: {html.escape(run_dir.name)}</h1>
 {body}
+{_heatmaps(heatmaps)}
 <h2>Training curves</h2>
 <div class="figs">{_img_tag(_png_file(run_dir / "loss.png"), "loss")}
 {_img_tag(_png_file(run_dir / "accuracy.png"), "accuracy")}</div>
