@@ -59,3 +59,6 @@ def test_grad_cam_equals_the_hand_computed_map():
     np.testing.assert_allclose(maps[0], (x[0, 0].numpy() - 1) / 8, atol=1e-6)
     maps, _ = heatmaps(Tiny(), x, [1], layer="conv")
     np.testing.assert_allclose(maps[0], np.zeros((4, 4)), atol=1e-6)
+    frozen = Tiny().requires_grad_(False)  # a frozen backbone (--freeze): the gradient must still reach the layer
+    maps, _ = heatmaps(frozen, x, [0], layer="conv")
+    np.testing.assert_allclose(maps[0], (x[0, 0].numpy() - 1) / 8, atol=1e-6)

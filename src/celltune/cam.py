@@ -84,5 +84,7 @@ def heatmaps(model: nn.Module, inputs: torch.Tensor, targets: list[int], *, meth
     name = layer or find_target_layer(model, inputs[:1])
     cam_class: Callable = getattr(pytorch_grad_cam, METHODS[method])
     with torch.enable_grad(), cam_class(model=model, target_layers=[layer_named(model, name)]) as cam:
-        maps = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(t) for t in targets])
+        # An input that asks for its gradient lets the gradient reach the layer even through a frozen backbone.
+        maps = cam(input_tensor=inputs.detach().clone().requires_grad_(True),
+                   targets=[ClassifierOutputTarget(t) for t in targets])
     return np.nan_to_num(np.asarray(maps, dtype=np.float32)), name
