@@ -37,12 +37,16 @@ _EXPORTS = {
     "load_checkpoint": "celltune.checkpoint",
     "Predictor": "celltune.predict",
     "predict_to_csv": "celltune.predict",
+    "export_run": "celltune.export",
+    "PackageInfo": "celltune.modelzoo",
+    "explain_images": "celltune.explain",
     "classification_metrics": "celltune.metrics",
     "multilabel_metrics": "celltune.metrics",
 }
 __all__ = [
     "CelltuneError",
     "DataError",
+    "PackageInfo",
     "Predictor",
     "TrainConfig",
     "__version__",
@@ -52,6 +56,8 @@ __all__ = [
     "create_model",
     "discover",
     "evaluate_checkpoint",
+    "explain_images",
+    "export_run",
     "fit",
     "load_checkpoint",
     "load_config",
@@ -67,8 +73,11 @@ if TYPE_CHECKING:
     from celltune.data import discover, summarize
     from celltune.errors import CelltuneError, DataError
     from celltune.evaluate import evaluate_checkpoint
+    from celltune.explain import explain_images
+    from celltune.export import export_run
     from celltune.metrics import classification_metrics, multilabel_metrics
     from celltune.models import available_models, create_model
+    from celltune.modelzoo import PackageInfo
     from celltune.predict import Predictor, predict_to_csv
     from celltune.recipes import load_config, recipe_names
     from celltune.train import fit
