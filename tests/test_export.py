@@ -3,11 +3,15 @@
 import csv
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 from celltune.checkpoint import load_checkpoint
 from celltune.cli import main
@@ -122,3 +126,24 @@ def test_predict_on_the_onnx_export_equals_predict_on_the_run(run, exported, tin
     assert main(["-q", "predict", str(run), str(image), "--topk", "2"]) == 0
     by_onnx, by_torch = capsys.readouterr().out.splitlines()
     assert by_onnx == by_torch
+
+
+def test_the_example_without_torch_predicts_as_celltune_does(exported, tiny_data, tmp_path):
+    """examples/onnx_without_torch.py, run with torch made unimportable, on the run's test images plus a larger RGB
+    and a 16-bit grey image (short side resized, centre crop): the same probabilities as celltune's predict."""
+    rng = np.random.default_rng(3)
+    extra = [tmp_path / "wide.png", tmp_path / "grey16.png"]
+    Image.fromarray(rng.integers(0, 255, (50, 77, 3), dtype=np.uint8)).save(extra[0])
+    Image.fromarray(rng.integers(0, 65535, (45, 40), dtype=np.uint16)).save(extra[1])
+    images = [*list(inputs_under(tiny_data / "test"))[:6], *extra]
+    script = Path(__file__).resolve().parents[1] / "examples" / "onnx_without_torch.py"
+    blocked = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", blocked, str(script), str(exported.path), *map(str, images),
+                          "--topk", "6"], capture_output=True, text=True, check=True).stdout.splitlines()
+    expected = Predictor(exported.path).predict_paths(images)
+    for line, prediction in zip(out, expected, strict=True):
+        path, _, answers = line.partition(": ")
+        got = {name: float(p) for name, p in (a.rsplit(" ", 1) for a in answers.split(", "))}
+        assert path == str(prediction.path)
+        assert max(abs(got[n] - p) for n, p in zip(NAMES, prediction.probs, strict=True)) <= 2e-3  # 3 decimals
