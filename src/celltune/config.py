@@ -58,7 +58,8 @@ class DataConfig:
                                     "one of its columns")
     balance: Literal["none", "sampler", "loss"] = option(
         "none", "class imbalance: draw every class equally often, or weight the loss by N / (C * count)")
-    image_size: int | None = option(None, "input size in pixels (default: the pretrained weights' native size)")
+    image_size: int | None = option(None, "input size in pixels (default: from the data: the median shorter image side "
+                                          "rounded up to a multiple of 32, between 64 and the weights' native size)")
     max_image_pixels: int | None = option(89_478_485, "refuse images of more pixels (width x height) than this "
                                           "before decoding them, a guard against decompression bombs (PIL's "
                                           "default); raise it for whole-slide sized images you trust, 0 lifts it")

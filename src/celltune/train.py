@@ -19,6 +19,7 @@ from celltune.checkpoint import BEST, ModelCard
 from celltune.config import DataConfig, TrainConfig
 from celltune.data import discover, summarize
 from celltune.datamodule import CellDataModule
+from celltune.defaults import image_size_for
 from celltune.errors import ConfigError, DataError, MissingError
 from celltune.evaluate import finish_run
 from celltune.findings import Audit, format_findings
@@ -132,6 +133,11 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     model, prep = create_model(config.model.name, num_classes=len(found.class_names), in_chans=in_chans,
                                pretrained=config.model.pretrained, freeze=config.model.freeze_backbone,
                                weights=config.model.weights)
+    if data.image_size is None:  # chosen from the data, and said why
+        chosen = image_size_for(((f.width, f.height) for f in checks.facts.values() if f.error is None),
+                                prep.input_size)
+        log.info("image size %d: %s (--image-size to choose another)", chosen.value, chosen.reason)
+        config = config.updated(image_size=chosen.value)
     card = model_card(config, found, prep, in_chans=in_chans)
     config = config.updated(image_size=card.image_size)
     data = config.data
