@@ -88,7 +88,8 @@ def documentation(card: ModelCard, metrics: dict | None, names: list[str]) -> st
              f"into {len(card.class_names)} classes.", "",
              "## Input", "",
              f"`image`: float32, axes (batch, channel, y, x), {card.image_size}x{card.image_size}: each image "
-             f"{intensity}, then resized to {card.image_size}x{card.image_size} ({card.interpolation}). The package's "
+             f"{intensity}, then its shorter side resized to {card.image_size} ({card.interpolation}, antialiased) and "
+             f"the centre {card.image_size}x{card.image_size} square cut, as celltune does. The package's "
              "preprocessing subtracts the per-channel mean and divides by the std (values below).", "",
              f"- mean: {card.mean}", f"- std: {card.std}", "",
              "## Output", "", f"`probabilities`: (batch, class), the {out}:", "",
