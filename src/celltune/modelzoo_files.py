@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,9 @@ from torch import nn
 
 from celltune import models
 from celltune.checkpoint import ModelCard
+from celltune.images import PERCENTILES
+from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.pictures import composite, unnormalize
-
-HEADLINE = {"accuracy": "accuracy", "mean_class_accuracy": "mean class accuracy (ACA)", "macro_f1": "macro-F1",
-            "roc_auc_macro": "ROC AUC (macro)", "expected_calibration_error": "expected calibration error",
-            "micro_f1": "micro-F1", "mean_average_precision": "mean average precision"}
-
 
 
 def identifier(name: str, taken: set[str]) -> str:
@@ -80,7 +78,8 @@ def _version(package: str) -> str:
 def documentation(card: ModelCard, metrics: dict | None, names: list[str]) -> str:
     channels = ", ".join(card.channels) if card.channels else "RGB"
     intensity = {"scale": "divided by the largest value of its type (255 for 8-bit, 65535 for 16-bit)",
-                 "percentile": "stretched per channel so its 1st..99.8th percentiles span 0..1 (clipped)",
+                 "percentile": f"stretched per channel so its percentiles {PERCENTILES[0]:g} to {PERCENTILES[1]:g} "
+                               "span 0..1 (clipped)",
                  "dataset": "divided by the largest value of its type"}.get(card.intensity, card.intensity)
     out = "sigmoid probability of each label" if card.multilabel else "softmax probability of each class"
     lines = [f"# {card.model_name} cell image classifier (celltune)", "",
@@ -106,8 +105,9 @@ def documentation(card: ModelCard, metrics: dict | None, names: list[str]) -> st
               f"({metrics.get('num_samples', '?')} images) after training; these images were not used to train "
               "or to choose the model.", "", "| metric | value | 95% interval |", "|---|---|---|"]
     ci = metrics.get("ci") or {}
-    for key, label in HEADLINE.items():
-        if isinstance(metrics.get(key), float):
+    kind = MultilabelResult if metrics.get("multilabel") else ClassificationResult
+    for key, label in ((f.name, f.metadata["label"]) for f in fields(kind) if "label" in f.metadata):
+        if isinstance(metrics.get(key), float):  # the headline numbers; metrics.py names them
             interval = f"{ci[key][0]:.4f} .. {ci[key][1]:.4f}" if key in ci else ""
             lines.append(f"| {label} | {metrics[key]:.4f} | {interval} |")
     per_class = metrics.get("per_class") or {}
