@@ -2,7 +2,7 @@
 
 The target layer is found by running the model once: the last module, in the order modules finish, whose output is
 a (B, C, H, W) feature map with more than one pixel, which is the last convolutional stage of torchvision's and
-timm's CNNs (ResNet ``layer4``, DenseNet and MobileNet ``features``, EfficientNet ``bn2``, ConvNeXt ``stages``).
+timm's CNNs (ResNet ``layer4``, DenseNet and MobileNet ``features``, EfficientNet ``bn2``, ConvNeXt ``norm_pre``).
 Models without one (vision transformers: tokens, not maps) need ``--layer`` and are told so.
 """
 
@@ -19,6 +19,11 @@ from celltune.errors import ConfigError
 
 # method name -> pytorch_grad_cam class name (keep celltune.cli.explaining.METHODS in step)
 METHODS: dict[str, str] = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM"}
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
 
 
 def _pooling(module: nn.Module) -> bool:
@@ -78,8 +83,7 @@ def heatmaps(model: nn.Module, inputs: torch.Tensor, targets: list[int], *, meth
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if method not in METHODS:
-        raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
+    check_method(method)
     model = model.eval()
     name = layer or find_target_layer(model, inputs[:1])
     cam_class: Callable = getattr(pytorch_grad_cam, METHODS[method])

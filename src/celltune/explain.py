@@ -15,12 +15,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from celltune.cam import heatmaps
+from celltune.cam import check_method, heatmaps
 from celltune.checkpoint import ModelCard
 from celltune.errors import ConfigError, ExistsError, MissingError
 from celltune.images import names_channel_files
 from celltune.pictures import composite, unnormalize
+from celltune.predict import Predictor, batch_probs, inputs_under, make_loader
 from celltune.progress import bar
+from celltune.report_html import worst_misclassified
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ def outputs_for(inputs: Iterable[Path], out: Path, method: str, *, channels: lis
     """image -> the PNG to write for it: ``out/{stem}.{method}.png``; images found under a folder keep their path
     below it, so two ``cell1.png`` in different class folders do not overwrite each other. An existing PNG is an
     ``ExistsError`` unless ``overwrite``."""
-    from celltune.predict import inputs_under
-
     planned: dict[Path, Path] = {}
     for given in inputs:
         found = [(p, p.relative_to(given)) for p in inputs_under(given, channels)] if given.is_dir() else [
@@ -95,9 +95,7 @@ def explain_batch(model: nn.Module, card: ModelCard, inputs: torch.Tensor, *, ta
     """Per normalised (C, H, W) input of the batch: (the 0..1 image, its 0..1 map, top-3, explained class), and the
     layer the maps were taken at. The maps are of ``target`` (a class index) or, when None, of each image's most
     probable class."""
-    with torch.inference_mode():
-        logits = model(inputs).float()
-    probs = torch.sigmoid(logits) if card.multilabel else logits.softmax(dim=1)
+    probs = batch_probs(model, inputs, multilabel=card.multilabel)
     targets = [target if target is not None else int(i) for i in probs.argmax(dim=1)]
     maps, used = heatmaps(model, inputs, targets, method=method, layer=layer)
     out = []
@@ -123,14 +121,10 @@ def explain_images(run: str | Path, inputs: list[Path], *, out: Path, method: st
     """Explain each image of ``inputs`` (files and folders) with ``run``'s best model, a PNG for each under ``out``
     (see ``outputs_for``). An image that cannot be read gets an ``Explanation`` with its ``error``, and the others
     are explained."""
-    from celltune.cam import METHODS
-    from celltune.predict import Predictor
-
     if Path(run).suffix.lower() == ".onnx":
         raise ConfigError(f"{run}: explain needs the run's PyTorch weights (its gradients), not an ONNX export; "
                           "give the run directory")
-    if method not in METHODS:  # before the model is read
-        raise ConfigError(f"unknown explanation method {method!r}; choose from {', '.join(METHODS)}")
+    check_method(method)  # before the model is read
     predictor = Predictor(run, device=torch.device("cpu"))
     model, card = predictor.model.float().to(memory_format=torch.contiguous_format), predictor.card
     wanted = class_index(card, target)
@@ -166,9 +160,6 @@ def report_heatmaps(model: nn.Module, card: ModelCard, samples: list, probs: np.
                     masks: list[Path] | None = None, mistakes: int = 6) -> list[tuple[str, bytes]]:
     """(caption, PNG) for a report: Grad-CAM of the ``mistakes`` most confident single-label mistakes (evidence for
     the wrong answer) and of the most confident correct image of each class."""
-    from celltune.predict import make_loader
-    from celltune.report_html import worst_misclassified
-
     predicted = probs.argmax(axis=1)
     index = {id(s): i for i, s in enumerate(samples)}
     chosen = [(index[id(s)], f"{s.path.name}: true {card.class_names[t]}, predicted {card.class_names[p]} "

@@ -19,6 +19,7 @@ from celltune.checkpoint import ModelCard
 from celltune.images import PERCENTILES
 from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.pictures import composite, unnormalize
+from celltune.predict import batch_probs
 
 
 def identifier(name: str, taken: set[str]) -> str:
@@ -154,9 +155,7 @@ def write_parts(build: Path, *, model: nn.Module, card: ModelCard, inputs: torch
     parts["environment"].write_text(environment_yaml(library))
     parts["documentation"].write_text(documentation(card, metrics, names))
     raw = unnormalize(inputs.numpy(), card.mean, card.std).astype(np.float32)  # (N, C, H, W) in 0..1
-    with torch.inference_mode():
-        logits = model(inputs)
-    probs = (torch.sigmoid(logits) if card.multilabel else torch.softmax(logits, dim=1)).numpy().astype(np.float32)
+    probs = batch_probs(model, inputs, multilabel=card.multilabel).numpy()  # (N, classes) float32
     np.save(parts["test_input"], raw[:1])
     np.save(parts["test_output"], probs[:1])
     tifffile.imwrite(parts["sample_input"], raw[0])  # (C, H, W)
