@@ -220,6 +220,8 @@ def export_run(run: str | Path, *, format: Format, out: str | Path | None = None
         validation, tested, warnings = package(model=bare, card=card, checkpoint=checkpoint, inputs=inputs,
                                                out=path, info=info or PackageInfo(), write_onnx=onnx_checked)
         log.info("%s: bioimageio package %s, test_model %s", path, validation, tested)
+        for warning in warnings:  # kept in the result too, for library users
+            log.info("%s: bioimageio.spec warns: %s", path, warning)
         return ExportCheck(path, format, diffs[0], len(inputs), source, validation, tested, tuple(warnings))
     if format == "onnx":
         onnx_checked(path)
