@@ -50,6 +50,17 @@ def history(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def left_half_masks(root: Path, samples, masks_dir: Path) -> None:
+    """A 32x32 mask per sample under ``masks_dir``, at the sample's path relative to ``root``, keeping the left
+    half of the image only."""
+    for s in samples:
+        target = masks_dir / s.path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        m = Image.new("L", (32, 32), 0)
+        m.paste(255, (0, 0, 16, 32))
+        m.save(target)
+
+
 def png(path: Path, size=(20, 16), value=128, mode="L") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new(mode, size, value).save(path)

@@ -3,26 +3,18 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from celltune.cache import build_cache
 from celltune.data import discover, mask_paths
 from celltune.dataset import CachedDataset, CellDataset, WithIndex, encode_target
 from celltune.errors import DataError
 
-
-def _left_half_masks(root, samples, masks_dir):
-    for s in samples:
-        target = masks_dir / s.path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        m = Image.new("L", (32, 32), 0)
-        m.paste(255, (0, 0, 16, 32))  # keep the left half only
-        m.save(target)
+from conftest import left_half_masks
 
 
 def test_masks_are_found_by_relative_path_and_black_out_background(tiny_data, tmp_path):
     samples = discover(tiny_data).splits["train"]
-    _left_half_masks(tiny_data, samples, tmp_path / "masks")
+    left_half_masks(tiny_data, samples, tmp_path / "masks")
     paths = mask_paths(samples, data_root=tiny_data, mask_dir=tmp_path / "masks")
     assert paths[0] == tmp_path / "masks" / samples[0].path.relative_to(tiny_data)
     image, label = CellDataset(samples, None, paths, num_classes=6)[0]

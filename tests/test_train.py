@@ -21,7 +21,7 @@ from celltune.recipes import load_config
 from celltune.synthetic import HPA_CHANNELS, make_multilabel_dataset
 from celltune.train import fit, prepare
 
-from conftest import class_tree, quick_config, train_only
+from conftest import class_tree, left_half_masks, quick_config, train_only
 
 slow = pytest.mark.slow
 
@@ -182,12 +182,7 @@ def test_precision_and_memory_format_reach_the_trainer_and_the_batches(tiny_data
 def test_masked_pixels_reach_the_model_as_zero(tiny_data, tmp_path, cache):
     masks = tmp_path / "masks"
     for split in discover(tiny_data).splits.values():
-        for s in split:
-            target = masks / s.path.relative_to(tiny_data)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            m = Image.new("L", (32, 32), 0)
-            m.paste(255, (0, 0, 16, 32))  # keep the left half only
-            m.save(target)
+        left_half_masks(tiny_data, split, masks)
     run = prepare(quick_config(tiny_data, tmp_path, mask_dir=str(masks), cache=cache, augment=_NO_AUGMENT))
     run.datamodule.prepare_data()
     run.datamodule.setup("fit")
