@@ -17,10 +17,9 @@ from torch import nn
 
 from celltune.cam import check_method, heatmaps
 from celltune.checkpoint import ModelCard
-from celltune.errors import ConfigError, ExistsError, MissingError
-from celltune.images import names_channel_files
+from celltune.errors import ConfigError, ExistsError
 from celltune.pictures import composite, unnormalize
-from celltune.predict import Predictor, batch_probs, inputs_under, make_loader
+from celltune.predict import Predictor, batch_probs, inputs_under, make_loader, require_inputs
 from celltune.progress import bar
 from celltune.report_html import worst_misclassified
 
@@ -128,10 +127,7 @@ def explain_images(run: str | Path, inputs: list[Path], *, out: Path, method: st
     predictor = Predictor(run, device=torch.device("cpu"))
     model, card = predictor.model.float().to(memory_format=torch.contiguous_format), predictor.card
     wanted = class_index(card, target)
-    # With per-channel files an image is named by its stem (data/abc for data/abc_red.png ...), which is no file.
-    missing = next((p for p in inputs if not p.exists() and not names_channel_files(card.channels)), None)
-    if missing is not None:
-        raise MissingError(f"{missing}: no such image or folder")
+    require_inputs(inputs, card.channels)
     planned = outputs_for(inputs, out, method, channels=card.channels, overwrite=overwrite)
     results: list[Explanation] = []
     paths = list(planned)

@@ -16,7 +16,7 @@ from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
 from celltune.dataset import CellDataset
-from celltune.errors import ConfigError, DataError, ExistsError
+from celltune.errors import ConfigError, DataError, ExistsError, MissingError
 from celltune.images import IMAGE_SUFFIXES, load_input, names_channel_files
 from celltune.samples import Sample
 from celltune.transforms import TTA_VIEWS, NormalizeBatch, eval_transform
@@ -136,6 +136,14 @@ class Predictor:
             results += [Prediction(p, next(probs)) if isinstance(x, torch.Tensor) else Prediction(p, [], error=x)
                         for p, x in zip(chunk, inputs, strict=True)]
         return results
+
+
+def require_inputs(inputs: Iterable[Path], channels: list[str] | None) -> None:
+    """Every given image or folder exists, or a ``MissingError`` names the first that does not. With per-channel
+    files an image is named by its stem (data/abc for data/abc_red.png ...), which is no file, so none is checked."""
+    missing = next((p for p in inputs if not p.exists() and not names_channel_files(channels)), None)
+    if missing is not None:
+        raise MissingError(f"{missing}: no such image or folder")
 
 
 def inputs_under(folder: Path, channels: list[str] | None = None) -> Iterator[Path]:

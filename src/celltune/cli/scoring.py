@@ -8,7 +8,6 @@ from typing import get_args
 
 from celltune.cli.output import format_result
 from celltune.config import DataConfig, EvalConfig, Split
-from celltune.errors import MissingError
 from celltune.flags import add_flags
 
 
@@ -47,17 +46,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from celltune.errors import ExistsError
-    from celltune.images import names_channel_files
-    from celltune.predict import Predictor, inputs_under, predict_to_csv
+    from celltune.predict import Predictor, inputs_under, predict_to_csv, require_inputs
     from celltune.progress import bar
 
     predictor = Predictor(args.checkpoint, tta=args.tta)
     card = predictor.card
     inputs = [Path(p) for p in args.images]
-    # With per-channel files an image is named by its stem (data/abc for data/abc_red.png ...), which is no file.
-    missing = [p for p in inputs if not p.exists() and not names_channel_files(card.channels)]
-    if missing:
-        raise MissingError(f"{missing[0]}: no such image or folder")
+    require_inputs(inputs, card.channels)
     folders = [p for p in inputs if p.is_dir()]
     files = [p for p in inputs if not p.is_dir()]
     out = Path(args.output)
