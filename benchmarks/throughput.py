@@ -45,7 +45,7 @@ from celltune.datamodule import CellDataModule
 from celltune.models import create_model
 from celltune.module import CellClassifier
 from celltune.predict import predict_probs
-from celltune.runtime import progress_bar, resolve_hardware
+from celltune.runtime import RunProgressBar, resolve_hardware
 from celltune.samples import LabelledSplits
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
@@ -118,7 +118,7 @@ def celltune_train(model, card, config: TrainConfig, datamodule: CellDataModule,
     module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, channels_last=channels_last)
     clock = _Clock(warmup)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        callbacks=[clock, progress_bar()], enable_model_summary=False, limit_val_batches=0)
+                        callbacks=[clock, RunProgressBar()], enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, datamodule=datamodule)
     return _rate(clock.seen, clock.end - clock.start)
 

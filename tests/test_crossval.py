@@ -88,3 +88,12 @@ def test_a_killed_cv_resumes_its_unfinished_folds(patients, tmp_path, monkeypatc
     assert len(json.loads((parent / "cv.json").read_text())["per_fold"]) == 3
     with pytest.raises(MissingError, match="nothing to resume"):
         run_cv(config, resume=tmp_path)
+
+
+def test_a_time_budget_is_shared_between_the_folds(patients, tmp_path):
+    parent = run_cv(quick_config(patients, tmp_path, name="cvb", time_budget="10m", epochs=1, bootstrap=0), folds=2)
+    plans = [json.loads((parent / f"fold-{k}" / "plan.json").read_text()) for k in (1, 2)]
+    # Fold 1 gets half of 600 s less the summary's 15 s and what went before it; fold 2 all that is left then.
+    assert 250 < plans[0]["budget_seconds"] <= (600 - 15) / 2
+    assert plans[0]["budget_seconds"] < plans[1]["budget_seconds"] <= 600 - 15 - plans[0]["finished_seconds"]
+    assert all(p["epochs"] == p["epochs_run"] == 1 and p["within_budget"] for p in plans)  # --epochs 1 caps both

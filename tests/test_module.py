@@ -6,7 +6,7 @@ import torch
 
 from celltune.checkpoint import ModelCard
 from celltune.config import Augment, OptimConfig
-from celltune.module import OPTIMIZERS, CellClassifier, FocalLoss, warmup_cosine
+from celltune.module import OPTIMIZERS, CellClassifier, FocalLoss, WarmupCosine, warmup_cosine
 
 
 def _card(n: int = 6, **kw) -> ModelCard:
@@ -66,3 +66,31 @@ def test_mixup_training_accuracy_counts_the_larger_part_of_each_mix():
     module.training_step([torch.zeros(4, 3, 6, 6), labels, torch.tensor([[0, p] for p in range(4)])], 0)
     _, correct, n = module._train_sums
     assert (correct, n) == (4, 4)
+
+
+def test_a_relaid_schedule_continues_where_it_was_and_ends_at_zero():
+    schedule = WarmupCosine(warmup_steps=4, total_steps=100)
+    before = [schedule(s) for s in range(41)]
+    schedule.relay(40, 60)  # the time budget cut the run to 60 steps at step 40
+    after = [schedule(s) for s in range(40, 61)]
+    assert [schedule(s) for s in range(41)] == before  # what ran stays as it was
+    assert after[0] == pytest.approx(before[40]) and after[-1] == pytest.approx(0.0)
+    assert all(a >= b for a, b in itertools.pairwise(after))
+    # Halfway from step 40 to 60 the multiplier is half of where it was: cos(pi / 2) mapped to 0.5.
+    assert schedule(50) == pytest.approx(before[40] * 0.5)
+    early = WarmupCosine(warmup_steps=10, total_steps=100)
+    early.relay(5, 50)  # still warming up: the warm-up stays, the cosine after it ends at step 50
+    assert early(9) == 1.0 and early(30) == pytest.approx(warmup_cosine(30, warmup_steps=10, total_steps=50))
+
+
+def test_the_moving_average_starts_as_the_model_and_lags_behind_it():
+    model = torch.nn.Linear(3, 2)
+    module = CellClassifier(model, card=_card(2), optim=OptimConfig(), ema=0.9)
+    assert module.ema is not None and module.ema.module is not model
+    assert torch.equal(module.ema.module.weight, model.weight)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    module.ema.update(model, step=1000)  # past the warm-up: the decay is 0.9, so the average moves a tenth of the way
+    assert torch.allclose(module.ema.module.weight, start + 0.1)
+    assert "ema.module.weight" in module.state_dict()  # saved in last.ckpt, for --resume

@@ -5,18 +5,16 @@ long epochs), each process's random state with it; and early stopping. The modul
 from __future__ import annotations
 
 import logging
-import re
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from celltune.budget import parse_duration
 from celltune.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.config import OptimConfig
 from celltune.datamodule import CellDataModule
-from celltune.errors import ConfigError
 from celltune.module import CellClassifier
 from celltune.report import write_history
 from celltune.sampling import gather_objects, rng_states, set_rng_states
@@ -28,7 +26,8 @@ LAST = "last.ckpt"  # Lightning's full training state (optimizer, scheduler, loo
 
 class RunRecorder(L.Callback):
     """After each validation pass: ``best.pt`` when the score (ACA, or macro-F1 for multi-label) beat every earlier
-    epoch's, with ``extra`` (plain data about the run) beside the card; the epoch's row appended to ``history.csv``.
+    epoch's, with ``extra`` (plain data about the run) beside the card; with --ema, of whichever weights (raw or
+    averaged) scored better, named in its ``weights`` field; the epoch's row appended to ``history.csv``.
     Runs before Lightning writes ``last.ckpt`` at the end of the epoch, so a resumed run continues the history and the
     best score from there."""
 
@@ -42,12 +41,16 @@ class RunRecorder(L.Callback):
         result = module.val_result
         if trainer.sanity_checking or result is None:
             return
-        score = result.score
-        if score > self.best_score:  # the same decision on every rank: all saw the same gathered metrics
-            self.best_score = score
+        weights, model = "raw", module.model
+        averaged = module.ema_val_result
+        if module.ema is not None and averaged is not None and averaged.score > result.score:
+            weights, model, result = "ema", module.ema.module, averaged
+        if result.score > self.best_score:  # the same decision on every rank: all saw the same gathered metrics
+            self.best_score = result.score
             if trainer.is_global_zero:
-                save_checkpoint(self.run_dir / BEST, model=module.model, card=self.card,
-                                extra={"epoch": trainer.current_epoch, "val_metrics": result.to_dict(), **self.extra})
+                save_checkpoint(self.run_dir / BEST, model=model, card=self.card,
+                                extra={"epoch": trainer.current_epoch, "val_metrics": result.to_dict(),
+                                       "weights": weights, **self.extra})
         self.history.append(module.epoch_row)
         if trainer.is_global_zero:
             write_history(self.run_dir / "history.csv", self.history)
@@ -88,15 +91,6 @@ class IntervalCheckpoint(ModelCheckpoint):
             super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
 
 
-def parse_interval(text: str) -> timedelta:
-    """'10m', '30s', '1.5h' (a plain number: minutes) -> timedelta."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if match is None or float(match.group(1)) <= 0:
-        raise ConfigError(f"--checkpoint-every {text!r}: give a duration such as 10m, 30s or 1h")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "": "minutes"}[match.group(2)]
-    return timedelta(**{unit: float(match.group(1))})
-
-
 def training_callbacks(run_dir: Path, *, card: ModelCard, optim: OptimConfig, extra: dict[str, Any],
                        checkpoint_every: str | None = None) -> list[L.Callback]:
     """The recorder, ``last.ckpt`` at every epoch's end (and every ``checkpoint_every`` inside epochs) and, with
@@ -107,8 +101,9 @@ def training_callbacks(run_dir: Path, *, card: ModelCard, optim: OptimConfig, ex
                         save_on_train_epoch_end=True),
     ]
     if checkpoint_every:
+        every = parse_duration(checkpoint_every, flag="--checkpoint-every")
         callbacks.append(IntervalCheckpoint(dirpath=run_dir, filename=Path(LAST).stem, enable_version_counter=False,
-                                            train_time_interval=parse_interval(checkpoint_every)))
+                                            train_time_interval=every))
     if optim.patience is not None:
         callbacks.append(EarlyStopping(monitor=optim.early_stop_monitor, patience=optim.patience,
                                        mode="min" if optim.early_stop_monitor == "val_loss" else "max"))

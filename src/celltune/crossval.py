@@ -40,7 +40,7 @@ from celltune.stats import bootstrap_intervals
 log = logging.getLogger(__name__)
 
 PLAN = "cv_plan.json"
-_BEFORE_TRAINING = {"config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt"}  # a fold that never ran
+SUMMARY_SECONDS = 15.0  # the pooled result, its bootstrap intervals and cv.html, after the last fold
 
 
 def plan_folds(found: LabelledSplits, *, folds: int, seed: int, val_fraction: float) -> list[dict[str, list[str]]]:
@@ -77,15 +77,19 @@ def _fold_state(fold_dir: Path) -> str:
         return "done"
     if (fold_dir / LAST).is_file():
         return "resumable"
-    if fold_dir.exists() and not {p.name for p in fold_dir.iterdir()} <= _BEFORE_TRAINING:
+    from celltune.train import BEFORE_TRAINING
+
+    if fold_dir.exists() and not {p.name for p in fold_dir.iterdir()} <= set(BEFORE_TRAINING):
         raise ConfigError(f"{fold_dir}: an unfinished fold with files but no {LAST}; move it away to run it again")
     return "fresh"
 
 
 def run_cv(config: TrainConfig, *, folds: int = 5, resume: str | Path | None = None) -> Path:
-    """Cross-validate ``config`` (its data split into ``folds`` folds); returns the parent directory."""
+    """Cross-validate ``config`` (its data split into ``folds`` folds); returns the parent directory. With a time
+    budget, each fold still to train gets an equal share of what is left of it, less the summary's time."""
+    began = time.monotonic()
     from celltune.recipes import load_config, save_config
-    from celltune.train import check_data, fit
+    from celltune.train import budget_seconds, check_data, fit
 
     if resume is not None:
         parent = Path(resume)
@@ -116,9 +120,14 @@ def run_cv(config: TrainConfig, *, folds: int = 5, resume: str | Path | None = N
             continue
         if state == "fresh" and fold_dir.exists():
             shutil.rmtree(fold_dir)  # only what a run writes before its first epoch (checked above)
-        fit(config.updated(out_dir=str(parent), name=fold_dir.name), found=_fold_splits(found, fold, k,
-                                                                                        saved["folds"]),
-            checks=checks, resume=fold_dir if state == "resumable" else None)
+        fold_config = config.updated(out_dir=str(parent), name=fold_dir.name)
+        if config.optim.time_budget and state == "fresh":
+            left = began + budget_seconds(config) - SUMMARY_SECONDS - time.monotonic()
+            share = left / sum(_fold_state(parent / f"fold-{j}") != "done" for j in range(k, saved["folds"] + 1))
+            fold_config = fold_config.updated(time_budget=f"{max(share, 1.0):.1f}s")
+            log.info("fold %d: %.0f s of the time budget", k, share)
+        fit(fold_config, found=_fold_splits(found, fold, k, saved["folds"]), checks=checks,
+            resume=fold_dir if state == "resumable" else None)
     summary = summarize_cv(parent, folds=saved["folds"], found=found, bootstrap=config.eval.bootstrap,
                            seed=data.seed)
     summary["wall_seconds_this_session"] = time.perf_counter() - start
@@ -167,8 +176,10 @@ def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, bootstrap: 
     else:
         truth, answers = np.array([label_of[r["path"]] for r in rows]), probs.argmax(1)
         result = classification_metrics(truth, answers, names, probs=probs)
-    pooled = with_intervals(result, bootstrap_intervals(truth, answers, num_classes=len(names),
-                                                        resamples=bootstrap, seed=seed)).to_dict()
+    if bootstrap:  # --bootstrap 0: no intervals (0 resamples have no percentiles)
+        result = with_intervals(result, bootstrap_intervals(truth, answers, num_classes=len(names),
+                                                            resamples=bootstrap, seed=seed))
+    pooled = result.to_dict()
     return {"folds": folds, "images": len(rows), "headline": headline,
             "labels": {name: label for name, label, _ in labelled(first) if name in headline},
             "per_fold": per_fold,

@@ -151,7 +151,7 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
                      best_val=result_from_dict(best["val_metrics"]).headline(), epochs_run=len(history),
                      train_seconds=train_seconds,
                      fit_images_per_second=sum(r["train_images"] for r in history) / train_seconds
-                     if train_seconds else 0.0)
+                     if train_seconds else 0.0, weights=str(best.get("weights", "raw")))
     write_json(run_dir / "metrics.json", run.to_dict())
     write_report(run_dir, run=run, samples=samples, probs=probs,
                  heatmaps=None if card.multilabel else _heatmaps(model, card, samples, probs, masks[split]))

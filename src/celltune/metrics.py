@@ -328,6 +328,7 @@ class RunMetrics:
     epochs_run: int
     train_seconds: float
     fit_images_per_second: float  # training images per wall-clock second of the fit, validation included
+    weights: str = "raw"  # "ema": the best checkpoint holds the averaged weights (--ema)
 
     def to_dict(self) -> dict[str, Any]:
         run = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("split", "result")}
@@ -335,5 +336,5 @@ class RunMetrics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunMetrics:
-        run = {f.name: data[f.name] for f in fields(cls) if f.name not in ("split", "result")}
+        run = {f.name: data[f.name] for f in fields(cls) if f.name not in ("split", "result") and f.name in data}
         return cls(split=data["split"], result=result_from_dict(data), **run)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
@@ -38,6 +39,31 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+class WarmupCosine:
+    """``warmup_cosine`` as LambdaLR's multiplier, whose end can move: ``relay(step, total)`` decays from the
+    multiplier at ``step`` to 0 at ``total`` along a new cosine, so a run cut (or grown) by its time budget still ends
+    its schedule at its last step. A callable object, so LambdaLR's state_dict (and --resume) keeps its fields."""
+
+    def __init__(self, *, warmup_steps: int, total_steps: int) -> None:
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+        self.laid_out = total_steps  # the first layout, which the steps before a relay followed
+        self.from_step, self.from_value = 0, 1.0
+        self.relaid = False
+
+    def __call__(self, step: int) -> float:
+        if not self.relaid or step < self.from_step:
+            return warmup_cosine(step, warmup_steps=self.warmup_steps, total_steps=self.laid_out)
+        progress = (step - self.from_step) / max(1, self.total_steps - self.from_step)
+        return self.from_value * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def relay(self, step: int, total_steps: int) -> None:
+        if step < self.warmup_steps:  # still warming up: the cosine after it simply ends elsewhere
+            self.total_steps = self.laid_out = total_steps
+            return
+        self.from_value, self.from_step = self(step), step
+        self.total_steps, self.relaid = total_steps, True
+
+
 class FocalLoss(nn.Module):
     """Sigmoid focal loss (Lin et al. 2017) for multi-label targets, torchvision's implementation, mean-reduced."""
 
@@ -53,11 +79,13 @@ class CellClassifier(L.LightningModule):
     """Fine-tunes ``model``: cross-entropy (class-weighted with ``loss_weights``; soft targets under Mixup/CutMix), or
     BCE / focal loss for multi-label cards. Training batches are (images, targets, keys) from the data module. After
     each validation pass ``val_result`` holds the typed result and ``epoch_row`` the epoch's history row; the tracked
-    numbers are logged for the progress bar and early stopping."""
+    numbers are logged for the progress bar and early stopping. With ``ema`` (a decay per step) an exponential moving
+    average of the weights follows training (timm's ModelEmaV3, decay warmed up over the first steps) and is
+    validated beside the raw weights: ``ema_val_result``, and ``ema_val_*`` numbers in the epoch's row."""
 
     def __init__(self, model: nn.Module, *, card: ModelCard, optim: OptimConfig, augment: Augment = Augment(),
                  seed: int = 0, freeze_backbone: bool = False, loss_weights: torch.Tensor | None = None,
-                 channels_last: bool = False, compile_model: bool = False) -> None:
+                 channels_last: bool = False, compile_model: bool = False, ema: float | None = None) -> None:
         super().__init__()
         self.model = model
         self.card = card
@@ -83,9 +111,16 @@ class CellClassifier(L.LightningModule):
             self.soft_criterion = SoftTargetCrossEntropy()
         # loss * n, correct, n. Python floats, not a tensor: ddp_spawn would put a tensor in memory shared by all ranks.
         self._train_sums = [0.0, 0.0, 0.0]
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # Registered as a submodule: Lightning moves it with the model and last.ckpt keeps it for --resume.
+        # warmup_power 3/4: timm's choice for runs of thousands, not millions, of steps.
+        self.ema = ModelEmaV3(self.model, decay=ema, use_warmup=True, warmup_power=0.75) if ema else None
+        if self.ema is not None:
+            self.ema.train()  # in step with the module (Lightning switches modes for validation); it never trains
+        self.schedule: WarmupCosine | None = None
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self._epoch_start = 0.0
         self.val_result: Result | None = None
+        self.ema_val_result: Result | None = None
         self.epoch_row: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,9 +171,14 @@ class CellClassifier(L.LightningModule):
         self.log("loss", loss, prog_bar=True)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
     def validation_step(self, batch, batch_idx):
         images, labels, index = batch
-        self._val_outputs.append((self(images).detach().float(), labels, index))
+        averaged = self.ema.module(images).detach().float() if self.ema is not None else None
+        self._val_outputs.append((self(images).detach().float(), labels, index, averaged))
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate ``tensor`` (N, ...) from every process (itself alone when not distributed)."""
@@ -151,22 +191,24 @@ class CellClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return
-        logits = self._gather(torch.cat([o[0] for o in self._val_outputs])).cpu()
-        labels = self._gather(torch.cat([o[1] for o in self._val_outputs])).cpu()
-        index = self._gather(torch.cat([o[2] for o in self._val_outputs])).cpu()
-        self._val_outputs.clear()
+        outputs = self._val_outputs
+        self._val_outputs = []
+        index = self._gather(torch.cat([o[2] for o in outputs])).cpu()
+        labels = self._gather(torch.cat([o[1] for o in outputs])).cpu()
         # The distributed sampler pads ranks to equal length by repeating images: keep each image once, in order.
         _, first = np.unique(index.numpy(), return_index=True)
-        logits, labels = logits[first], labels[first]
-        if self.multilabel:
-            loss = float(nn.functional.binary_cross_entropy_with_logits(logits, labels))
-            result: Result = multilabel_metrics(labels.numpy(), torch.sigmoid(logits).numpy(), self.card.class_names)
-        else:
-            loss = float(nn.functional.cross_entropy(logits, labels))
-            result = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.card.class_names)
+        labels = labels[first]
+        logits = self._gather(torch.cat([o[0] for o in outputs])).cpu()[first]
+        loss, result = self._scored(logits, labels)
         tracked = {"val_loss": loss, **result.tracked("val")}
         self.log_dict(tracked, prog_bar=True)
         self.val_result = result
+        if self.ema is not None:
+            ema_logits = self._gather(torch.cat([o[3] for o in outputs])).cpu()[first]  # type: ignore[misc]
+            ema_loss, self.ema_val_result = self._scored(ema_logits, labels)
+            ema_tracked = {"ema_val_loss": ema_loss, **self.ema_val_result.tracked("ema_val")}
+            self.log_dict(ema_tracked)
+            tracked |= ema_tracked
         # Every rank takes part in the gather; the sums are this epoch's training images, loss and right answers.
         sums = torch.tensor(self._train_sums, dtype=torch.float64, device=self.device)[None]  # (1, 3)
         loss_sum, correct, n = self._gather(sums).sum(0).tolist()
@@ -174,6 +216,14 @@ class CellClassifier(L.LightningModule):
                           "train_acc": correct / max(n, 1), **tracked,
                           "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
                           "seconds": time.perf_counter() - self._epoch_start, "train_images": n}
+
+    def _scored(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, Result]:
+        """(loss, result) of validation logits (N, C) against their labels."""
+        if self.multilabel:
+            loss = float(nn.functional.binary_cross_entropy_with_logits(logits, labels))
+            return loss, multilabel_metrics(labels.numpy(), torch.sigmoid(logits).numpy(), self.card.class_names)
+        loss = float(nn.functional.cross_entropy(logits, labels))
+        return loss, classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.card.class_names)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -185,9 +235,15 @@ class CellClassifier(L.LightningModule):
                     "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"}}
         if self.optim.scheduler == "cosine":
             total = int(self.trainer.estimated_stepping_batches)
-            steps_per_epoch = max(1, total // max(1, self.optim.epochs))
+            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
             warmup = min(total, max(1, round(self.optim.warmup_epochs * steps_per_epoch)))
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup, total_steps=total))
+            self.schedule = WarmupCosine(warmup_steps=warmup, total_steps=total)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return optimizer
+
+    def relay_schedule(self, epochs: int) -> None:
+        """The time budget moved the run's end to ``epochs``: the cosine schedule now ends there."""
+        if self.schedule is not None:
+            steps_per_epoch = self.trainer.num_training_batches // self.trainer.accumulate_grad_batches
+            self.schedule.relay(self.global_step, int(epochs * steps_per_epoch))

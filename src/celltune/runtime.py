@@ -4,6 +4,7 @@ workers, the progress bar and the Lightning Trainer."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
+from celltune.budget import clock
 from celltune.config import HardwareConfig, OutputConfig, Precision, TrainConfig
 from celltune.errors import ConfigError, ExistsError
 
@@ -103,9 +105,19 @@ def default_num_workers(configured: int | None, *, per_image: bool, accelerator:
     return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
-def progress_bar() -> TQDMProgressBar:
-    """Redrawn every 10 batches: each redraw reads the logged metrics, a cost on a 2-core CPU and lines in a log."""
-    return TQDMProgressBar(refresh_rate=10)
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's bar, redrawn every 10 batches (each redraw reads the logged metrics, a cost on a 2-core CPU and
+    lines in a log), with the time left when the run has a ``deadline`` (a ``time.monotonic()`` value)."""
+
+    def __init__(self, deadline: float | None = None) -> None:
+        super().__init__(refresh_rate=10)
+        self.deadline = deadline
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float | dict]:
+        items = super().get_metrics(trainer, pl_module)
+        if self.deadline is not None:
+            items["left"] = clock(self.deadline - time.monotonic())
+        return items
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -119,11 +131,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)
 
 
-def make_trainer(config: TrainConfig, hardware: Hardware, *, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+def make_trainer(config: TrainConfig, hardware: Hardware, *, run_dir: Path, callbacks: list[L.Callback],
+                 deadline: float | None = None) -> L.Trainer:
     return L.Trainer(
         max_epochs=config.optim.epochs, accelerator=hardware.accelerator, devices=config.hardware.devices,
         num_nodes=config.hardware.num_nodes, strategy=config.hardware.strategy, precision=hardware.precision,
-        logger=False, callbacks=[*callbacks, progress_bar()], num_sanity_val_steps=0,
+        logger=False, callbacks=[*callbacks, RunProgressBar(deadline)], num_sanity_val_steps=0,
         limit_train_batches=config.optim.max_steps_per_epoch or 1.0, log_every_n_steps=10, default_root_dir=run_dir,
         use_distributed_sampler=False,  # the data module shards (celltune.sampling)
         plugins=[AtomicCheckpointIO()])

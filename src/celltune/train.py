@@ -4,6 +4,7 @@ its first half, everything built before training starts."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -14,12 +15,21 @@ import numpy as np
 from torch import nn
 
 from celltune.audit import audit
-from celltune.callbacks import LAST, RunRecorder, parse_interval, training_callbacks
+from celltune.budget import (
+    MAX_EPOCHS,
+    PLAN,
+    BudgetKeeper,
+    Plan,
+    parse_duration,
+    planned_epochs,
+    workload,
+)
+from celltune.callbacks import LAST, RunRecorder, training_callbacks
 from celltune.checkpoint import BEST, ModelCard
-from celltune.config import DataConfig, TrainConfig
+from celltune.config import DEFAULT_EPOCHS, DataConfig, TrainConfig
 from celltune.data import discover, summarize
 from celltune.datamodule import CellDataModule
-from celltune.defaults import image_size_for
+from celltune.defaults import with_data_defaults
 from celltune.errors import ConfigError, DataError, MissingError
 from celltune.evaluate import finish_run
 from celltune.findings import Audit, format_findings
@@ -27,10 +37,18 @@ from celltune.images import ChannelFiles, dataset_mean_std, load_input, set_max_
 from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.models import create_model, resolve_name
 from celltune.module import CellClassifier
+from celltune.probe import probe_and_plan, replan
 from celltune.progress import bar
 from celltune.recipes import save_config
 from celltune.report import read_history, write_json
-from celltune.runtime import global_rank, make_trainer, open_run_dir, resolve_hardware, shared_run_dir
+from celltune.runtime import (
+    global_rank,
+    launched_externally,
+    make_trainer,
+    open_run_dir,
+    resolve_hardware,
+    shared_run_dir,
+)
 from celltune.samples import LabelledSplits
 from celltune.weights import Preprocessing
 
@@ -46,7 +64,13 @@ def check(config: TrainConfig, resume: str | Path | None) -> TrainConfig:
     if config.data.balance == "loss" and (config.augment.mixup or config.augment.cutmix):
         raise ConfigError("balance: loss does not combine with Mixup/CutMix soft targets; use balance: sampler")
     if config.output.checkpoint_every:
-        parse_interval(config.output.checkpoint_every)
+        parse_duration(config.output.checkpoint_every, flag="--checkpoint-every")
+    if config.optim.time_budget:
+        parse_duration(config.optim.time_budget, flag="--time-budget")
+        if launched_externally() or str(config.hardware.devices) not in ("1",) or config.hardware.num_nodes > 1:
+            raise ConfigError("--time-budget plans a run on one device for now; leave it out for multi-device runs")
+    if config.optim.ema is not None and not 0 < config.optim.ema < 1:
+        raise ConfigError(f"--ema {config.optim.ema}: give a decay between 0 and 1, such as 0.999")
     if resume is not None and not (Path(resume) / LAST).is_file():
         raise MissingError(f"{Path(resume) / LAST}: nothing to resume; the run never finished an epoch")
     return config.updated(data=str(Path(config.data.root).resolve()),
@@ -92,6 +116,11 @@ def check_data(found: LabelledSplits, data: DataConfig) -> tuple[LabelledSplits,
     return found, checks, skipped
 
 
+def budget_seconds(config: TrainConfig) -> float:
+    assert config.optim.time_budget is not None
+    return parse_duration(config.optim.time_budget, flag="--time-budget").total_seconds()
+
+
 @dataclass
 class PreparedRun:
     """Everything ``fit`` builds before it trains: what it then runs (and what tests inspect)."""
@@ -105,14 +134,19 @@ class PreparedRun:
     datamodule: CellDataModule
     trainer: L.Trainer
     recorder: RunRecorder
+    keeper: BudgetKeeper | None = None
+    started: float = 0.0
 
 
 def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: LabelledSplits | None = None,
-            checks: Audit | None = None) -> PreparedRun:
+            checks: Audit | None = None, started: float | None = None) -> PreparedRun:
     """Check the config, find the data, build the model, open the run directory (config.yaml, dataset.json) and
     assemble module, data module and trainer. ``found``: splits made elsewhere (cross-validation folds) instead of
-    the data folder's; ``checks``: their data checks, already run."""
+    the data folder's; ``checks``: their data checks, already run; ``started``: ``time.monotonic()`` when the run
+    began, from which a time budget counts (default: now)."""
+    started = time.monotonic() if started is None else started
     config = check(config, resume)
+    given_size, given_epochs = config.data.image_size, config.optim.epochs
     data = config.data
     set_max_image_pixels(data.max_image_pixels)
     L.seed_everything(data.seed, workers=True, verbose=False)
@@ -133,44 +167,68 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     model, prep = create_model(config.model.name, num_classes=len(found.class_names), in_chans=in_chans,
                                pretrained=config.model.pretrained, freeze=config.model.freeze_backbone,
                                weights=config.model.weights)
-    if data.image_size is None:  # chosen from the data, and said why
-        chosen = image_size_for(((f.width, f.height) for f in checks.facts.values() if f.error is None),
-                                prep.input_size)
-        log.info("image size %d: %s (--image-size to choose another)", chosen.value, chosen.reason)
-        config = config.updated(image_size=chosen.value)
+    hardware = resolve_hardware(config.hardware)
+    config = with_data_defaults(config, found, checks, native_size=prep.input_size,
+                                accelerator=hardware.accelerator)
+    batch_size, image_size = int(config.optim.batch_size or 0), int(config.data.image_size or 0)  # both chosen now
+    plan: Plan | None = None
+    work = workload(config, found)
+    if config.optim.time_budget and resume is None:
+        plan = probe_and_plan(model, budget=budget_seconds(config), started=started, work=work,
+                              batch_size=batch_size, image_size=image_size,
+                              size_fixed=given_size is not None, in_chans=in_chans, accelerator=hardware.accelerator,
+                              precision=hardware.precision, channels_last=hardware.channels_last,
+                              max_epochs=given_epochs)
+        config = config.updated(image_size=plan.image_size, epochs=plan.epochs)
+    elif resume is not None and (Path(resume) / PLAN).is_file():  # where its time budget had moved the end
+        config = config.updated(epochs=planned_epochs(Path(resume) / PLAN))
+    elif config.optim.epochs is None:
+        config = config.updated(epochs=DEFAULT_EPOCHS)
     card = model_card(config, found, prep, in_chans=in_chans)
     config = config.updated(image_size=card.image_size)
     data = config.data
 
     run_dir = open_run_dir(config.output, model_name=config.model.name, resume=resume)
     with discarded_on_failure(run_dir, fresh=resume is None):
+        datamodule = CellDataModule(found, data=data, augment=config.augment, card=card,
+                                    batch_size=batch_size, num_workers=config.hardware.num_workers,
+                                    accelerator=hardware.accelerator, channels_last=hardware.channels_last)
+        if plan is not None:
+            datamodule.prepare_data()  # the image cache, built now so that the plan counts its time
+            plan = replan(plan, started=started, speed=plan.speed(), work=work, max_epochs=given_epochs)
+            config = config.updated(epochs=plan.epochs)
+            log.info("%s", plan.summary())
         if global_rank() == 0:
             save_config(config, run_dir / "config.yaml")
             write_json(run_dir / "dataset.json", summary)
             write_json(run_dir / "data_checks.json", checks.to_dict())
+            if plan is not None:
+                write_json(run_dir / PLAN, plan.to_dict())
             if skipped:
                 (run_dir / "skipped_files.txt").write_text("".join(f"{p}\n" for p in skipped))
             log.info("run directory %s", run_dir)
 
-        hardware = resolve_hardware(config.hardware)
-        datamodule = CellDataModule(found, data=data, augment=config.augment, card=card,
-                                    batch_size=config.optim.batch_size, num_workers=config.hardware.num_workers,
-                                    accelerator=hardware.accelerator, channels_last=hardware.channels_last)
         module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, seed=data.seed,
                                 freeze_backbone=config.model.freeze_backbone, channels_last=hardware.channels_last,
                                 loss_weights=datamodule.class_weights() if data.balance == "loss" else None,
-                                compile_model=config.hardware.compile)
+                                compile_model=config.hardware.compile, ema=config.optim.ema)
         callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
             "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
             "groups": data.groups, "groups_csv": data.groups_csv}, checkpoint_every=config.output.checkpoint_every)
-        trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks)
+        keeper = None
+        if plan is not None:
+            keeper = BudgetKeeper(plan, deadline=started + plan.budget_seconds,
+                                  max_epochs=min(given_epochs or MAX_EPOCHS, MAX_EPOCHS), path=run_dir / PLAN)
+            callbacks.append(keeper)
+        trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks,
+                               deadline=keeper.deadline if keeper else None)
         log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
                  config.hardware.devices, config.hardware.num_nodes)
     recorder = next(c for c in callbacks if isinstance(c, RunRecorder))
-    return PreparedRun(config, run_dir, found, card, model, module, datamodule, trainer, recorder)
+    return PreparedRun(config, run_dir, found, card, model, module, datamodule, trainer, recorder, keeper, started)
 
 
-_BEFORE_TRAINING = ("config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt")
+BEFORE_TRAINING = ("config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt", PLAN)  # what prepare writes
 
 
 @contextmanager
@@ -182,7 +240,7 @@ def discarded_on_failure(run_dir: Path, *, fresh: bool, started: Callable[[], bo
         yield
     except Exception:
         if fresh and global_rank() == 0 and not started():
-            for name in _BEFORE_TRAINING:
+            for name in BEFORE_TRAINING:
                 (run_dir / name).unlink(missing_ok=True)
             with suppress(OSError):
                 run_dir.rmdir()  # only if empty
@@ -190,13 +248,13 @@ def discarded_on_failure(run_dir: Path, *, fresh: bool, started: Callable[[], bo
 
 
 def fit(config: TrainConfig, *, resume: str | Path | None = None, found: LabelledSplits | None = None,
-        checks: Audit | None = None) -> Path:
+        checks: Audit | None = None, started: float | None = None) -> Path:
     """Train as ``config`` says; returns the run directory holding checkpoint, history, metrics and report.
 
     ``resume``: a run directory whose ``last.ckpt`` continues (epochs, optimizer and scheduler state) in place.
-    ``found`` and ``checks``: see ``prepare``.
+    ``found``, ``checks`` and ``started``: see ``prepare``.
     """
-    return run_prepared(prepare(config, resume=resume, found=found, checks=checks), resume=resume)
+    return run_prepared(prepare(config, resume=resume, found=found, checks=checks, started=started), resume=resume)
 
 
 def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
@@ -212,6 +270,13 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
     # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
     history = run.recorder.history or read_history(run.run_dir / "history.csv")
     finish_run(run.run_dir, model=run.model, card=run.card, found=run.found, masks=run.datamodule.masks,
-               history=history, batch_size=run.config.optim.batch_size * 2, tta=run.config.eval.tta,
+               history=history, batch_size=run.datamodule.batch_size * 2, tta=run.config.eval.tta,
                bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed)
+    if run.keeper is not None:  # the plan as kept, and how the run ended against it
+        plan, elapsed = run.keeper.plan, time.monotonic() - run.started
+        write_json(run.run_dir / PLAN, {**plan.to_dict(), "epochs_run": len(history),
+                                        "finished_seconds": round(elapsed, 1),
+                                        "within_budget": elapsed <= plan.budget_seconds})
+        log.info("time budget %.0f s: finished in %.0f s, %d of %d planned epochs", plan.budget_seconds, elapsed,
+                 len(history), plan.epochs)
     return run.run_dir

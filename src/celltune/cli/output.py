@@ -43,6 +43,7 @@ def format_result(result: Result) -> str:
 
 
 def print_run(run_dir: Path) -> None:
+    from celltune.budget import PLAN, clock
     from celltune.metrics import RunMetrics, labelled
     from celltune.report import read_json
     from celltune.runtime import global_rank
@@ -55,5 +56,12 @@ def print_run(run_dir: Path) -> None:
     print(f"\nrun directory: {run_dir}")
     print(f"best epoch {run.best_epoch} of {run.epochs_run}, validation {label} {run.best_val[selection]:.4f}; "
           f"{run.train_seconds:.0f} s, {run.fit_images_per_second:.1f} training images/s")
+    if run.weights == "ema":
+        print("the best checkpoint holds the averaged (EMA) weights, which scored better on validation")
+    if (run_dir / PLAN).is_file():
+        plan = read_json(run_dir / PLAN)
+        print(f"time budget {clock(plan['budget_seconds'])}: {plan['epochs_run']} of {plan['epochs']} planned epochs "
+              f"at {plan['image_size']} px, batch {plan['batch_size']}; finished in {clock(plan['finished_seconds'])}"
+              + ("" if plan["within_budget"] else ", OVER the budget") + f" (plan and probe: {run_dir / PLAN})")
     print(f"\n{run.split} split:\n{format_result(run.result)}")
     print(f"\nreport: {run_dir / 'report.html'}")
