@@ -129,6 +129,23 @@ def test_keeper_cuts_a_run_that_falls_behind(fake_clock):
     assert keeper.plan.adjustments[0]["epochs"] == 8
 
 
+def test_keeper_judges_by_the_mean_epoch_so_one_slow_epoch_does_not_cut_alone(fake_clock):
+    plan = Plan(1000, 0, 96, 64, 10, 10.0, 20.0, "test")
+    keeper = BudgetKeeper(plan, deadline=fake_clock.now + 140, max_epochs=10)
+    trainer, module = fake_trainer(epoch=0, max_epochs=10), SimpleNamespace(relay_schedule=lambda epochs: None)
+    for epoch, seconds in enumerate([10, 10, 16, 40]):
+        trainer.current_epoch = epoch
+        keeper.on_train_epoch_start(trainer, module)
+        keeper.on_validation_start(trainer, module)
+        fake_clock.now += seconds
+        keeper.on_validation_end(trainer, module)
+        if epoch == 2:
+            # 104 s left less 20 to finish: 7 more at the mean of 12 s (10 in all, as planned); 5 at the last 16 s
+            assert trainer.fit_loop.max_epochs == 10 and keeper.plan.adjustments == []
+    # epoch 4 took 40 s: the mean is (10 + 10 + 16 + 40) / 4 = 19 s and (64 - 20) / 19 leaves room for 2 more
+    assert trainer.fit_loop.max_epochs == 6 and keeper.plan.adjustments[-1]["epoch_seconds"] == 19.0
+
+
 def test_keeper_stops_when_no_epoch_fits_any_more(fake_clock):
     _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=4, planned=20, epoch_seconds=15, left=30)
     assert trainer.fit_loop.max_epochs == 5 and trainer.should_stop and relaid == []

@@ -94,3 +94,4 @@ def test_the_moving_average_starts_as_the_model_and_lags_behind_it():
     module.ema.update(model, step=1000)  # past the warm-up: the decay is 0.9, so the average moves a tenth of the way
     assert torch.allclose(module.ema.module.weight, start + 0.1)
     assert "ema.module.weight" in module.state_dict()  # saved in last.ckpt, for --resume
+    assert not any(p.requires_grad for p in module.ema.parameters())  # nothing trains it but the average

@@ -162,7 +162,7 @@ def smaller_sizes(size: int, *, smallest: int = 64) -> list[int]:
 
 class BudgetKeeper(L.Callback):
     """Keeps a run to its plan: after each epoch, the epochs still fitting before ``deadline`` (a
-    ``time.monotonic()`` value) at the measured epoch time, with ``finish_seconds`` left for scoring; fewer than
+    ``time.monotonic()`` value) at the mean measured epoch time, with ``finish_seconds`` left for scoring; fewer than
     planned cut the run and the module lays its schedule out for the new end. After the first epoch the run may
     also grow when it is faster than planned (up to ``max_epochs``). Inside an epoch, the run stops when one more
     validation would leave no time to finish (only after a first validation has saved a checkpoint)."""
@@ -171,6 +171,7 @@ class BudgetKeeper(L.Callback):
         self.plan, self.deadline, self.max_epochs, self.path = plan, deadline, max_epochs, path
         self._epoch_start = self._val_start = 0.0
         self.val_seconds = 0.0
+        self.epoch_seconds: list[float] = []  # each epoch so far, training and validation
         self.validated = False
 
     def left(self) -> float:
@@ -203,7 +204,9 @@ class BudgetKeeper(L.Callback):
             return
         now = time.monotonic()
         self.val_seconds, self.validated = now - self._val_start, True
-        epoch_seconds = now - self._epoch_start
+        self.epoch_seconds.append(now - self._epoch_start)
+        # The mean of the epochs so far: one slow epoch (a busy moment) does not cut the run alone.
+        epoch_seconds = sum(self.epoch_seconds) / len(self.epoch_seconds)
         done = trainer.current_epoch + 1
         fit = epochs_within(self.left() - self.plan.finish_seconds, epoch_seconds, cap=self.max_epochs - done)
         planned = trainer.fit_loop.max_epochs or done
@@ -216,8 +219,9 @@ class BudgetKeeper(L.Callback):
             if total == done:
                 trainer.should_stop = True
             self._adjust({"epoch": done, "epochs": total, "epoch_seconds": round(epoch_seconds, 1),
-                          "why": f"epoch {done} took {epoch_seconds:.0f} s (planned {self.plan.epoch_seconds:.0f}): "
-                                 f"{'cut to' if total < planned else 'extended to'} {total} epochs"})
+                          "why": f"{done} epoch(s) took {epoch_seconds:.0f} s each (planned "
+                                 f"{self.plan.epoch_seconds:.0f}): {'cut to' if total < planned else 'extended to'} "
+                                 f"{total} epochs"})
 
 
 def workload(config: TrainConfig, found: LabelledSplits) -> Workload:

@@ -116,6 +116,7 @@ class CellClassifier(L.LightningModule):
         self.ema = ModelEmaV3(self.model, decay=ema, use_warmup=True, warmup_power=0.75) if ema else None
         if self.ema is not None:
             self.ema.train()  # in step with the module (Lightning switches modes for validation); it never trains
+            self.ema.requires_grad_(False)  # not trainable: no optimizer, DDP or parameter count takes it for one
         self.schedule: WarmupCosine | None = None
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         self._epoch_start = 0.0

@@ -14,8 +14,8 @@ from celltune.budget import Plan, Speed, Workload, plan_run, smaller_sizes
 
 
 def measure_speed(model: nn.Module, *, image_size: int, batch_size: int, in_chans: int, device: str = "cpu",
-                  channels_last: bool = False, autocast: torch.dtype | None = None, steps: int = 3,
-                  warmup: int = 1) -> Speed:
+                  channels_last: bool = False, autocast: torch.dtype | None = None, steps: int = 4,
+                  warmup: int = 2) -> Speed:
     """Time ``steps`` training steps (AdamW) and inference batches of random images on a copy of ``model``, after
     ``warmup`` untimed ones. The run's model and random state are left as they were."""
     probe = copy.deepcopy(model).to(device)

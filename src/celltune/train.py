@@ -277,6 +277,6 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
         write_json(run.run_dir / PLAN, {**plan.to_dict(), "epochs_run": len(history),
                                         "finished_seconds": round(elapsed, 1),
                                         "within_budget": elapsed <= plan.budget_seconds})
-        log.info("time budget %.0f s: finished in %.0f s, %d of %d planned epochs", plan.budget_seconds, elapsed,
-                 len(history), plan.epochs)
+        log.info("time budget %.0f s: finished in %.0f s after %d epochs (planned %d, %d changes on the way)",
+                 plan.budget_seconds, elapsed, len(history), plan.epochs, len(plan.adjustments))
     return run.run_dir
