@@ -151,11 +151,15 @@ def test_keeper_stops_when_no_epoch_fits_any_more(fake_clock):
     assert trainer.fit_loop.max_epochs == 5 and trainer.should_stop and relaid == []
 
 
-def test_keeper_grows_the_run_after_a_fast_first_epoch_only(fake_clock):
+def test_keeper_grows_the_run_in_its_first_half_only(fake_clock):
     _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=0, planned=5, epoch_seconds=5, left=100)
     assert trainer.fit_loop.max_epochs == 1 + 16 and relaid == [17]  # (100 - 20) / 5
     _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=0, planned=5, epoch_seconds=5, left=100, max_epochs=9)
     assert trainer.fit_loop.max_epochs == 9
+    _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=0, planned=1, epoch_seconds=5, left=100, max_epochs=3)
+    assert trainer.fit_loop.max_epochs == 3 and relaid == [3]  # a one-epoch plan grows after its epoch too
+    _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=1, planned=5, epoch_seconds=5, left=100)
+    assert trainer.fit_loop.max_epochs == 2 + 16 and relaid == [18]  # epoch 2 of 5: still the first half
     _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=2, planned=5, epoch_seconds=5, left=100)
     assert trainer.fit_loop.max_epochs == 5 and relaid == []  # ahead later on: the schedule stays as laid out
 
