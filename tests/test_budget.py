@@ -159,7 +159,9 @@ def test_keeper_grows_the_run_in_its_first_half_only(fake_clock):
     _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=0, planned=1, epoch_seconds=5, left=100, max_epochs=3)
     assert trainer.fit_loop.max_epochs == 3 and relaid == [3]  # a one-epoch plan grows after its epoch too
     _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=1, planned=5, epoch_seconds=5, left=100)
-    assert trainer.fit_loop.max_epochs == 2 + 16 and relaid == [18]  # epoch 2 of 5: still the first half
+    assert trainer.fit_loop.max_epochs == 2 + 16 - 1 and relaid == [17]  # epoch 2 of 5: the first half, 1 in hand
+    _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=1, planned=5, epoch_seconds=20, left=100)
+    assert trainer.fit_loop.max_epochs == 5 and relaid == []  # (100 - 20) / 20 = 4 more: 6, the one over 5 in hand
     _, trainer, relaid = keeper_after_epoch(fake_clock, epoch=2, planned=5, epoch_seconds=5, left=100)
     assert trainer.fit_loop.max_epochs == 5 and relaid == []  # ahead later on: the schedule stays as laid out
 

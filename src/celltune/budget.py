@@ -164,9 +164,10 @@ class BudgetKeeper(L.Callback):
     """Keeps a run to its plan: after each epoch, the epochs still fitting before ``deadline`` (a
     ``time.monotonic()`` value) at the mean measured epoch time, with ``finish_seconds`` left for scoring; fewer than
     planned cut the run and the module lays its schedule out for the new end. In the first half of the run (and
-    always after its first epoch) it may also grow when it is faster than planned (up to ``max_epochs``); later, a
-    cosine already low would only be stretched. Inside an epoch, the run stops when one more
-    validation would leave no time to finish (only after a first validation has saved a checkpoint)."""
+    always after its first epoch) it may also grow when it is faster than planned (up to ``max_epochs``; after the
+    first epoch with one epoch in hand); later, a cosine already low would only be stretched. Inside an epoch, the
+    run stops when one more validation would leave no time to finish (only after a first validation has saved a
+    checkpoint)."""
 
     def __init__(self, plan: Plan, *, deadline: float, max_epochs: int, path: Path | None = None) -> None:
         self.plan, self.deadline, self.max_epochs, self.path = plan, deadline, max_epochs, path
@@ -212,6 +213,10 @@ class BudgetKeeper(L.Callback):
         fit = epochs_within(self.left() - self.plan.finish_seconds, epoch_seconds, cap=self.max_epochs - done)
         planned = trainer.fit_loop.max_epochs or done
         total = done + fit
+        if total > planned and done > 1:
+            # Growing after the first epoch keeps one epoch in hand, so that the next epoch's noise does not cut the
+            # run straight back (each change lays the schedule out again).
+            total -= 1
         if total < planned or (total > planned and (done == 1 or 2 * done <= planned)):
             trainer.fit_loop.max_epochs = total
             relay = getattr(module, "relay_schedule", None)
