@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hep2 import DEFAULT_DATA, default_config
+from hep2 import DEFAULT_DATA, default_config, run_summary
 from throughput import PILFolder  # timm's ImageDataset per item: PIL, RGB, transform
 from timm.data import create_transform
 from timm.loss import LabelSmoothingCrossEntropy
@@ -126,13 +126,7 @@ def main() -> int:
     start = time.perf_counter()
     run = fit(default_config(data=args.data, model=args.model, time_budget=f"{budget}s", image_size=args.image_size,
                              out_dir=args.out_dir, name=f"budget-celltune-{args.model}-{args.budget}"))
-    wall = time.perf_counter() - start
-    m, plan = (json.loads((run / name).read_text()) for name in ("metrics.json", "plan.json"))
-    ours = {"epochs": m["epochs_run"], "best_epoch": m["best_epoch"], "weights": m.get("weights", "raw"),
-            "val_aca": round(m["best_val"]["mean_class_accuracy"], 4), "test_accuracy": round(m["accuracy"], 4),
-            "test_aca": round(m["mean_class_accuracy"], 4), "test_macro_f1": round(m["macro_f1"], 4),
-            "wall_seconds_with_scoring_and_report": round(wall), "planned_epochs": plan["epochs"],
-            "batch_size": plan["batch_size"], "run_dir": str(run)}
+    ours = {"wall_seconds_with_scoring_and_report": round(time.perf_counter() - start), **run_summary(run)}
     theirs = timm_defaults(args.data, model_name=args.model, image_size=args.image_size, budget=budget, log=log)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "budget_seconds": budget, "model": args.model,
                "image_size": args.image_size, "celltune": ours, "timm_train_py_defaults": theirs}

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celltune.budget import PLAN
 from celltune.config import DEFAULT_MODEL, TrainConfig, config_from_dict
 from celltune.recipes import load_config
 from celltune.train import fit
@@ -27,19 +28,30 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 # The model of the chosen recipe: the best validation ACA of the candidates in the README's HEp-2 table.
 CHOSEN_MODEL = "tf_efficientnet_lite0"
 
-# The default recipe ("foundation"): AdamW, cosine with a warm-up epoch, label smoothing; image size and batch size
-# from the data and the machine, epochs from the time budget.
+# The default recipe ("foundation"): AdamW, cosine with a warm-up epoch, label smoothing, weight averaging and flips
+# at test time; image size and batch size from the data and the machine (celltune's own defaults), epochs from the
+# time budget.
 FOUNDATION = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "scheduler": "cosine", "warmup_epochs": 1,
-              "label_smoothing": 0.1}
+              "label_smoothing": 0.1, "time_budget": "30m", "ema": 0.999, "tta": "flips"}
 
 
-def default_config(*, data: str, model: str = DEFAULT_MODEL, time_budget: str | None = "30m",
-                   image_size: int | None = None, epochs: int | None = None, batch_size: int | None = None,
-                   lr: float = 2e-3, ema: float | None = 0.999, tta: str = "flips",
-                   **options: Any) -> TrainConfig:
-    return config_from_dict({**FOUNDATION, "data": data, "model": model, "time_budget": time_budget,
-                             "image_size": image_size, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                             "ema": ema, "tta": tta, **options}, source="benchmark")
+def default_config(*, data: str, model: str = DEFAULT_MODEL, **options: Any) -> TrainConfig:
+    """FOUNDATION on ``data`` with ``model``; ``options`` (any config field) override it."""
+    return config_from_dict({**FOUNDATION, "data": data, "model": model, **options}, source="benchmark")
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """What a finished run scored and how it ran, from its metrics.json, config.yaml and plan.json (if budgeted)."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    plan = json.loads((run_dir / PLAN).read_text()) if (run_dir / PLAN).is_file() else None
+    saved = load_config(run_dir / "config.yaml")
+    return {
+        "image_size": saved.data.image_size, "batch_size": saved.optim.batch_size, "epochs": m["epochs_run"],
+        "best_epoch": m["best_epoch"], "ema": saved.optim.ema, "weights": m.get("weights", "raw"), "tta": m["tta"],
+        "test_accuracy": round(m["accuracy"], 4), "test_aca": round(m["mean_class_accuracy"], 4),
+        "test_macro_f1": round(m["macro_f1"], 4), "val_aca": round(m["best_val"]["mean_class_accuracy"], 4),
+        "train_images_per_second": round(m["fit_images_per_second"], 1), "plan": plan, "run_dir": str(run_dir),
+    }
 
 
 def main() -> int:
@@ -48,13 +60,14 @@ def main() -> int:
     p.add_argument("--model", default=CHOSEN_MODEL)
     p.add_argument("--recipe", "--config", dest="recipe",
                    help="a packaged recipe or YAML file; --model, --image-size and --epochs override it")
-    p.add_argument("--time-budget", default="30m", help="the whole run's budget (0: none, train --epochs)")
+    p.add_argument("--time-budget", default=FOUNDATION["time_budget"],
+                   help="the whole run's budget (0: none, train --epochs)")
     p.add_argument("--epochs", type=int, default=None, help="with a budget: at most this many; without: default 12")
     p.add_argument("--image-size", type=int, default=None, help="default: from the data")
     p.add_argument("--batch-size", type=int, default=None, help="default: from the image size and the machine")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--ema", type=float, default=0.999, help="weight-average decay (0: off)")
-    p.add_argument("--tta", default="flips", choices=["none", "flips", "dihedral"])
+    p.add_argument("--lr", type=float, default=FOUNDATION["lr"])
+    p.add_argument("--ema", type=float, default=FOUNDATION["ema"], help="weight-average decay (0: off)")
+    p.add_argument("--tta", default=FOUNDATION["tta"], choices=["none", "flips", "dihedral"])
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--out-dir", default="runs/benchmarks")
@@ -79,19 +92,9 @@ def main() -> int:
     start = time.perf_counter()
     run_dir = fit(config)
     wall = time.perf_counter() - start
-    m = json.loads((run_dir / "metrics.json").read_text())
-    plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else None
-    saved = load_config(run_dir / "config.yaml")
-    result = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "recipe": recipe, "model": args.model,
-        "time_budget": budget, "image_size": saved.data.image_size, "batch_size": saved.optim.batch_size,
-        "epochs": m["epochs_run"], "best_epoch": m["best_epoch"], "ema": saved.optim.ema,
-        "weights": m.get("weights", "raw"), "tta": m["tta"],
-        "test_accuracy": round(m["accuracy"], 4), "test_aca": round(m["mean_class_accuracy"], 4),
-        "test_macro_f1": round(m["macro_f1"], 4), "val_aca": round(m["best_val"]["mean_class_accuracy"], 4),
-        "wall_seconds": round(wall), "train_images_per_second": round(m["fit_images_per_second"], 1),
-        "plan": plan, "run_dir": str(run_dir),
-    }
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "recipe": recipe, "model": args.model, "time_budget": budget,
+              "wall_seconds": round(wall), **run_summary(run_dir)}
+    plan = result["plan"]
     (run_dir / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "plan"}, indent=2))
     if plan:
