@@ -17,10 +17,10 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from celltune.budget import PLAN
-from celltune.config import DEFAULT_MODEL, TrainConfig, config_from_dict
+from celltune.config import DEFAULT_MODEL, TrainConfig, TtaMode, config_from_dict
 from celltune.recipes import load_config
 from celltune.train import fit
 
@@ -67,7 +67,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default: from the image size and the machine")
     p.add_argument("--lr", type=float, default=FOUNDATION["lr"])
     p.add_argument("--ema", type=float, default=FOUNDATION["ema"], help="weight-average decay (0: off)")
-    p.add_argument("--tta", default=FOUNDATION["tta"], choices=["none", "flips", "dihedral"])
+    p.add_argument("--tta", default=FOUNDATION["tta"], choices=get_args(TtaMode))
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--out-dir", default="runs/benchmarks")
