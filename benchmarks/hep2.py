@@ -46,7 +46,8 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     plan = json.loads((run_dir / PLAN).read_text()) if (run_dir / PLAN).is_file() else None
     saved = load_config(run_dir / "config.yaml")
     return {
-        "image_size": saved.data.image_size, "batch_size": saved.optim.batch_size, "epochs": m["epochs_run"],
+        "image_size": saved.data.image_size, "batch_size": saved.optim.batch_size,
+        "freeze_stride": saved.model.freeze_stride, "epochs": m["epochs_run"],
         "best_epoch": m["best_epoch"], "ema": saved.optim.ema, "weights": m.get("weights", "raw"), "tta": m["tta"],
         "test_accuracy": round(m["accuracy"], 4), "test_aca": round(m["mean_class_accuracy"], 4),
         "test_macro_f1": round(m["macro_f1"], 4), "val_aca": round(m["best_val"]["mean_class_accuracy"], 4),
@@ -65,6 +66,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=None, help="with a budget: at most this many; without: default 12")
     p.add_argument("--image-size", type=int, default=None, help="default: from the data")
     p.add_argument("--batch-size", type=int, default=None, help="default: from the image size and the machine")
+    p.add_argument("--freeze-stride", type=int, default=0, help="freeze the layers at 1/N resolution or finer (0: off)")
     p.add_argument("--lr", type=float, default=FOUNDATION["lr"])
     p.add_argument("--ema", type=float, default=FOUNDATION["ema"], help="weight-average decay (0: off)")
     p.add_argument("--tta", default=FOUNDATION["tta"], choices=get_args(TtaMode))
@@ -80,7 +82,8 @@ def main() -> int:
     budget = None if args.time_budget in ("0", "none") else args.time_budget
     common = {"data": args.data, "model": args.model, "image_size": args.image_size,
               "num_workers": args.num_workers, "accelerator": args.accelerator, "out_dir": args.out_dir,
-              "max_steps_per_epoch": args.max_steps_per_epoch, "time_budget": budget}
+              "max_steps_per_epoch": args.max_steps_per_epoch, "time_budget": budget,
+              "freeze_stride": args.freeze_stride}
     if args.recipe:
         recipe = Path(args.recipe).stem
         config = load_config(args.recipe, common | ({"epochs": args.epochs} if args.epochs else {}))

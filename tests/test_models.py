@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from celltune.errors import ModelNotFoundError
-from celltune.models import available_models, create_model, head_name, resolve_name
+from celltune.models import available_models, create_model, early_layers, head_name, resolve_name
 
 
 @pytest.mark.parametrize(("name", "head", "in_features"), [
@@ -58,6 +58,61 @@ def test_freeze_backbone_trains_only_the_head():
     model, _ = create_model("resnet18", num_classes=4, pretrained=False, freeze=True)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["fc.weight", "fc.bias"]
+
+
+def test_freeze_stride_4_freezes_resnet18_stem_and_first_stage():
+    # By hand, at 224 px: conv1 and bn1 give 112 (1/2); the max-pool and layer1 work at 56 (1/4); layer2 at 28 (1/8).
+    model, _ = create_model("resnet18", num_classes=3, pretrained=False, freeze_stride=4)
+    frozen = {n.rpartition(".")[0] for n, p in model.named_parameters() if not p.requires_grad}
+    layer1 = {f"layer1.{block}.{layer}" for block in (0, 1) for layer in ("conv1", "bn1", "conv2", "bn2")}
+    assert frozen == {"conv1", "bn1"} | layer1
+    assert early_layers(model, stride=2) == ["conv1", "bn1"]
+    assert early_layers(model, stride=1) == []  # conv1 already works at 1/2
+
+
+def test_a_stem_rounded_by_its_padding_counts_at_its_stride():
+    # AlexNet's stem: (224 + 2 * 2 - 11) // 4 + 1 = 55 px, not 56, and still the 1/4 layer.
+    model, _ = create_model("alexnet", num_classes=3, pretrained=False)
+    assert early_layers(model, stride=4) == ["features.0"]
+    assert early_layers(model, stride=2) == []
+
+
+class _RegisteredOutOfOrder(nn.Module):
+    """The head is registered first and the stem last: only running the model tells which layer comes first."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 2)
+        self.deep = nn.Conv2d(8, 8, 3, stride=2, padding=1)  # 16 -> 8 px: 1/4 of 32
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)  # 32 -> 16 px: 1/2
+
+    def forward(self, x):
+        return self.head(self.deep(self.stem(x)).mean((2, 3)))
+
+
+def test_early_layers_come_in_the_order_the_model_runs_them():
+    model = _RegisteredOutOfOrder().train()
+    assert early_layers(model, stride=2, input_size=32) == ["stem"]
+    # The head's (N, 2) output is no feature map: it ends the early layers whatever the stride.
+    assert early_layers(model, stride=64, input_size=32) == ["stem", "deep"]
+    assert model.training  # the tracing pass (in eval mode) leaves the mode as it found it
+
+
+def test_frozen_early_layers_keep_their_weights_and_follow_the_new_batch_statistics():
+    torch.manual_seed(0)
+    model, _ = create_model("resnet18", num_classes=3, pretrained=False, freeze_stride=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    nn.functional.cross_entropy(model(torch.randn(4, 3, 64, 64) + 2.0), torch.tensor([0, 1, 2, 0])).backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert model.conv1.weight.grad is None and model.layer1[1].conv2.weight.grad is None  # no backward through them
+    for name in ("conv1.weight", "bn1.weight", "bn1.bias", "layer1.1.conv2.weight"):
+        assert torch.equal(after[name], before[name]), name
+    assert not torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])
+    for name in ("layer2.0.conv1.weight", "fc.weight"):
+        assert not torch.equal(after[name], before[name]), name
 
 
 @pytest.mark.parametrize(("name", "stem"), [("resnet18", "conv1"), ("timm:resnet18", "conv1"),

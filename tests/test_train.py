@@ -249,6 +249,21 @@ def test_weights_file_is_where_training_starts(tiny_data, tmp_path, as_checkpoin
     assert all(torch.equal(own[k], v) for k, v in source.state_dict().items())
 
 
+def test_freeze_stride_trains_all_but_the_early_layers(tiny_data, tmp_path):
+    torch.manual_seed(0)
+    start, _ = create_model("mobilenet_v2", num_classes=6, pretrained=False)
+    path = tmp_path / "start.pt"
+    torch.save(start.state_dict(), path)
+    run = train_only(quick_config(tiny_data, tmp_path, weights=str(path), pretrained=True, freeze_stride=4, lr=0.01,
+                                  epochs=1))
+    trained, start = run.module.model.state_dict(), start.state_dict()
+    # mobilenet_v2 at 1/4 resolution or finer: features 0-3 and the expanding 1x1 convolution of block 4.
+    for name in ("features.0.0.weight", "features.3.conv.2.weight", "features.4.conv.0.0.weight"):
+        assert torch.equal(trained[name], start[name]), name
+    for name in ("features.4.conv.1.0.weight", "features.18.0.weight", "classifier.1.weight"):
+        assert not torch.equal(trained[name], start[name]), name
+
+
 @slow
 def test_masks_train_end_to_end(tiny_data, tmp_path):
     masks = tmp_path / "masks"

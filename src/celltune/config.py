@@ -81,6 +81,10 @@ class ModelConfig:
     pretrained: bool = option(True, "start from the library's ImageNet weights (--no-pretrained: random init)")
     weights: str | None = option(None, "a state_dict or celltune checkpoint file to start from instead")
     freeze_backbone: bool = option(False, "train the new head only; frozen BatchNorm layers keep their statistics")
+    freeze_stride: int = option(0, "freeze the early layers, those working at 1/N of the input resolution or finer "
+                                "(4: the stem and first stage, as detectron2's FREEZE_AT=2; 0: off): training skips "
+                                "their backward pass, the costliest part at large image sizes, and their BatchNorm "
+                                "layers still follow the new images' statistics")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,6 +152,50 @@ def freeze_backbone(model: nn.Module) -> None:
         param.requires_grad = name.startswith(head + ".")
 
 
+def early_layers(model: nn.Module, *, stride: int, input_size: int = 224, in_chans: int = 3) -> list[str]:
+    """Modules (with weights of their own) that run before the first one whose output is coarser than 1/``stride``
+    of the input: the stem and the first stage(s), in the order of one forward pass of a blank image.
+
+    The order comes from running the model, not from where modules were registered: the two differ in some models.
+    Outputs that are not (N, C, H, W) feature maps (a head, a token sequence) end the early layers.
+    """
+    seen: list[tuple[str, int | None]] = []
+    hooks = [m.register_forward_hook(lambda _m, _in, out, name=name: seen.append(
+                 (name, out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() == 4 else None)))
+             for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, input_size, input_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(training)
+    early: list[str] = []
+    for name, width in seen:
+        # Coarser: past halfway (geometrically) to the next stage, so that a size rounded by padding (AlexNet's
+        # stride-4 stem: 224 -> 55) counts where it belongs.
+        if width is None or input_size / width > stride * math.sqrt(2):
+            break
+        if name not in early:
+            early.append(name)
+    return early
+
+
+def freeze_early_layers(model: nn.Module, *, stride: int, input_size: int = 224, in_chans: int = 3) -> list[str]:
+    """Freeze the layers that work at 1/``stride`` of the input resolution or finer (4: the stem and first stage, as
+    detectron2's FREEZE_AT=2); returns their names. Training skips their backward pass, the costliest part at large
+    image sizes, and their generic edge and blob filters stay as ImageNet made them. Their BatchNorm layers go on
+    following the new images' statistics (only their weights are frozen)."""
+    early = early_layers(model, stride=stride, input_size=input_size, in_chans=in_chans)
+    for name in early:
+        model.get_submodule(name).requires_grad_(False)
+    if not early:
+        log.warning("--freeze-stride %d froze nothing: the first layer already works coarser than that", stride)
+    return early
+
+
 def create_model(
     name: str,
     *,
@@ -158,11 +203,13 @@ def create_model(
     in_chans: int = 3,
     pretrained: bool = True,
     freeze: bool = False,
+    freeze_stride: int = 0,
     weights: str | Path | None = None,
 ) -> tuple[nn.Module, Preprocessing]:
     """Build ``name`` with a fresh ``num_classes`` head and return it with the preprocessing its weights expect.
 
     ``in_chans`` other than 3 adapts the pretrained stem (see ``adapt_stem``), for torchvision and timm alike.
+    ``freeze`` trains the head only; ``freeze_stride`` > 0 freezes the early layers (see ``freeze_early_layers``).
     """
     library, bare = resolve_name(name)
     _, build = _LIBRARIES[library]
@@ -176,4 +223,7 @@ def create_model(
         load_weights_file(model, weights, head=head_name(model))
     if freeze:
         freeze_backbone(model)
+    elif freeze_stride:
+        frozen = freeze_early_layers(model, stride=freeze_stride, input_size=prep.input_size, in_chans=in_chans)
+        log.info("froze %d early layers (up to %s) of %s", len(frozen), frozen[-1] if frozen else "none", name)
     return model, prep

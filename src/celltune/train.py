@@ -166,6 +166,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     in_chans = len(data.channels) if data.channels else 3
     model, prep = create_model(config.model.name, num_classes=len(found.class_names), in_chans=in_chans,
                                pretrained=config.model.pretrained, freeze=config.model.freeze_backbone,
+                               freeze_stride=config.model.freeze_stride,
                                weights=config.model.weights)
     hardware = resolve_hardware(config.hardware)
     config = with_data_defaults(config, found, checks, native_size=prep.input_size,
