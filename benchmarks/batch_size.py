@@ -15,11 +15,15 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from throughput import plain_train
 
 from celltune.models import create_model
+
+K = TypeVar("K")
 
 IMAGES = 384  # timed images per measurement: enough steps at every batch size, few enough for 224 px
 
@@ -29,6 +33,16 @@ def measure(model: torch.nn.Module, *, size: int, batch: int) -> float:
     x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
     y = torch.randint(0, 6, (batch,))
     return plain_train(model, ((x, y) for _ in range(steps)), warmup=1)
+
+
+def median_rates(keys: list[K], measure_one: Callable[[K], float], *, repeats: int) -> dict[K, float]:
+    """Median of ``repeats`` measurements per key, every key taking its turn in each round, so that the machine's
+    drift between minutes falls on all alike."""
+    rates: dict[K, list[float]] = {key: [] for key in keys}
+    for _ in range(repeats):
+        for key in keys:
+            rates[key].append(measure_one(key))
+    return {key: statistics.median(r) for key, r in rates.items()}
 
 
 def main() -> int:
@@ -41,13 +55,11 @@ def main() -> int:
     torch.manual_seed(0)
     model, _ = create_model(args.model, num_classes=6, pretrained=False)
     model = model.to(memory_format=torch.channels_last)
-    rates: dict[tuple[int, int], list[float]] = {(s, b): [] for s in args.sizes for b in args.batches}
-    for _ in range(args.repeats):
-        for key in rates:
-            rates[key].append(measure(model, size=key[0], batch=key[1]))
+    rates = median_rates([(s, b) for s in args.sizes for b in args.batches],
+                         lambda key: measure(model, size=key[0], batch=key[1]), repeats=args.repeats)
     table = {}
     for size in args.sizes:
-        medians = {b: statistics.median(rates[size, b]) for b in args.batches}
+        medians = {b: rates[size, b] for b in args.batches}
         best = max(medians.values())
         table[size] = {b: {"images_per_second": round(r, 1), "of_fastest": round(r / best, 2)}
                        for b, r in medians.items()}

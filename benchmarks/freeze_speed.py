@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
 import torch
-from batch_size import measure
+from batch_size import measure, median_rates
 
 from celltune.models import create_model
 
@@ -37,15 +36,13 @@ def main() -> int:
             torch.manual_seed(0)
             model, _ = create_model(name, num_classes=6, pretrained=False, freeze_stride=stride)
             models[name, stride] = model.to(memory_format=torch.channels_last)
-    rates: dict[tuple[str, int, int], list[float]] = {
-        (name, size, stride): [] for name in args.models for size in args.sizes for stride in strides}
-    for _ in range(args.repeats):
-        for name, size, stride in rates:
-            rates[name, size, stride].append(measure(models[name, stride], size=size, batch=args.batch))
+    rates = median_rates([(name, size, stride) for name in args.models for size in args.sizes for stride in strides],
+                         lambda key: measure(models[key[0], key[2]], size=key[1], batch=args.batch),
+                         repeats=args.repeats)
     table: dict[str, dict[int, dict[int, dict[str, float]]]] = {}
     for name in args.models:
         for size in args.sizes:
-            medians = {s: statistics.median(rates[name, size, s]) for s in strides}
+            medians = {s: rates[name, size, s] for s in strides}
             row = {s: {"images_per_second": round(r, 1), "of_unfrozen": round(r / medians[0], 2)}
                    for s, r in medians.items()}
             table.setdefault(name, {})[size] = row

@@ -191,7 +191,9 @@ def freeze_early_layers(model: nn.Module, *, stride: int, input_size: int = 224,
     early = early_layers(model, stride=stride, input_size=input_size, in_chans=in_chans)
     for name in early:
         model.get_submodule(name).requires_grad_(False)
-    if not early:
+    if early:
+        log.info("froze %d early layers (up to %s)", len(early), early[-1])
+    else:
         log.warning("--freeze-stride %d froze nothing: the first layer already works coarser than that", stride)
     return early
 
@@ -224,6 +226,5 @@ def create_model(
     if freeze:
         freeze_backbone(model)
     elif freeze_stride:
-        frozen = freeze_early_layers(model, stride=freeze_stride, input_size=prep.input_size, in_chans=in_chans)
-        log.info("froze %d early layers (up to %s) of %s", len(frozen), frozen[-1] if frozen else "none", name)
+        freeze_early_layers(model, stride=freeze_stride, input_size=prep.input_size, in_chans=in_chans)
     return model, prep
