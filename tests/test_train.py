@@ -291,6 +291,8 @@ def test_what_cannot_run_fails_before_any_work(tiny_data, tmp_path):
         prepare(quick_config(tiny_data, tmp_path, balance="loss", augment={"mixup": 0.8}))
     with pytest.raises(ConfigError, match="give --data"):
         prepare(quick_config("", tmp_path))
+    with pytest.raises(ConfigError, match="give one of them"):
+        prepare(quick_config(tiny_data, tmp_path, freeze_backbone=True, freeze_stride=4))
     with pytest.raises(ModelNotFoundError, match="resnet18"):
         prepare(quick_config(tiny_data, tmp_path, model="resnet81"))
     with pytest.raises(MissingError, match="nothing to resume"):

@@ -63,6 +63,9 @@ def check(config: TrainConfig, resume: str | Path | None) -> TrainConfig:
         raise ConfigError("give --data DIR (or data: in the recipe)")
     if config.data.balance == "loss" and (config.augment.mixup or config.augment.cutmix):
         raise ConfigError("balance: loss does not combine with Mixup/CutMix soft targets; use balance: sampler")
+    if config.model.freeze_backbone and config.model.freeze_stride:
+        raise ConfigError(f"--freeze-backbone already freezes every layer but the head, so --freeze-stride "
+                          f"{config.model.freeze_stride} would do nothing; give one of them")
     if config.output.checkpoint_every:
         parse_duration(config.output.checkpoint_every, flag="--checkpoint-every")
     if config.optim.time_budget:
