@@ -16,11 +16,13 @@ import json
 import logging
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_args
 
 from celltune.budget import PLAN
-from celltune.config import DEFAULT_MODEL, TrainConfig, TtaMode, config_from_dict
+from celltune.config import DEFAULT_MODEL, Augment, DataConfig, TrainConfig, TtaMode, config_from_dict
+from celltune.flags import add_flags
 from celltune.recipes import load_config
 from celltune.train import fit
 
@@ -47,7 +49,9 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     saved = load_config(run_dir / "config.yaml")
     return {
         "image_size": saved.data.image_size, "batch_size": saved.optim.batch_size,
-        "freeze_stride": saved.model.freeze_stride, "epochs": m["epochs_run"],
+        "freeze_stride": saved.model.freeze_stride, "balance": saved.data.balance, "seed": saved.data.seed,
+        "augment": {f.name: getattr(saved.augment, f.name) for f in fields(Augment)
+                    if getattr(saved.augment, f.name) != f.default}, "epochs": m["epochs_run"],
         "best_epoch": m["best_epoch"], "ema": saved.optim.ema, "weights": m.get("weights", "raw"), "tta": m["tta"],
         "test_accuracy": round(m["accuracy"], 4), "test_aca": round(m["mean_class_accuracy"], 4),
         "test_macro_f1": round(m["macro_f1"], 4), "val_aca": round(m["best_val"]["mean_class_accuracy"], 4),
@@ -74,6 +78,8 @@ def main() -> int:
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--out-dir", default="runs/benchmarks")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
+    add_flags(p, DataConfig, only={"balance", "seed"})
+    add_flags(p.add_argument_group("augmentation (default: the config's)"), Augment)
     args = p.parse_args()
     if not Path(args.data).is_dir():
         print(f"no HEp-2 data at {args.data}; pass --data", file=sys.stderr)
@@ -84,6 +90,9 @@ def main() -> int:
               "num_workers": args.num_workers, "accelerator": args.accelerator, "out_dir": args.out_dir,
               "max_steps_per_epoch": args.max_steps_per_epoch, "time_budget": budget,
               "freeze_stride": args.freeze_stride}
+    # Only the augmentation, balance and seed flags given override the recipe's (their parsed defaults are None).
+    common |= {name: getattr(args, name) for name in ["balance", "seed", *(f.name for f in fields(Augment))]
+               if getattr(args, name) is not None}
     if args.recipe:
         recipe = Path(args.recipe).stem
         config = load_config(args.recipe, common | ({"epochs": args.epochs} if args.epochs else {}))
