@@ -38,6 +38,8 @@ CHOSEN_MODEL = "tf_efficientnet_lite0"
 FOUNDATION = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "scheduler": "cosine", "warmup_epochs": 1,
               "label_smoothing": 0.1, "time_budget": "30m", "ema": 0.999, "tta": "flips",
               "rot90": True, "rotation": 0.0}
+# Config fields given as flags here besides every augmentation field; only those given override the recipe's.
+DATA_FLAGS = ("balance", "seed")
 
 
 def default_config(*, data: str, model: str = DEFAULT_MODEL, **options: Any) -> TrainConfig:
@@ -81,8 +83,9 @@ def main() -> int:
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--out-dir", default="runs/benchmarks")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
-    add_flags(p, DataConfig, only={"balance", "seed"})
-    add_flags(p.add_argument_group("augmentation (default: the config's)"), Augment)
+    add_flags(p, DataConfig, only=set(DATA_FLAGS))
+    add_flags(p.add_argument_group(
+        "augmentation (defaults shown are the config's; the default recipe sets --rot90 --rotation 0)"), Augment)
     args = p.parse_args()
     if not Path(args.data).is_dir():
         print(f"no HEp-2 data at {args.data}; pass --data", file=sys.stderr)
@@ -93,8 +96,8 @@ def main() -> int:
               "num_workers": args.num_workers, "accelerator": args.accelerator, "out_dir": args.out_dir,
               "max_steps_per_epoch": args.max_steps_per_epoch, "time_budget": budget,
               "freeze_stride": args.freeze_stride}
-    # Only the augmentation, balance and seed flags given override the recipe's (their parsed defaults are None).
-    common |= {name: getattr(args, name) for name in ["balance", "seed", *(f.name for f in fields(Augment))]
+    # add_flags parses defaults as None: only the flags given override the recipe's.
+    common |= {name: getattr(args, name) for name in [*DATA_FLAGS, *(f.name for f in fields(Augment))]
                if getattr(args, name) is not None}
     if args.recipe:
         recipe = Path(args.recipe).stem
