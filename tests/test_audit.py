@@ -53,6 +53,32 @@ def test_every_file_and_class_problem_is_found_at_once(tmp_path, capsys):
     assert json.loads((tmp_path / "f.json").read_text())["errors"] == 4
 
 
+def test_hidden_files_are_no_images_and_check_counts_them_in_one_line(tmp_path, capsys):
+    root = tmp_path / "d"
+    for i in range(10):
+        _cell(root / "alpha" / f"{i}.png", "speckled")
+        _cell(root / "beta" / f"{i}.png", "golgi")
+    (root / "alpha" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "alpha" / "._0.png").write_bytes(b"\0\x05\x16\x07" + bytes(80))  # AppleDouble: no PNG inside
+    (root / "beta" / ".DS_169665.jpg").write_bytes(b"leftover")
+    (root / "__MACOSX" / "alpha").mkdir(parents=True)  # a Mac zip's folder: no class
+    (root / "__MACOSX" / "alpha" / "._1.png").write_bytes(b"\0\x05\x16\x07")
+    found = discover(root)
+    assert found.class_names == ["alpha", "beta"] and len(found.samples) == 20
+    result = audit(found, root)
+    assert result.errors == []
+    hidden = next(f for f in result.findings if f.code == "hidden-files")
+    assert hidden.level == "info" and hidden.items == ["__MACOSX/", "alpha/.DS_Store", "alpha/._0.png",
+                                                       "beta/.DS_169665.jpg"]
+    # 10 - 2 val - 2 test (15% each, rounded) = 6 per class in train: said once, not "1.0:1 (alpha 6, alpha 6)"
+    balance = next(f.message for f in result.findings if f.code == "imbalance")
+    assert balance == "classes balanced in train: 6 images each"
+    assert main(["check", str(root), "--workers", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if "hidden-files" in line] == [f"INFO    hidden-files: {hidden.message}"]
+    assert not any(line.strip() in hidden.items for line in printed)  # one line; --json has the items
+
+
 def test_a_class_needs_enough_images_for_every_part():
     # 0.15 of 4 rounds to 1, of 3 to 0: four images leave one for val, one for test and two for training.
     assert needed_images(0.15, 0.15) == 4

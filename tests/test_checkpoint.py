@@ -1,4 +1,6 @@
 import dataclasses
+import pickle
+import warnings
 
 import pytest
 import torch
@@ -53,6 +55,15 @@ def test_a_pickle_a_torn_file_or_a_newer_format_is_refused_in_one_line(tmp_path)
     with pytest.raises(CheckpointError, match=r"best\.pt: not a celltune checkpoint: it holds pickled Python "
                                               r"objects.*give a run directory or the best\.pt"):
         read_checkpoint(tmp_path)
+    # A plain pickle (pickle.dump, not torch.save): torch's unpickler warns about its protocol before refusing it;
+    # the user sees celltune's one line only.
+    with (tmp_path / "plain.pt").open("wb") as f:
+        pickle.dump({"model": Payload()}, f)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match=r"plain\.pt: not a celltune checkpoint: it holds pickled Python"):
+            read_checkpoint(tmp_path / "plain.pt")
+    assert [str(w.message) for w in seen] == []
     (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04 half a zip")
     with pytest.raises(CheckpointError, match=r"torn\.pt: not a celltune checkpoint"):
         read_checkpoint(tmp_path / "torn.pt")

@@ -3,8 +3,8 @@
 Errors stop training: files that cannot be read, non-image files among the images, classes that are empty or too
 small for the split, missing masks or masks of another size, groups that span pre-made splits, one image under two
 labels. Warnings: duplicates and near-duplicates (across splits first: a leak), image properties or file names that
-give the class away, class imbalance. ``quick`` is the part training runs before its first epoch: reading every image
-once, classes, masks, groups and exact duplicates.
+give the class away, class imbalance. Information: hidden files skipped (``imagefiles``). ``quick`` is the part
+training runs before its first epoch: reading every image once, classes, masks, groups and exact duplicates.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from celltune.config import DataConfig
 from celltune.data import MaskFinder
 from celltune.duplicates import exact_groups, near_pairs
 from celltune.findings import Audit, Finding
-from celltune.images import IMAGE_SUFFIXES, ChannelFiles, ImageFacts, inspect_image
+from celltune.imagefiles import IMAGE_SUFFIXES, hidden_under, is_hidden
+from celltune.images import ChannelFiles, ImageFacts, inspect_image
 from celltune.samples import LabelledSplits, Sample
 
 _JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
@@ -85,12 +86,19 @@ class _Checks:
     def non_images(self) -> None:
         folders = {p.parent for paths in self.files.values() for p in paths}
         strays = sorted(p for d in folders for p in d.iterdir() if p.is_file() and p.suffix.lower() not in
-                        IMAGE_SUFFIXES and not p.name.startswith(".") and p.name.lower() not in _JUNK
+                        IMAGE_SUFFIXES and not is_hidden(p.name) and p.name.lower() not in _JUNK
                         and p.suffix.lower() != ".csv")
         if strays:
             self.add("error", "not-an-image", f"{len(strays)} file(s) among the images are no image celltune reads "
                      "(PNG, JPEG, TIFF, BMP): they are left out", "convert them to PNG or TIFF, or move them out",
                      [_rel(p, self.root) for p in strays])
+
+    def hidden(self) -> None:
+        found = hidden_under(self.root)
+        if found:
+            self.add("info", "hidden-files", f"{len(found)} hidden file(s) or folder(s) skipped as file browsers "
+                     "skip them (names starting with a dot, such as .DS_Store and ._cell.png, and __MACOSX/); --json "
+                     "lists them", "none needed", [_rel(p, self.root) + ("/" if p.is_dir() else "") for p in found])
 
     def classes(self) -> None:
         counts, names = self.found.counts(), self.found.class_names
@@ -215,6 +223,7 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
     checks.duplicates(samples, first, near=not quick)
     if not quick:
         checks.non_images()
+        checks.hidden()
         checks.frames()
         checks.findings += confounds.findings(found, samples, first, root)
     order = {"error": 0, "warning": 1, "info": 2}

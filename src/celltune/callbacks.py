@@ -5,6 +5,7 @@ long epochs), each process's random state with it; and early stopping. The modul
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,18 @@ class RunRecorder(L.Callback):
                 data.resume_loader(own["loader"])
 
 
-class IntervalCheckpoint(ModelCheckpoint):
+class RunCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` in the run directory. That directory already holds celltune's own files (config.yaml,
+    dataset.json, a cv fold's as well), so Lightning's warning that it "exists and is not empty" says nothing wrong
+    and is not shown."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
+
+class IntervalCheckpoint(RunCheckpoint):
     """``last.ckpt`` every ``train_time_interval`` inside epochs, except on an epoch's last batch: resumed from there,
     Lightning would go on with the next epoch and skip this one's validation (the end-of-epoch checkpoint follows
     a moment later anyway)."""
@@ -97,8 +109,8 @@ def training_callbacks(run_dir: Path, *, card: ModelCard, optim: OptimConfig, ex
     ``patience``, early stopping."""
     callbacks: list[L.Callback] = [
         RunRecorder(run_dir, card=card, extra=extra),
-        ModelCheckpoint(dirpath=run_dir, filename=Path(LAST).stem, enable_version_counter=False,
-                        save_on_train_epoch_end=True),
+        RunCheckpoint(dirpath=run_dir, filename=Path(LAST).stem, enable_version_counter=False,
+                      save_on_train_epoch_end=True),
     ]
     if checkpoint_every:
         every = parse_duration(checkpoint_every, flag="--checkpoint-every")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's plain data (a run directory means its ``best.pt``)."""
     path = resolve_checkpoint(path)
     try:
-        # weights_only: plain tensors and containers, never code; a pickle of anything else is refused here
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        # weights_only: plain tensors and containers, never code; a pickle of anything else is refused here. Its
+        # unpickler warns about a plain pickle's protocol before refusing it: the refusal below says all there is.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's own text tells how to load it anyway: not what to tell here
         raise CheckpointError(f"{path}: not a celltune checkpoint: it holds pickled Python objects, not plain data, "
                               f"and celltune never runs code from a file; give a run directory or the {BEST} that "

@@ -69,6 +69,8 @@ def imbalance_findings(found: LabelledSplits) -> list[Finding]:
     if len(counts) < 2 or found.multilabel:
         return []
     big, small = max(counts, key=counts.__getitem__), min(counts, key=counts.__getitem__)
+    if counts[big] == counts[small]:  # max and min would both name the first class
+        return [Finding("info", "imbalance", f"classes balanced in train: {counts[big]} images each", "none needed")]
     ratio = counts[big] / counts[small]
     level = "warning" if ratio >= IMBALANCE else "info"
     return [Finding(level, "imbalance", f"class imbalance {ratio:.1f}:1 in train ({big} {counts[big]}, {small} "

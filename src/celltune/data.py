@@ -17,7 +17,8 @@ import numpy as np
 
 from celltune.config import DataConfig
 from celltune.errors import ConfigError, DataError
-from celltune.images import IMAGE_SUFFIXES, ChannelFiles, ImageFacts, image_header
+from celltune.imagefiles import IMAGE_SUFFIXES, is_image_file
+from celltune.images import ChannelFiles, ImageFacts, image_header
 from celltune.layouts import Found, read_layout
 from celltune.samples import SPLITS, LabelledSplits, Sample, multi_hot
 from celltune.splits import grouped_split, iterative_split, stratified_split
@@ -156,7 +157,7 @@ class MaskFinder:
         if folder not in self._stems:
             stems: dict[str, list[Path]] = {}
             for f in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                if is_image_file(f) and f.is_file():
                     stems.setdefault(f.stem, []).append(f)
             self._stems[folder] = stems
         return self._stems[folder]

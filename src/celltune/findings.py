@@ -42,10 +42,14 @@ class Audit:
 
 
 def format_findings(findings: list[Finding], *, shown: int = 8) -> str:
-    """Each finding as text: level, message, fix, and its first ``shown`` items."""
+    """Each finding as text: level, message, fix, and its first ``shown`` items; an info finding in one line (its
+    items are in ``Audit.to_dict``)."""
     lines = []
     for f in findings:
-        lines += [f"{f.level.upper():8}{f.code}: {f.message}", f"{'':8}fix: {f.fix}"]
+        lines.append(f"{f.level.upper():8}{f.code}: {f.message}")
+        if f.level == "info":
+            continue
+        lines.append(f"{'':8}fix: {f.fix}")
         lines += [f"{'':10}{item}" for item in f.items[:shown]]
         if len(f.items) > shown:
             lines.append(f"{'':10}... and {len(f.items) - shown} more")

@@ -22,8 +22,8 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 
 from celltune.errors import DataError
+from celltune.imagefiles import IMAGE_SUFFIXES, is_image_file
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 PERCENTILES = (1.0, 99.8)
 
 
@@ -180,7 +180,7 @@ class ChannelFiles:
         if path.parent not in self._folders:
             stems: dict[str, list[Path]] = {}
             for f in sorted(path.parent.iterdir()):
-                if "_" in f.stem and f.suffix.lower() in IMAGE_SUFFIXES:
+                if "_" in f.stem and is_image_file(f):
                     stems.setdefault(f.stem.rsplit("_", 1)[0], []).append(f)
             self._folders[path.parent] = stems
         return self._folders[path.parent].get(path.name, [])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celltune.errors import DataError
-from celltune.images import IMAGE_SUFFIXES
+from celltune.imagefiles import is_hidden, is_image_file
 from celltune.samples import SPLITS, Sample
 
 _SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
@@ -40,7 +40,7 @@ class Found:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if is_image_file(p) and p.is_file())
 
 
 def _split_dir(root: Path, split: str) -> Path | None:
@@ -48,7 +48,7 @@ def _split_dir(root: Path, split: str) -> Path | None:
 
 
 def _find_csv(root: Path, header: tuple[str, str]) -> Path | None:
-    for path in sorted(root.glob("*.csv")):
+    for path in sorted(p for p in root.glob("*.csv") if not is_hidden(p.name)):
         with path.open(newline="") as f:
             first = next(csv.reader(f), [])
         if tuple(h.strip().lower() for h in first[:2]) == header:
@@ -73,7 +73,7 @@ def read_label_names(path: str | Path) -> dict[int, str]:
 
 def _read_multilabel(root: Path, csv_path: Path, *, label_names: str | Path | None) -> Found:
     folder = root / csv_path.stem if (root / csv_path.stem).is_dir() else root
-    files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {p.stem: p for p in folder.iterdir() if is_image_file(p)}
     channel_stems = {stem.rsplit("_", 1)[0] for stem in files if "_" in stem}
     samples: list[Sample] = []
     label_sets: list[tuple[int, ...]] = []
@@ -144,7 +144,7 @@ def _read_icpr(root: Path, csv_path: Path) -> Found:
 
 
 def _class_folders(tree: Path) -> list[Path]:
-    return sorted(d for d in tree.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(d for d in tree.iterdir() if d.is_dir() and not is_hidden(d.name))
 
 
 def _read_split_trees(root: Path) -> Found:
