@@ -1,13 +1,17 @@
 import csv
 import json
+import warnings
+from pathlib import Path
 
 import pytest
 
 from celltune.cli import main
-from celltune.crossval import PLAN, plan_folds, run_cv
+from celltune.crossval import PLAN, _oof, plan_folds, run_cv
 from celltune.data import discover
 from celltune.errors import MissingError
 from celltune.module import CellClassifier
+from celltune.predict import Prediction
+from celltune.predictions_csv import write_predictions_csv
 
 from conftest import history, png, quick_config
 
@@ -31,7 +35,11 @@ def test_cv_makes_a_run_per_fold_holds_every_image_out_once_and_summarizes(patie
             "0.34", "--model", "mobilenet_v2", "--no-pretrained", "--image-size", "16", "--epochs", "1", "--batch-size",
             "8",
             "--max-steps-per-epoch", "1", "--num-workers", "0", "--out-dir", str(tmp_path / "runs"), "--name", "cv"]
-    assert main(args) == 0
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    # each fold's directory holds celltune's files before Lightning's checkpoint: that is expected, and not shown
+    assert not [w for w in seen if "exists and is not empty" in str(w.message)]
     parent = tmp_path / "runs" / "cv"
     assert all((parent / f"fold-{k}" / "report.html").is_file() for k in (1, 2, 3))
     with (parent / "oof_predictions.csv").open() as f:
@@ -97,3 +105,17 @@ def test_a_time_budget_is_shared_between_the_folds(patients, tmp_path):
     assert 250 < plans[0]["budget_seconds"] <= (600 - 15) / 2
     assert plans[0]["budget_seconds"] < plans[1]["budget_seconds"] <= 600 - 15 - plans[0]["finished_seconds"]
     assert all(p["epochs"] == p["epochs_run"] == 1 and p["within_budget"] for p in plans)  # --epochs 1 caps both
+
+
+def test_out_of_fold_table_keeps_names_that_look_like_formulas_as_text_guarded_once(tmp_path):
+    names = ["=cmd", "b"]
+    for k, path in ((1, "@one.png"), (2, "-two.png")):
+        (tmp_path / f"fold-{k}").mkdir()
+        write_predictions_csv(tmp_path / f"fold-{k}" / "predictions.csv", [Prediction(Path(path), [0.8, 0.2])], names,
+                              labels=[1])
+    header, rows = _oof(tmp_path, 2)
+    assert [(r["fold"], r["path"], r["true"], r["predicted"]) for r in rows] == [
+        ("1", "@one.png", "b", "=cmd"), ("2", "-two.png", "b", "=cmd")]
+    raw = list(csv.reader((tmp_path / "oof_predictions.csv").open(newline="")))
+    assert raw[0] == header and [r[:4] for r in raw[1:]] == [["1", "'@one.png", "b", "'=cmd"],
+                                                             ["2", "'-two.png", "b", "'=cmd"]]

@@ -36,7 +36,7 @@ _EXPORTS = {
     "evaluate_checkpoint": "celltune.evaluate",
     "load_checkpoint": "celltune.checkpoint",
     "Predictor": "celltune.predict",
-    "predict_to_csv": "celltune.predict",
+    "predict_to_csv": "celltune.predictions_csv",
     "export_run": "celltune.export",
     "PackageInfo": "celltune.modelzoo",
     "explain_images": "celltune.explain",
@@ -78,7 +78,8 @@ if TYPE_CHECKING:
     from celltune.metrics import classification_metrics, multilabel_metrics
     from celltune.models import available_models, create_model
     from celltune.modelzoo import PackageInfo
-    from celltune.predict import Predictor, predict_to_csv
+    from celltune.predict import Predictor
+    from celltune.predictions_csv import predict_to_csv
     from celltune.recipes import load_config, recipe_names
     from celltune.train import fit
 

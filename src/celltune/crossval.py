@@ -10,7 +10,6 @@ pooled out-of-fold result; ``oof_predictions.csv`` holds every image's out-of-fo
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from celltune import csvfiles
 from celltune.callbacks import LAST
 from celltune.config import TrainConfig
 from celltune.data import discover_pool, split_samples
@@ -142,12 +142,12 @@ def _oof(parent: Path, folds: int) -> tuple[list[str], list[dict[str, str]]]:
     """The out-of-fold predictions: every fold's predictions on its held-out images, with the fold's number."""
     rows, header = [], []
     for k in range(1, folds + 1):
-        with (parent / f"fold-{k}" / "predictions.csv").open(newline="") as f:
-            reader = csv.DictReader(f)
-            header = ["fold", *(reader.fieldnames or [])]
-            rows += [{"fold": str(k), **row} for row in reader]
-    with (parent / "oof_predictions.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
+        with csvfiles.open_csv(parent / f"fold-{k}" / "predictions.csv") as f:
+            columns, fold_rows = csvfiles.read_dicts(f)
+            header = ["fold", *columns]
+            rows += [{"fold": str(k), **row} for row in fold_rows]
+    with csvfiles.open_csv(parent / "oof_predictions.csv", "w") as f:
+        writer = csvfiles.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
     return header, rows

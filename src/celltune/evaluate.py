@@ -24,7 +24,8 @@ from celltune.metrics import (
     with_intervals,
     with_tta,
 )
-from celltune.predict import Prediction, make_loader, predict_probs, write_predictions_csv
+from celltune.predict import Prediction, make_loader, predict_probs
+from celltune.predictions_csv import write_predictions_csv
 from celltune.report import plot_confusion, plot_curves, write_history, write_json
 from celltune.report_html import write_report
 from celltune.samples import LabelledSplits, Sample, multi_hot

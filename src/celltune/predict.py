@@ -1,12 +1,11 @@
-"""Inference: class probabilities for datasets, single images and folders."""
+"""Inference: class probabilities for datasets, single images and folders (``predictions_csv`` writes them as a
+table)."""
 
 from __future__ import annotations
 
-import csv
-import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,9 @@ from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint
 from celltune.dataset import CellDataset
-from celltune.errors import ConfigError, DataError, ExistsError, MissingError
-from celltune.images import IMAGE_SUFFIXES, load_input, names_channel_files
+from celltune.errors import ConfigError, DataError, MissingError
+from celltune.imagefiles import is_hidden, is_image_file
+from celltune.images import load_input, names_channel_files
 from celltune.samples import Sample
 from celltune.transforms import TTA_VIEWS, NormalizeBatch, eval_transform
 
@@ -151,106 +151,12 @@ def inputs_under(folder: Path, channels: list[str] | None = None) -> Iterator[Pa
     with named channels, the stems of ``{stem}_{channel}.png`` file groups."""
     marker = f"_{channels[0]}" if channels is not None and names_channel_files(channels) else None
     for directory, subdirs, names in os.walk(folder):
-        subdirs.sort()
+        subdirs[:] = sorted(d for d in subdirs if not is_hidden(d))  # .DS_Store, ._cell.png, __MACOSX/: imagefiles
         for name in sorted(names):
             path = Path(directory) / name
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+            if not is_image_file(path):
                 continue
             if marker is None:
                 yield path
             elif path.stem.endswith(marker):
                 yield path.with_name(path.stem[: -len(marker)])
-
-
-def _header(class_names: list[str], with_truth: bool, with_error: bool = False) -> list[str]:
-    return (["path"] + (["true"] if with_truth else []) + ["predicted", "confidence"] + [f"p_{c}" for c in class_names]
-            + (["error"] if with_error else []))
-
-
-def _row(pred: Prediction, class_names: list[str], thresholds: list[float] | None, truth=None,
-         with_error: bool = False) -> list[str]:
-    """path, [true label(s),] predicted label(s), confidence, probabilities[, error]. Multi-label (``thresholds``):
-    labels are space-separated, the predicted ones those at or above their threshold. An image that could not be
-    read has empty label and probability cells and the reason in ``error``."""
-    if pred.error is not None:
-        return [str(pred.path), "", "", *([""] * len(class_names)), pred.error]
-    if thresholds is None:
-        best = int(np.argmax(pred.probs))
-        predicted, confidence = class_names[best], pred.probs[best]
-        true = [] if truth is None else [class_names[truth]]
-    else:
-        hits = pred.above(class_names, thresholds)
-        predicted = " ".join(name for name, _ in hits)
-        confidence = min((p for _, p in hits), default=max(pred.probs))
-        true = [] if truth is None else [" ".join(class_names[i] for i in truth)]
-    return [str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs),
-            *([""] if with_error else [])]
-
-
-def write_predictions_csv(path: Path, predictions: list[Prediction], class_names: list[str],
-                          labels: list | None = None, thresholds: list[float] | None = None) -> None:
-    """One row per image (see ``_row``), with the true label(s) when ``labels`` are given."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(_header(class_names, labels is not None))
-        for i, pred in enumerate(predictions):
-            writer.writerow(_row(pred, class_names, thresholds, None if labels is None else labels[i]))
-
-
-def _completed_rows(path: Path, header: list[str]) -> tuple[set[str], int]:
-    """(paths already in a CSV from an interrupted run, how many of them are error rows); a last line cut off
-    mid-write is removed first."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-    with path.open(newline="") as f:
-        rows = csv.reader(f)
-        found = next(rows, None)
-        if found != header:
-            raise ExistsError(f"{path}: its columns are not this model's; choose another --output")
-        complete = [row for row in rows if len(row) == len(header)]
-        return {row[0] for row in complete}, sum(bool(row[-1]) for row in complete)
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    written: int  # rows written by this call, error rows included
-    failed: int  # error rows in the whole file, earlier runs' included
-    skipped: int  # rows already there from an interrupted run
-
-
-def predict_to_csv(predictor: Predictor, paths: Iterable[Path], out: Path, *, batch_size: int = 64,
-                   resume: bool = False, progress: Callable[[int], None] | None = None) -> BatchOutcome:
-    """Stream predictions for ``paths`` into ``out`` a batch at a time (memory bounded by one batch), flushing each.
-    An image that cannot be read gets a row with its reason in the ``error`` column, and the job goes on.
-    ``resume`` appends to an interrupted ``out``, skipping the images already in it, error rows included.
-    ``progress`` is called with the number of images done (predicted or skipped) as they are."""
-    thresholds = predictor.thresholds if predictor.card.multilabel else None
-    header = _header(predictor.class_names, False, with_error=True)
-    appending = resume and out.exists()
-    done, failed = _completed_rows(out, header) if appending else (set(), 0)
-    written = skipped = 0
-    with out.open("a" if appending else "w", newline="") as f:
-        writer = csv.writer(f)
-        if not appending:
-            writer.writerow(header)
-        batch: list[Path] = []
-        for path in itertools.chain(paths, [None]):  # None flushes the last, partial batch
-            if path is not None and str(path) in done:
-                skipped += 1
-                if progress:
-                    progress(1)
-            elif path is not None:
-                batch.append(path)
-            if batch and (len(batch) == batch_size or path is None):
-                for pred in predictor.predict_paths(batch, batch_size=batch_size):
-                    writer.writerow(_row(pred, predictor.class_names, thresholds, with_error=True))
-                    failed += pred.error is not None
-                written += len(batch)
-                f.flush()
-                if progress:
-                    progress(len(batch))
-                batch = []
-    if failed:
-        log.info("%s: %d image(s) could not be read; their reasons are in its error column", out, failed)
-    return BatchOutcome(written, failed, skipped)

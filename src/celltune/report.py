@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from celltune import csvfiles
+
 
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
@@ -23,8 +25,8 @@ def read_json(path: Path) -> dict:
 def write_history(path: Path, history: list[dict]) -> None:
     if not history:
         return
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+    with csvfiles.open_csv(path, "w") as f:
+        writer = csvfiles.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
 

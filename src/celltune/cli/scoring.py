@@ -46,7 +46,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from celltune.errors import ExistsError
-    from celltune.predict import Predictor, inputs_under, predict_to_csv, require_inputs
+    from celltune.predict import Predictor, inputs_under, require_inputs
+    from celltune.predictions_csv import predict_to_csv
     from celltune.progress import bar
 
     predictor = Predictor(args.checkpoint, tta=args.tta)
