@@ -14,6 +14,7 @@ from celltune.metrics import (
     result_from_dict,
     tune_thresholds,
 )
+from celltune.stats import bootstrap_intervals
 
 
 def test_confusion_matrix_rows_true_columns_predicted():
@@ -35,6 +36,27 @@ def test_metrics_on_a_hand_worked_example():
     assert m.macro_f1 == pytest.approx(np.mean([r.f1 for r in m.per_class]))
     assert m.confusion_matrix[0] == [3, 1, 0]
     assert m.roc_auc_macro is None and m.expected_calibration_error is None  # no probabilities given
+
+
+def test_weighted_f1_by_hand_with_its_interval_and_from_older_files():
+    # true  [a a a b b], predicted [a a b b c]; c is predicted once but has no true image
+    # a: P 2/2, R 2/3 -> F1 2 * 1 * 2/3 / (1 + 2/3) = 0.8;  b: P 1/2, R 1/2 -> F1 0.5;  c: F1 0, weight 0
+    # weighted F1 = (3 * 0.8 + 2 * 0.5 + 0 * 0) / 5 = 3.4 / 5 = 0.68 (sklearn f1_score(average="weighted") gives the
+    # same); macro-F1 leaves c out: (0.8 + 0.5) / 2 = 0.65
+    y_true, y_pred = np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 1, 2])
+    m = classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert m.weighted_f1 == pytest.approx(0.68)
+    assert m.macro_f1 == pytest.approx(0.65)
+    # the first hand-worked example: F1 a 6/7 (4 images), b 1/2 (1), c 0 (1) -> (4 * 6/7 + 1/2) / 6 = 55/84
+    assert classification_metrics([0, 0, 0, 0, 1, 2], [0, 0, 0, 1, 1, 1], ["a", "b", "c"]).weighted_f1 == \
+        pytest.approx(55 / 84)
+    assert "weighted_f1" not in m.headline()  # reported, not tracked per epoch
+    assert ("weighted_f1", "weighted F1", m.weighted_f1) in labelled(m)
+    low, high = bootstrap_intervals(y_true, y_pred, num_classes=3, resamples=200)["weighted_f1"]
+    assert low <= m.weighted_f1 <= high
+    # metrics.json and checkpoints written before weighted F1 existed: the same number from the per-class rows
+    older = {k: v for k, v in json.loads(json.dumps(m.to_dict())).items() if k != "weighted_f1"}
+    assert result_from_dict(older).weighted_f1 == pytest.approx(0.68)
 
 
 def test_aca_ignores_classes_absent_from_the_split():

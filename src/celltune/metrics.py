@@ -103,6 +103,9 @@ class ClassificationResult(_Result):
     accuracy: float = metric("accuracy", short="acc")
     mean_class_accuracy: float = metric("mean class accuracy (ACA)", short="aca")
     macro_f1: float = metric("macro-F1", short="macro_f1")
+    # Per-class F1 weighted by each class's images (sklearn's average="weighted"); reported with its interval, not
+    # tracked per epoch.
+    weighted_f1: float = metric("weighted F1")
     roc_auc_macro: float | None = metric("ROC AUC (macro, one-vs-rest)")
     expected_calibration_error: float | None = metric("expected calibration error")
     per_class: list[ClassRow] = field(default_factory=list)
@@ -114,6 +117,14 @@ class ClassificationResult(_Result):
     multilabel: ClassVar[bool] = False
     selection: ClassVar[str] = "mean_class_accuracy"
     row_type: ClassVar[type] = ClassRow
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        if "weighted_f1" not in data:  # written before weighted F1 was: the same number from the per-class rows
+            rows = data["per_class"].values()
+            total = sum(row["support"] for row in rows)
+            data = {**data, "weighted_f1": sum(row["f1"] * row["support"] for row in rows) / total if total else 0.0}
+        return super().from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -192,9 +203,11 @@ def _mean_defined(values: list[float | None]) -> float | None:
 
 def confusion_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     """From (..., C, C) confusion matrices (rows true): per-class ``precision``, ``recall``, ``f1`` and ``support``
-    (..., C), and the headline ``accuracy``, ``mean_class_accuracy`` (ACA, the mean of per-class recall, which is also
-    the balanced accuracy) and ``macro_f1`` (...). A class with no true image has recall 0 and is left out of ACA
-    and macro-F1, as its accuracy is undefined. The bootstrap scores stacks of resampled matrices with this too."""
+    (..., C), the headline ``accuracy``, ``mean_class_accuracy`` (ACA, the mean of per-class recall, which is also
+    the balanced accuracy) and ``macro_f1`` (...), and ``weighted_f1`` (...: per-class F1 weighted by the class's
+    true images, as sklearn's ``average="weighted"``). A class with no true image has recall 0 and is left out of
+    ACA and macro-F1, as its accuracy is undefined (its weight in weighted F1 is 0). The bootstrap scores stacks of
+    resampled matrices with this too."""
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     support = cm.sum(-1)
@@ -210,14 +223,14 @@ def confusion_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
 
     return {"precision": precision, "recall": recall, "f1": f1, "support": support,
             "accuracy": _safe_div(tp.sum(-1), total), "mean_class_accuracy": over_present(recall),
-            "macro_f1": over_present(f1)}
+            "macro_f1": over_present(f1), "weighted_f1": _safe_div((f1 * support).sum(-1), total)}
 
 
 def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.ndarray | None = None) -> \
         ClassificationResult:
-    """Accuracy, ACA, per-class P/R/F1 and macro-F1 (see ``confusion_scores``), the confusion matrix and the most
-    confused pairs; with ``probs`` (N, C) also one-vs-rest ROC AUC per class and its macro mean (classes with no
-    positives or no negatives left out, None) and the expected calibration error (ECE) of the top class."""
+    """Accuracy, ACA, per-class P/R/F1, macro-F1 and weighted F1 (see ``confusion_scores``), the confusion matrix and
+    the most confused pairs; with ``probs`` (N, C) also one-vs-rest ROC AUC per class and its macro mean (classes
+    with no positives or no negatives left out, None) and the expected calibration error (ECE) of the top class."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     cm = confusion_matrix(y_true, y_pred, len(class_names))
     scores = confusion_scores(cm)
@@ -236,6 +249,7 @@ def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.nda
         accuracy=float(scores["accuracy"]),
         mean_class_accuracy=float(scores["mean_class_accuracy"]),
         macro_f1=float(scores["macro_f1"]),
+        weighted_f1=float(scores["weighted_f1"]),
         roc_auc_macro=_mean_defined(aucs) if probs is not None else None,
         expected_calibration_error=ece,
         per_class=[ClassRow(name, float(precision[i]), float(recall[i]), float(f1[i]), aucs[i], int(support[i]))

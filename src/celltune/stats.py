@@ -31,13 +31,14 @@ def resample_counts(labels: np.ndarray | None, n: int, *, resamples: int, seed: 
 
 def single_label_scores(counts: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
                         num_classes: int) -> dict[str, np.ndarray]:
-    """The headline numbers of every resample (rows of ``counts``): accuracy, mean class accuracy, macro-F1."""
+    """The headline numbers of every resample (rows of ``counts``): accuracy, mean class accuracy, macro-F1; and
+    weighted F1, which has an interval without being a headline number."""
     cell = truth * num_classes + predicted  # (N,): each image's cell of the confusion matrix
     flat = np.zeros((len(counts), num_classes * num_classes))
     for c in np.unique(cell):
         flat[:, c] = counts[:, cell == c].sum(1)
     scores = confusion_scores(flat.reshape(len(counts), num_classes, num_classes))
-    return {k: scores[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")}
+    return {k: scores[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1", "weighted_f1")}
 
 
 def multilabel_scores(counts: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
@@ -62,7 +63,8 @@ def interval(values: np.ndarray, level: float = LEVEL) -> list[float]:
 
 def bootstrap_intervals(truth: np.ndarray, predicted: np.ndarray, *, num_classes: int, resamples: int = RESAMPLES,
                         seed: int = 0) -> dict[str, list[float]]:
-    """95% intervals of the headline numbers. ``truth`` and ``predicted``: class indices (N,), or (N, labels) 0/1."""
+    """95% intervals of the headline numbers (single-label: and of weighted F1). ``truth`` and ``predicted``: class
+    indices (N,), or (N, labels) 0/1."""
     truth, predicted = np.asarray(truth), np.asarray(predicted)
     counts = resample_counts(truth if truth.ndim == 1 else None, len(truth), resamples=resamples, seed=seed)
     return {k: interval(v) for k, v in _scores(counts, truth, predicted, num_classes).items()}
