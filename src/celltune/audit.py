@@ -160,7 +160,8 @@ class _Checks:
         if spanning:
             self.add("error", "group-across-splits", f"{len(spanning)} group(s) have images in more than one of the "
                      "pre-made splits: the model is scored on what it has seen", "move each group's images into "
-                     "one split, or give celltune one class-folder tree to split by group",
+                     "one split, or give celltune one class-folder tree to split by group (--accept "
+                     "group-across-splits trains on the splits as they are)",
                      [f"{g}: " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in sorted(spanning.items())])
 
     def _pairs(self, pairs: Sequence[tuple[Sample, ...]], kind: str, how: str) -> None:
@@ -181,7 +182,8 @@ class _Checks:
         if conflicting:
             names = self.found.class_names
             self.add("error", "label-conflict", f"{len(conflicting)} image(s) occur under different labels",
-                     "keep the copy with the right label", [" = ".join(
+                     "keep the copy with the right label, or train on the data as published with --accept "
+                     "label-conflict", [" = ".join(
                          f"{_rel(s.path, self.root)} ({names[s.label] if isinstance(s.label, int) else s.label})"
                          for s in g) for g in conflicting])
         self._pairs([tuple(g) for g in groups if g not in conflicting], "exact", "groups of identical images")

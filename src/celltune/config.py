@@ -66,6 +66,9 @@ class DataConfig:
                                           "default); raise it for whole-slide sized images you trust, 0 lifts it")
     skip_unreadable: bool = option(False, "train without the images that cannot be read (listed in the run "
                                    "directory's skipped_files.txt) instead of stopping")
+    accept: list[str] | None = option(None, "data-check errors to train with anyway: label-conflict (training "
+                                      "copies under another label than their twin in val/test are left out of "
+                                      "training; the scored splits stay as published), group-across-splits")
     cache: Literal["auto", "on", "off"] = option("auto", "decoded, resized uint8 image cache on disk (auto: datasets "
                                                  "up to 2 GiB at the training size)")
     cache_dir: str | None = option(None, "where the image cache goes (default: $CELLTUNE_CACHE_DIR or "

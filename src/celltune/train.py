@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 from torch import nn
 
+from celltune import accepted
 from celltune.audit import audit
 from celltune.budget import (
     MAX_EPOCHS,
@@ -61,6 +62,7 @@ def check(config: TrainConfig, resume: str | Path | None) -> TrainConfig:
     resolve_name(config.model.name)  # a misspelt model fails before the dataset is scanned
     if not config.data.root:
         raise ConfigError("give --data DIR (or data: in the recipe)")
+    accepted.check_codes(config.data.accept)
     if config.data.balance == "loss" and (config.augment.mixup or config.augment.cutmix):
         raise ConfigError("balance: loss does not combine with Mixup/CutMix soft targets; use balance: sampler")
     if config.model.freeze_backbone and config.model.freeze_stride:
@@ -96,8 +98,8 @@ def model_card(config: TrainConfig, found: LabelledSplits, prep: Preprocessing, 
 
 def check_data(found: LabelledSplits, data: DataConfig) -> tuple[LabelledSplits, Audit, list[Path]]:
     """The checks training runs before its first epoch (``audit(quick=True)``): every error stops the run, all of
-    them in one message; warnings are logged. With ``skip_unreadable`` unreadable images are dropped instead:
-    (found, the audit, the dropped images)."""
+    them in one message; warnings are logged. With ``skip_unreadable`` unreadable images are dropped instead, and
+    errors whose code ``accept`` names are warnings (``celltune.accepted``): (found, the audit, the dropped images)."""
     with bar(len(found.samples), "checking images") as progress:
         checks = audit(found, data.root, mask_dir=data.mask_dir, quick=True,
                        fractions=(data.val_fraction, data.test_fraction), progress=progress.update)
@@ -107,10 +109,17 @@ def check_data(found: LabelledSplits, data: DataConfig) -> tuple[LabelledSplits,
         bad = {s.path for s in found.samples if any(p in checks.unreadable for p in channel_files.of(s.path) or
                                                     [s.path])}
         skipped = sorted(bad)
-        found = LabelledSplits(found.class_names, {k: [s for s in v if s.path not in bad] for k, v in
-                                                   found.splits.items()}, found.layout, found.celltune_split)
+        found = accepted.without(found, skipped)
         checks = checks.without("unreadable")
         log.warning("leaving out %d unreadable image(s), listed in skipped_files.txt", len(skipped))
+    codes = accepted.check_codes(data.accept)
+    if "label-conflict" in codes and any(f.code == "label-conflict" for f in checks.errors):
+        conflicting = accepted.conflicting_training_copies(found, checks)
+        found = accepted.without(found, conflicting)
+        skipped += conflicting
+        log.warning("--accept label-conflict: leaving out %d training image(s) that stand under another label in a "
+                    "scored split, listed in skipped_files.txt", len(conflicting))
+    checks = accepted.accept(checks, codes)
     if checks.errors:
         raise DataError(f"{data.root}: the data checks found {len(checks.errors)} problem(s); `celltune check` "
                         f"lists every finding\n{format_findings(checks.errors)}")
