@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from celltune.cli import catalog, datasets, explaining, exports, scoring, training
+from celltune.cli import catalog, datasets, explaining, exports, scoring, training, tuning
 from celltune.errors import CelltuneError
 
 log = logging.getLogger("celltune")
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "microscopy and medical images; honest metrics and a report in one command.")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
-    for verbs in (training, scoring, exports, explaining, datasets, catalog):
+    for verbs in (training, tuning, scoring, exports, explaining, datasets, catalog):
         verbs.register(sub)
     return parser
 

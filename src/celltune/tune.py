@@ -1,0 +1,275 @@
+"""``celltune tune``: search for the best recipe for this dataset within a time budget, with Optuna.
+
+Each trial is an ordinary run directory (``TUNE_DIR/trials/trial-NNNN``) trained on the training split and chosen on
+validation; the test split is never seen by a trial. After every epoch a trial reports its best validation score so
+far and successive halving (Optuna's ASHA pruner) stops it when it is behind the trials that reached the same epoch.
+The study lives in SQLite in the tune directory (or any RDB given with ``--storage``), so a killed search resumes
+(``--resume TUNE_DIR``) losing at most the trial in flight, and several processes or machines can work on one study.
+At the end the winner is scored once on test; ``winner.json``, ``best.yaml`` (``celltune train --recipe`` reruns it),
+``tune.json`` and ``tune.html`` (``celltune.tune_report``) are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from celltune.budget import parse_duration
+from celltune.callbacks import RunRecorder
+from celltune.config import TrainConfig, config_from_dict
+from celltune.data import discover
+from celltune.defaults import image_size_for
+from celltune.errors import ConfigError, ExistsError, MissingError
+from celltune.samples import LabelledSplits
+from celltune.tune_space import Space, read_space, resolve_sizes, space_from_dict
+
+log = logging.getLogger(__name__)
+
+SETTINGS = "tune.yaml"
+STUDY = "celltune"
+TRIALS = "trials"
+FIRST_RUNG_EPOCHS = 2  # successive halving compares trials first after this many epochs ...
+REDUCTION = 3  # ... keeps the best third of them, then compares again after 3x as many epochs
+MIN_TRIAL_SECONDS = 60.0  # a trial needs at least a probe, an epoch and its scoring
+FINISH_SECONDS = 60.0  # the winner's test scoring, best.yaml and tune.html, after the last trial
+FAILURES_IN_A_ROW = 3  # then the search stops: the recipe, the space or the machine is wrong, not one trial
+HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 300  # a trial whose process stopped beating this long is failed (any host)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a tune directory keeps in ``tune.yaml``: the base recipe, the resolved space and the limits."""
+
+    config: TrainConfig
+    space: Space
+    budget_seconds: float | None
+    trial_seconds: float | None
+    max_trials: int | None
+    storage: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "space": self.space.to_dict(), "budget_seconds": self.budget_seconds,
+                "trial_seconds": self.trial_seconds, "max_trials": self.max_trials, "storage": self.storage}
+
+
+def read_settings(tune_dir: Path) -> Settings:
+    path = tune_dir / SETTINGS
+    if not path.is_file():
+        raise MissingError(f"{path}: nothing to resume; not a celltune tune directory")
+    data = yaml.safe_load(path.read_text())
+    return Settings(config_from_dict(data["config"], source=str(path)), space_from_dict(data["space"], str(path)),
+                    data["budget_seconds"], data["trial_seconds"], data["max_trials"], data["storage"])
+
+
+class AfterStartup(optuna.pruners.BasePruner):
+    """``wrapped`` (successive halving) for every trial but the first ``startup``: the recipes tried first (the
+    product defaults, a recipe found by hand) run to their end and set the bar. The wrapped pruner still sees their
+    reports, so it records their values at each rung for the trials after them."""
+
+    def __init__(self, wrapped: optuna.pruners.BasePruner, startup: int) -> None:
+        self.wrapped, self.startup = wrapped, startup
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        behind = self.wrapped.prune(study, trial)
+        return behind and trial.number >= self.startup
+
+
+class TrialPruning(L.Callback):
+    """After each validation pass: report the trial's best validation score so far (``RunRecorder.best_score``:
+    ACA, or macro-F1 for multi-label) at step = epochs done; when the pruner says it is behind, stop after this
+    epoch (the run still finishes as a run: its best checkpoint scored on validation, its report written). After
+    the last planned epoch there is nothing left to save: it only reports."""
+
+    def __init__(self, trial: Trial, recorder: RunRecorder) -> None:
+        self.trial, self.recorder = trial, recorder
+        self.pruned_after: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.recorder.history:
+            return
+        epoch = len(self.recorder.history)
+        self.trial.report(self.recorder.best_score, step=epoch)
+        last = epoch >= (trainer.fit_loop.max_epochs or 0)
+        if self.pruned_after is None and not last and self.trial.should_prune():
+            self.pruned_after = epoch
+            trainer.should_stop = True
+
+
+def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budget: str | None = None,
+             max_trials: int | None = None, storage: str | None = None) -> Path:
+    """Create a tune directory for ``config`` (its ``time_budget`` is the whole search's): the space resolved
+    against the data, ``tune.yaml`` and the study with the space's first recipes queued. Returns the directory."""
+    if not config.data.root:
+        raise ConfigError("give --data DIR (or data: in the recipe)")
+    budget = _seconds(config.optim.time_budget, "--time-budget")
+    if budget is None and max_trials is None:
+        raise ConfigError("give --time-budget (how long to search, e.g. 2h) or --trials N, or both")
+    trial_seconds = _seconds(trial_budget, "--trial-budget")
+    if trial_seconds is None and budget is not None:
+        trial_seconds = budget / 4  # a few complete trials; pruned ones cost a fraction of this
+    name = config.output.name or f"tune-{datetime.now():%Y%m%d-%H%M%S}"
+    tune_dir = (Path(config.output.out_dir) / name).resolve()
+    if tune_dir.exists():
+        raise ExistsError(f"{tune_dir} exists; choose another --name, or --resume it")
+    config = config.updated(data=str(Path(config.data.root).resolve()), time_budget=None)
+    _, checks = _data(config)
+    native = 224  # the default space's models' native size; only caps sizes of large images
+    size = image_size_for(((f.width, f.height) for f in checks.facts.values() if f.error is None), native)
+    resolved = resolve_sizes(read_space(space), config.data.image_size or size.value)
+    first = resolved.first_trials(config)  # fails here on a start_with recipe outside the space
+    tune_dir.mkdir(parents=True)
+    url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
+    settings = Settings(config, resolved, budget, trial_seconds, max_trials, url)
+    (tune_dir / SETTINGS).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+    study = _study(url, seed=config.data.seed, startup=len(first))
+    for values in first:
+        study.enqueue_trial(values)
+    log.info("tune directory %s: %d recipes queued first, then %s", tune_dir, len(first), resolved.source)
+    return tune_dir
+
+
+def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
+    """Work on the study of ``tune_dir`` until its time budget (or ``budget``, for this process) is spent or it has
+    its number of trials, then score the winner on test and write the reports. Any number of processes may run
+    this on one directory at once."""
+    began = time.monotonic()
+    tune_dir = Path(tune_dir).resolve()
+    settings = read_settings(tune_dir)
+    seconds = _seconds(budget, "--time-budget") if budget else settings.budget_seconds
+    found, checks = _data(settings.config)
+    trial_found = LabelledSplits(found.class_names, {k: v for k, v in found.splits.items() if k != "test"},
+                                 found.layout, found.celltune_split)
+    study = _study(settings.storage, seed=settings.config.data.seed, startup=len(settings.space.start_with))
+    _fail_orphans(study)
+    failures = 0
+    while True:
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                             TrialState.FAIL, TrialState.RUNNING)))
+        if settings.max_trials is not None and done >= settings.max_trials:
+            break
+        left = None if seconds is None else began + seconds - FINISH_SECONDS - time.monotonic()
+        if left is not None and left < MIN_TRIAL_SECONDS:
+            break
+        trial_seconds = settings.trial_seconds if left is None else min(settings.trial_seconds or left, left)
+        objective = _objective(settings, tune_dir, trial_found, checks, trial_seconds)
+        ended: list[FrozenTrial] = []
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_recorder(ended)])
+        last = ended[-1]
+        failures = failures + 1 if last.state == TrialState.FAIL else 0
+        if failures >= FAILURES_IN_A_ROW:
+            raise ConfigError(f"{tune_dir}: {failures} trials in a row failed, the last with: "
+                              f"{last.user_attrs.get('error', 'an unknown error')}; see the log above, fix the "
+                              f"recipe or the search space, then `celltune tune --resume {tune_dir}`")
+    from celltune.tune_report import finish_tune
+
+    finish_tune(tune_dir, study, settings.config, has_test=bool(found.splits.get("test")))
+    return tune_dir
+
+
+def _recorder(ended: list[FrozenTrial]) -> Any:
+    """An Optuna callback that keeps the trials this process ended."""
+    return lambda _, trial: ended.append(trial)
+
+
+def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks: Any,
+               trial_seconds: float | None) -> Any:
+    def objective(trial: Trial) -> float:
+        from celltune.train import prepare, run_prepared
+
+        run_dir = tune_dir / TRIALS / f"trial-{trial.number:04d}"
+        for key, value in {"host": socket.gethostname(), "pid": os.getpid(), "run_dir": str(run_dir)}.items():
+            trial.set_user_attr(key, value)
+        options = settings.space.suggest(trial)
+        log.info("trial %d: %s", trial.number, options)
+        config = settings.config.updated(**options, out_dir=str(run_dir.parent), name=run_dir.name,
+                                         time_budget=f"{trial_seconds:.1f}s" if trial_seconds else None)
+        try:
+            run = prepare(config, found=found, checks=checks)
+            pruning = TrialPruning(trial, run.recorder)
+            run.trainer.callbacks.append(pruning)  # type: ignore[attr-defined]  # set by Lightning at init
+            run_prepared(run)
+        except Exception as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
+        trial.set_user_attr("epochs", len(run.recorder.history))
+        if pruning.pruned_after is not None:
+            trial.set_user_attr("pruned_after", pruning.pruned_after)
+            log.info("trial %d pruned after epoch %d: behind the trials that reached it", trial.number,
+                     pruning.pruned_after)
+            raise optuna.TrialPruned()
+        return run.recorder.best_score
+
+    return objective
+
+
+def _study(url: str, *, seed: int, startup: int) -> optuna.Study:
+    """The study in ``url``, created if new; a sampler seeded apart for each process that joins it later."""
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna since 2.9; it is what fails orphans
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                             grace_period=GRACE_SECONDS)
+    pruner = AfterStartup(optuna.pruners.SuccessiveHalvingPruner(min_resource=FIRST_RUNG_EPOCHS,
+                                                                 reduction_factor=REDUCTION), startup=startup)
+    existing = optuna.study.get_all_study_names(storage)
+    known = len(optuna.load_study(study_name=STUDY, storage=storage).trials) if STUDY in existing else 0
+    # The same seed in two processes (or after a resume) would draw the same recipes again.
+    own = seed if not known else zlib.crc32(f"{seed}-{known}-{os.getpid()}".encode())
+    return optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
+                               sampler=optuna.samplers.TPESampler(seed=own), pruner=pruner)
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """Trials left running by a process of this machine that no longer exists (killed) are failed now, so the search
+    goes on without them; those of other machines are failed by Optuna's heartbeat after ``GRACE_SECONDS``."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != socket.gethostname() or pid is None or _alive(int(pid)):
+            continue
+        storage = study._storage
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted: its process ({pid}) ended")
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process joining at the same moment failed it first
+        log.warning("trial %d was left running by process %s, which has ended: recorded as failed",
+                    trial.number, pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _seconds(text: str | None, flag: str) -> float | None:
+    return parse_duration(text, flag=flag).total_seconds() if text else None
+
+
+def _data(config: TrainConfig) -> tuple[LabelledSplits, Any]:
+    """The data's splits (as ``celltune train`` makes them) and its quick checks, once per process."""
+    from celltune.train import check_data
+
+    data = config.data
+    found = discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.seed,
+                     label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
+    found, checks, _ = check_data(found, data)
+    return found, checks
+

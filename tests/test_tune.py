@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from celltune.callbacks import RunRecorder
+from celltune.errors import ConfigError
+from celltune.metrics import RunMetrics
+from celltune.recipes import load_config
+from celltune.tune import FIRST_RUNG_EPOCHS, STUDY, new_tune, run_tune
+
+from conftest import quick_config
+
+pytestmark = pytest.mark.slow
+
+SPACE = """
+options:
+  lr: {choices: [0.01, 1.0e-7]}
+  freeze_stride: {choices: [0, 4]}
+start_with:
+  - {lr: 0.01}
+"""
+
+
+def study_of(tune_dir) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tune_dir / 'study.db'}")
+
+
+@pytest.fixture
+def scored_by_lr(monkeypatch):
+    """A learner whose validation score is set by its learning rate (0.9 at 0.01 and above, else 0.1), so which
+    trial is behind does not hang on what 2 steps of a random network learn."""
+    real = RunRecorder.on_validation_end
+
+    def on_validation_end(self, trainer, module):
+        real(self, trainer, module)
+        if not trainer.sanity_checking:
+            self.best_score = 0.9 if module.optim.lr >= 0.01 else 0.1
+
+    monkeypatch.setattr(RunRecorder, "on_validation_end", on_validation_end)
+
+
+def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_once_on_test(
+        tiny_data, tmp_path, scored_by_lr):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    base = quick_config(tiny_data, tmp_path, name="search", epochs=4, freeze_backbone=True, bootstrap=0)
+    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=3)
+    study = study_of(tune_dir)
+    study.enqueue_trial({"lr": 1e-7, "freeze_stride": 0})  # behind trial 0 at the first rung: pruned there
+    study.enqueue_trial({"lr": 0.01, "freeze_stride": 4})  # --freeze-stride with --freeze-backbone: refused
+    run_tune(tune_dir)
+
+    first, behind, failed = study_of(tune_dir).trials
+    assert (first.state, behind.state, failed.state) == (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    assert first.value == 0.9 and first.user_attrs["epochs"] == 4
+    assert behind.user_attrs["pruned_after"] == FIRST_RUNG_EPOCHS == 2
+    pruned_run = tune_dir / "trials" / "trial-0001"
+    assert len((pruned_run / "history.csv").read_text().splitlines()) == 1 + 2  # stopped after epoch 2 of 4
+    assert "--freeze-backbone already freezes" in failed.user_attrs["error"]
+    # No trial saw the test split: each run was scored on validation.
+    for trial in ("trial-0000", "trial-0001"):
+        metrics = RunMetrics.from_dict(json.loads((tune_dir / "trials" / trial / "metrics.json").read_text()))
+        assert metrics.split == "val"
+    winner = json.loads((tune_dir / "winner.json").read_text())
+    assert winner["trial"] == 0 and winner["test"] is not None
+    assert (tune_dir / "winner" / "metrics_test.json").is_file()
+    for name, value in winner["test"].items():
+        assert winner["overstated_by"][name] == pytest.approx(winner["val"][name] - value)
+    best = load_config(tune_dir / "best.yaml")
+    trained = load_config(tune_dir / "trials" / "trial-0000" / "config.yaml")
+    assert best == trained.updated(name=None, out_dir="runs", time_budget=None)
+    assert best.optim.lr == 0.01 and best.optim.epochs == 4
+    page = (tune_dir / "tune.html").read_text()
+    assert "pruned after epoch 2" in page and "failed: ConfigError" in page and "<img" in page
+    summary = json.loads((tune_dir / "tune.json").read_text())
+    assert [r["state"] for r in summary["trials"]] == ["complete", "pruned", "fail"]
+    assert summary["trials"][1]["curve"] == {"1": 0.1, "2": 0.1}
+
+    # A finished search resumed has nothing left to do: the winner is not scored on test again.
+    stamp = (tune_dir / "winner" / "metrics_test.json").stat().st_mtime_ns
+    run_tune(tune_dir)
+    assert (tune_dir / "winner" / "metrics_test.json").stat().st_mtime_ns == stamp
+    assert len(study_of(tune_dir).trials) == 3
+
+
+def test_three_failures_in_a_row_stop_the_search_with_the_error_and_the_way_on(tiny_data, tmp_path):
+    (tmp_path / "space.yaml").write_text("options:\n  freeze_stride: {choices: [4]}\n")
+    base = quick_config(tiny_data, tmp_path, name="broken", freeze_backbone=True)
+    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=10)
+    with pytest.raises(ConfigError, match=r"3 trials in a row failed, the last with: ConfigError: --freeze-backbone "
+                                          r".* then `celltune tune --resume "):
+        run_tune(tune_dir)
+    assert len(study_of(tune_dir).trials) == 3
+
+
+def test_a_search_needs_a_budget_or_a_trial_count(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"give --time-budget .* or --trials N"):
+        new_tune(quick_config(tiny_data, tmp_path))
+
+
+def _tune(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "celltune", "-q", "tune", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_killed_search_loses_only_its_trial_in_flight_and_two_processes_finish_it(tiny_data, tmp_path):
+    (tmp_path / "space.yaml").write_text("options:\n  lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                                         "start_with:\n  - {}\n")
+    tune_dir = tmp_path / "out" / "shared"
+    first = _tune("--data", str(tiny_data), "--space", str(tmp_path / "space.yaml"), "--trials", "6",
+                  "--model", "mobilenet_v2", "--no-pretrained", "--image-size", "32", "--epochs", "2",
+                  "--batch-size", "8", "--max-steps-per-epoch", "2", "--num-workers", "0", "--accelerator", "cpu",
+                  "--bootstrap", "0", "--out-dir", str(tmp_path / "out"), "--name", "shared")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill it in the middle of its second trial
+        if (tune_dir / "trials" / "trial-0001" / "config.yaml").is_file():
+            break
+        time.sleep(0.1)
+    else:
+        first.kill()
+        pytest.fail(f"the search never reached its second trial:\n{first.communicate()[0]}")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    joined = [_tune("--resume", str(tune_dir)) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in joined]
+    assert [p.returncode for p in joined] == [0, 0], outputs
+    trials = study_of(tune_dir).trials
+    assert trials[0].state == TrialState.COMPLETE and trials[0].user_attrs["pid"] == first.pid
+    assert trials[1].state == TrialState.FAIL
+    assert trials[1].user_attrs["error"] == f"interrupted: its process ({first.pid}) ended"
+    rest = trials[2:]
+    # --trials 6 in all; two processes that check at the same instant may each start one more.
+    assert 4 <= len(rest) <= 5 and all(t.state == TrialState.COMPLETE for t in rest)
+    assert {t.user_attrs["pid"] for t in rest} == {p.pid for p in joined}  # both worked on the one study
+    assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
+    assert all("winner: trial" in out for out in outputs)
+    assert (tune_dir / "tune.html").is_file() and (tune_dir / "best.yaml").is_file()
