@@ -6,32 +6,35 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from celltune.callbacks import RunRecorder
+from celltune.config import TrainConfig
 from celltune.errors import ConfigError
 from celltune.metrics import RunMetrics
 from celltune.recipes import load_config
-from celltune.tune import FIRST_RUNG_EPOCHS, STUDY, new_tune, run_tune
+from celltune.tune import compatible, new_tune, read_settings, run_tune
+from celltune.tune_space import read_space, resolve_sizes
+from celltune.tune_study import FIRST_RUNG_EPOCHS, spent_seconds
 
 from conftest import quick_config
 
-pytestmark = pytest.mark.slow
-
 SPACE = """
 options:
-  lr: {choices: [0.01, 1.0e-7]}
-  freeze_stride: {choices: [0, 4]}
+  lr: {choices: [0.01, 0.005, 1.0e-7]}
 start_with:
   - {lr: 0.01}
+  - {lr: 1.0e-7}
 """
 
 
 def study_of(tune_dir) -> optuna.Study:
-    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tune_dir / 'study.db'}")
+    settings = read_settings(tune_dir)
+    return optuna.load_study(study_name=settings.study, storage=settings.storage)
 
 
 @pytest.fixture
@@ -48,25 +51,38 @@ def scored_by_lr(monkeypatch):
     monkeypatch.setattr(RunRecorder, "on_validation_end", on_validation_end)
 
 
+@pytest.mark.slow
 def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_once_on_test(
-        tiny_data, tmp_path, scored_by_lr):
+        tiny_data, tmp_path, scored_by_lr, monkeypatch):
+    from celltune import train
+
+    real_prepare = train.prepare
+
+    def prepare(config, **kwargs):
+        if config.optim.lr == 0.005:
+            raise RuntimeError("a crash in the middle of a trial")
+        return real_prepare(config, **kwargs)
+
+    monkeypatch.setattr(train, "prepare", prepare)
     (tmp_path / "space.yaml").write_text(SPACE)
     base = quick_config(tiny_data, tmp_path, name="search", epochs=4, freeze_backbone=True, bootstrap=0)
-    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=3)
+    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=4)
     study = study_of(tune_dir)
-    study.enqueue_trial({"lr": 1e-7, "freeze_stride": 0})  # behind trial 0 at the first rung: pruned there
-    study.enqueue_trial({"lr": 0.01, "freeze_stride": 4})  # --freeze-stride with --freeze-backbone: refused
+    study.enqueue_trial({"lr": 1e-7})  # behind the first two at the first rung: pruned there
+    study.enqueue_trial({"lr": 0.005})  # crashes
     run_tune(tune_dir)
 
-    first, behind, failed = study_of(tune_dir).trials
-    assert (first.state, behind.state, failed.state) == (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    first, slow_start, behind, failed = study_of(tune_dir).trials
+    # The recipes tried first run to their end, however far behind (the second scores 0.1 at every epoch).
+    assert (first.state, slow_start.state) == (TrialState.COMPLETE, TrialState.COMPLETE)
+    assert (behind.state, failed.state) == (TrialState.PRUNED, TrialState.FAIL)
     assert first.value == 0.9 and first.user_attrs["epochs"] == 4
     assert behind.user_attrs["pruned_after"] == FIRST_RUNG_EPOCHS == 2
-    pruned_run = tune_dir / "trials" / "trial-0001"
+    pruned_run = tune_dir / "trials" / "trial-0002"
     assert len((pruned_run / "history.csv").read_text().splitlines()) == 1 + 2  # stopped after epoch 2 of 4
-    assert "--freeze-backbone already freezes" in failed.user_attrs["error"]
+    assert failed.user_attrs["error"] == "RuntimeError: a crash in the middle of a trial"
     # No trial saw the test split: each run was scored on validation.
-    for trial in ("trial-0000", "trial-0001"):
+    for trial in ("trial-0000", "trial-0001", "trial-0002"):
         metrics = RunMetrics.from_dict(json.loads((tune_dir / "trials" / trial / "metrics.json").read_text()))
         assert metrics.split == "val"
     winner = json.loads((tune_dir / "winner.json").read_text())
@@ -79,26 +95,67 @@ def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_o
     assert best == trained.updated(name=None, out_dir="runs", time_budget=None)
     assert best.optim.lr == 0.01 and best.optim.epochs == 4
     page = (tune_dir / "tune.html").read_text()
-    assert "pruned after epoch 2" in page and "failed: ConfigError" in page and "<img" in page
+    assert "pruned after epoch 2" in page and "failed: RuntimeError: a crash" in page and "<img" in page
     summary = json.loads((tune_dir / "tune.json").read_text())
-    assert [r["state"] for r in summary["trials"]] == ["complete", "pruned", "fail"]
-    assert summary["trials"][1]["curve"] == {"1": 0.1, "2": 0.1}
+    assert [r["state"] for r in summary["trials"]] == ["complete", "complete", "pruned", "fail"]
+    assert summary["trials"][2]["curve"] == {"1": 0.1, "2": 0.1}
+    assert summary["importance"] == "2 completed trial(s): importance needs at least 3"
 
     # A finished search resumed has nothing left to do: the winner is not scored on test again.
     stamp = (tune_dir / "winner" / "metrics_test.json").stat().st_mtime_ns
     run_tune(tune_dir)
     assert (tune_dir / "winner" / "metrics_test.json").stat().st_mtime_ns == stamp
-    assert len(study_of(tune_dir).trials) == 3
+    assert len(study_of(tune_dir).trials) == 4
 
 
-def test_three_failures_in_a_row_stop_the_search_with_the_error_and_the_way_on(tiny_data, tmp_path):
-    (tmp_path / "space.yaml").write_text("options:\n  freeze_stride: {choices: [4]}\n")
-    base = quick_config(tiny_data, tmp_path, name="broken", freeze_backbone=True)
-    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=10)
-    with pytest.raises(ConfigError, match=r"3 trials in a row failed, the last with: ConfigError: --freeze-backbone "
+@pytest.mark.slow
+def test_three_failures_in_a_row_stop_the_search_with_the_error_and_the_way_on(tiny_data, tmp_path, monkeypatch):
+    from celltune import train
+
+    def prepare(config, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(train, "prepare", prepare)
+    (tmp_path / "space.yaml").write_text("options:\n  lr: {choices: [0.01, 0.001]}\n")
+    tune_dir = new_tune(quick_config(tiny_data, tmp_path, name="broken"), space=tmp_path / "space.yaml",
+                        max_trials=10)
+    with pytest.raises(ConfigError, match=r"3 trials in a row failed, the last with: RuntimeError: out of memory; "
                                           r".* then `celltune tune --resume "):
         run_tune(tune_dir)
     assert len(study_of(tune_dir).trials) == 3
+
+
+def test_choices_training_refuses_with_the_base_recipe_are_left_out_before_any_trial(tmp_path, caplog):
+    space = resolve_sizes(read_space(), 96)
+    base = TrainConfig().updated(data=str(tmp_path), freeze_backbone=True)
+    kept = compatible(space, base, multilabel=True)
+    assert next(p for p in kept.params if p.name == "freeze_stride").choices == [0]  # 4 with --freeze-backbone: no
+    assert list(kept.families["mixing"]) == ["none"]  # no Mixup/CutMix on multi-label data
+    assert "freeze_stride 4 left out: --freeze-backbone already freezes" in caplog.text
+    assert compatible(space, base.updated(freeze_backbone=False), multilabel=False) == space
+    only_four = read_space(_write(tmp_path, "options:\n  freeze_stride: {choices: [4]}\n"))
+    with pytest.raises(ConfigError, match=r"every value of freeze_stride is refused with this recipe, e.g. "
+                                          r"--freeze-backbone already freezes"):
+        compatible(only_four, base, multilabel=False)
+    unknown = read_space(_write(tmp_path, "options:\n  model: {choices: [resnet18, resnet_18x]}\n"))
+    assert next(p for p in compatible(unknown, base, multilabel=False).params).choices == ["resnet18"]
+
+
+def test_a_resumed_search_counts_the_time_its_trials_already_took():
+    study = optuna.create_study()
+    start = datetime(2026, 12, 6, 9, 0)
+    for minutes, state in ((10, TrialState.COMPLETE), (25, TrialState.PRUNED), (3, TrialState.FAIL)):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=state, value=0.5 if state == TrialState.COMPLETE else None,
+            datetime_start=start, datetime_complete=start + timedelta(minutes=minutes), params={}, distributions={},
+            user_attrs={}, system_attrs={}, intermediate_values={1: 0.5} if state == TrialState.PRUNED else {}))
+    assert spent_seconds(study) == (10 + 25 + 3) * 60
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
 
 
 def test_a_search_needs_a_budget_or_a_trial_count(tiny_data, tmp_path):
@@ -111,6 +168,7 @@ def _tune(*args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_a_killed_search_loses_only_its_trial_in_flight_and_two_processes_finish_it(tiny_data, tmp_path):
     (tmp_path / "space.yaml").write_text("options:\n  lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
                                          "start_with:\n  - {}\n")

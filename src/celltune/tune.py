@@ -15,9 +15,8 @@ import logging
 import os
 import socket
 import time
-import warnings
-import zlib
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,21 +31,18 @@ from celltune.callbacks import RunRecorder
 from celltune.config import TrainConfig, config_from_dict
 from celltune.data import discover
 from celltune.defaults import image_size_for
-from celltune.errors import ConfigError, ExistsError, MissingError
+from celltune.errors import CelltuneError, ConfigError, ExistsError, MissingError
 from celltune.samples import LabelledSplits
 from celltune.tune_space import Space, read_space, resolve_sizes, space_from_dict
+from celltune.tune_study import fail_orphans, open_study, spent_seconds
 
 log = logging.getLogger(__name__)
 
 SETTINGS = "tune.yaml"
-STUDY = "celltune"
 TRIALS = "trials"
-FIRST_RUNG_EPOCHS = 2  # successive halving compares trials first after this many epochs ...
-REDUCTION = 3  # ... keeps the best third of them, then compares again after 3x as many epochs
 MIN_TRIAL_SECONDS = 60.0  # a trial needs at least a probe, an epoch and its scoring
 FINISH_SECONDS = 60.0  # the winner's test scoring, best.yaml and tune.html, after the last trial
 FAILURES_IN_A_ROW = 3  # then the search stops: the recipe, the space or the machine is wrong, not one trial
-HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 300  # a trial whose process stopped beating this long is failed (any host)
 
 
 @dataclass(frozen=True)
@@ -59,10 +55,12 @@ class Settings:
     trial_seconds: float | None
     max_trials: int | None
     storage: str
+    study: str  # its name in the storage: one per tune directory, so searches sharing a database stay apart
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "space": self.space.to_dict(), "budget_seconds": self.budget_seconds,
-                "trial_seconds": self.trial_seconds, "max_trials": self.max_trials, "storage": self.storage}
+                "trial_seconds": self.trial_seconds, "max_trials": self.max_trials, "storage": self.storage,
+                "study": self.study}
 
 
 def read_settings(tune_dir: Path) -> Settings:
@@ -71,27 +69,14 @@ def read_settings(tune_dir: Path) -> Settings:
         raise MissingError(f"{path}: nothing to resume; not a celltune tune directory")
     data = yaml.safe_load(path.read_text())
     return Settings(config_from_dict(data["config"], source=str(path)), space_from_dict(data["space"], str(path)),
-                    data["budget_seconds"], data["trial_seconds"], data["max_trials"], data["storage"])
-
-
-class AfterStartup(optuna.pruners.BasePruner):
-    """``wrapped`` (successive halving) for every trial but the first ``startup``: the recipes tried first (the
-    product defaults, a recipe found by hand) run to their end and set the bar. The wrapped pruner still sees their
-    reports, so it records their values at each rung for the trials after them."""
-
-    def __init__(self, wrapped: optuna.pruners.BasePruner, startup: int) -> None:
-        self.wrapped, self.startup = wrapped, startup
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        behind = self.wrapped.prune(study, trial)
-        return behind and trial.number >= self.startup
+                    data["budget_seconds"], data["trial_seconds"], data["max_trials"], data["storage"], data["study"])
 
 
 class TrialPruning(L.Callback):
     """After each validation pass: report the trial's best validation score so far (``RunRecorder.best_score``:
     ACA, or macro-F1 for multi-label) at step = epochs done; when the pruner says it is behind, stop after this
     epoch (the run still finishes as a run: its best checkpoint scored on validation, its report written). After
-    the last planned epoch there is nothing left to save: it only reports."""
+    the last planned epoch there is nothing left to save: it is not stopped."""
 
     def __init__(self, trial: Trial, recorder: RunRecorder) -> None:
         self.trial, self.recorder = trial, recorder
@@ -102,8 +87,8 @@ class TrialPruning(L.Callback):
             return
         epoch = len(self.recorder.history)
         self.trial.report(self.recorder.best_score, step=epoch)
-        last = epoch >= (trainer.fit_loop.max_epochs or 0)
-        if self.pruned_after is None and not last and self.trial.should_prune():
+        behind = self.trial.should_prune()  # asked at the last epoch too: the pruner records the value at its rung
+        if behind and self.pruned_after is None and epoch < (trainer.fit_loop.max_epochs or 0):
             self.pruned_after = epoch
             trainer.should_stop = True
 
@@ -125,20 +110,59 @@ def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budg
     if tune_dir.exists():
         raise ExistsError(f"{tune_dir} exists; choose another --name, or --resume it")
     config = config.updated(data=str(Path(config.data.root).resolve()), time_budget=None)
-    _, checks = _data(config)
+    found, checks = _data(config)
     native = 224  # the default space's models' native size; only caps sizes of large images
     size = image_size_for(((f.width, f.height) for f in checks.facts.values() if f.error is None), native)
     resolved = resolve_sizes(read_space(space), config.data.image_size or size.value)
+    resolved = compatible(resolved, config, multilabel=found.multilabel)
     first = resolved.first_trials(config)  # fails here on a start_with recipe outside the space
     tune_dir.mkdir(parents=True)
     url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
-    settings = Settings(config, resolved, budget, trial_seconds, max_trials, url)
+    settings = Settings(config, resolved, budget, trial_seconds, max_trials, url, f"{name}-{uuid.uuid4().hex[:8]}")
     (tune_dir / SETTINGS).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-    study = _study(url, seed=config.data.seed, startup=len(first))
+    study = open_study(url, settings.study, seed=config.data.seed, startup=len(first))
     for values in first:
         study.enqueue_trial(values)
     log.info("tune directory %s: %d recipes queued first, then %s", tune_dir, len(first), resolved.source)
     return tune_dir
+
+
+def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
+    """``space`` without the choices and sets that training refuses with the base recipe ``config`` (Mixup with
+    ``--balance loss``, ``--freeze-stride`` with ``--freeze-backbone``, Mixup on multi-label data, a model name
+    nobody knows ...), each left out with a warning; a searched option left with nothing is an error."""
+    from celltune.train import check
+
+    def refusal(options: dict[str, Any]) -> str | None:
+        try:
+            tried = config.updated(**options)
+            if multilabel and (tried.augment.mixup or tried.augment.cutmix or tried.data.balance != "none"):
+                return "multi-label data takes no Mixup, CutMix or --balance"
+            check(tried, None)
+        except CelltuneError as err:  # a config refused, a model nobody knows
+            return str(err)
+        return None
+
+    def kept(name: str, values: dict[Any, dict[str, Any]]) -> list[Any]:
+        keep = []
+        for value, options in values.items():
+            why = refusal(options)
+            if why is None:
+                keep.append(value)
+            else:
+                log.warning("search space: %s %r left out: %s", name, value, why)
+        if not keep:
+            raise ConfigError(f"{space.source}: every value of {name} is refused with this recipe, e.g. "
+                              f"{refusal(next(iter(values.values())))}; change the recipe or the space")
+        return keep
+
+    params = [p if p.choices is None else replace(p, choices=kept(p.name, {c: {p.name: c} for c in p.choices}))
+              for p in space.params]
+    for p in params:
+        if p.choices is None:
+            kept(p.name, {p.low: {p.name: p.low}, p.high: {p.name: p.high}})  # both ends must train
+    families = {f: {n: sets[n] for n in kept(f, {n: sets[n] for n in sets})} for f, sets in space.families.items()}
+    return replace(space, params=params, families=families)
 
 
 def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
@@ -148,12 +172,16 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
     began = time.monotonic()
     tune_dir = Path(tune_dir).resolve()
     settings = read_settings(tune_dir)
-    seconds = _seconds(budget, "--time-budget") if budget else settings.budget_seconds
     found, checks = _data(settings.config)
     trial_found = LabelledSplits(found.class_names, {k: v for k, v in found.splits.items() if k != "test"},
                                  found.layout, found.celltune_split)
-    study = _study(settings.storage, seed=settings.config.data.seed, startup=len(settings.space.start_with))
-    _fail_orphans(study)
+    study = open_study(settings.storage, settings.study, seed=settings.config.data.seed,
+                       startup=len(settings.space.start_with))
+    fail_orphans(study)
+    # The search's budget counts its trials' time: a resumed search gets what is left; --time-budget given with
+    # --resume is this process's own.
+    seconds = _seconds(budget, "--time-budget") if budget else (
+        None if settings.budget_seconds is None else settings.budget_seconds - spent_seconds(study))
     failures = 0
     while True:
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
@@ -192,11 +220,11 @@ def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks
         run_dir = tune_dir / TRIALS / f"trial-{trial.number:04d}"
         for key, value in {"host": socket.gethostname(), "pid": os.getpid(), "run_dir": str(run_dir)}.items():
             trial.set_user_attr(key, value)
-        options = settings.space.suggest(trial)
-        log.info("trial %d: %s", trial.number, options)
-        config = settings.config.updated(**options, out_dir=str(run_dir.parent), name=run_dir.name,
-                                         time_budget=f"{trial_seconds:.1f}s" if trial_seconds else None)
         try:
+            options = settings.space.suggest(trial)
+            log.info("trial %d: %s", trial.number, options)
+            config = settings.config.updated(**options, out_dir=str(run_dir.parent), name=run_dir.name,
+                                             time_budget=f"{trial_seconds:.1f}s" if trial_seconds else None)
             run = prepare(config, found=found, checks=checks)
             pruning = TrialPruning(trial, run.recorder)
             run.trainer.callbacks.append(pruning)  # type: ignore[attr-defined]  # set by Lightning at init
@@ -213,50 +241,6 @@ def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks
         return run.recorder.best_score
 
     return objective
-
-
-def _study(url: str, *, seed: int, startup: int) -> optuna.Study:
-    """The study in ``url``, created if new; a sampler seeded apart for each process that joins it later."""
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna since 2.9; it is what fails orphans
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                             grace_period=GRACE_SECONDS)
-    pruner = AfterStartup(optuna.pruners.SuccessiveHalvingPruner(min_resource=FIRST_RUNG_EPOCHS,
-                                                                 reduction_factor=REDUCTION), startup=startup)
-    existing = optuna.study.get_all_study_names(storage)
-    known = len(optuna.load_study(study_name=STUDY, storage=storage).trials) if STUDY in existing else 0
-    # The same seed in two processes (or after a resume) would draw the same recipes again.
-    own = seed if not known else zlib.crc32(f"{seed}-{known}-{os.getpid()}".encode())
-    return optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
-                               sampler=optuna.samplers.TPESampler(seed=own), pruner=pruner)
-
-
-def _fail_orphans(study: optuna.Study) -> None:
-    """Trials left running by a process of this machine that no longer exists (killed) are failed now, so the search
-    goes on without them; those of other machines are failed by Optuna's heartbeat after ``GRACE_SECONDS``."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != socket.gethostname() or pid is None or _alive(int(pid)):
-            continue
-        storage = study._storage
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted: its process ({pid}) ended")
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another process joining at the same moment failed it first
-        log.warning("trial %d was left running by process %s, which has ended: recorded as failed",
-                    trial.number, pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _seconds(text: str | None, flag: str) -> float | None:

@@ -18,10 +18,16 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from celltune.config import TrainConfig
+from celltune.errors import CelltuneError
 from celltune.metrics import RunMetrics
 from celltune.recipes import load_config
-from celltune.report import _save, read_json, write_json
+from celltune.report import _save, read_json
 from celltune.report_html import _STYLE, _img_tag, _table
+
+try:
+    import fcntl  # POSIX; elsewhere processes finishing at the same moment may both score the winner
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,15 @@ def importance(study: optuna.Study) -> dict[str, float] | str:
 
 
 def score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
-    """The winner's validation and (once per winner) test headline numbers, and how far validation overstated test."""
+    """The winner's validation and (once per winner) test headline numbers, and how far validation overstated test.
+    Processes that finish at once take turns (a lock file), so the test split is scored once."""
+    with (tune_dir / "winner.lock").open("w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _score_winner(tune_dir, winner, config, has_test=has_test)
+
+
+def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
     saved = read_json(tune_dir / WINNER) if (tune_dir / WINNER).is_file() else {}
     if saved.get("trial") == winner.number:
         return saved
@@ -80,13 +94,19 @@ def score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, ha
     if has_test:
         from celltune.evaluate import evaluate_checkpoint
 
-        test = evaluate_checkpoint(run_dir, data=config.data.root, split="test", seed=config.data.seed,
-                                   out_dir=tune_dir / "winner", tta=config.eval.tta, mask_dir=config.data.mask_dir,
-                                   bootstrap=config.eval.bootstrap)
-        out["test"] = test.headline()
-        out["test_ci"] = getattr(test, "ci", None)
-        out["overstated_by"] = {k: out["val"][k] - v for k, v in out["test"].items()}
-    write_json(tune_dir / WINNER, out)
+        try:
+            test = evaluate_checkpoint(run_dir, data=config.data.root, split="test", seed=config.data.seed,
+                                       out_dir=tune_dir / "winner", tta=config.eval.tta,
+                                       mask_dir=config.data.mask_dir, bootstrap=config.eval.bootstrap)
+        except CelltuneError as err:  # e.g. an unreadable test image that --skip-unreadable let training pass
+            log.warning("the winner could not be scored on test: %s; `celltune evaluate %s --split test` after "
+                        "fixing it", err, run_dir)
+            out["test_error"] = str(err)
+        else:
+            out["test"] = test.headline()
+            out["test_ci"] = getattr(test, "ci", None)
+            out["overstated_by"] = {k: out["val"][k] - v for k, v in out["test"].items()}
+    _replace_text(tune_dir / WINNER, json.dumps(out, indent=2, default=str) + "\n")
     return out
 
 
@@ -146,7 +166,9 @@ def _winner_html(winner: dict[str, Any] | None) -> str:
              "–" if winner["test"] is None else f"{winner['overstated_by'][name]:+.4f}"]
             for name, v in winner["val"].items()]
     lines.append(_table(["", "validation", "test (scored once)", "validation minus test"], rows))
-    if winner["test"] is None:
+    if winner.get("test_error"):
+        lines.append(f"<p>Not scored on test: {html.escape(winner['test_error'])}</p>")
+    elif winner["test"] is None:
         lines.append("<p>This data has no test split: the validation score, which chose the winner, overstates "
                      "what to expect on new images.</p>")
     return "".join(lines)
@@ -170,10 +192,15 @@ def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[s
             f"<h2>Curves</h2>{_img_tag(plot_curves(rows, winner_trial), 'validation curves')}"
             f"<h2>Which settings mattered</h2>{matter}<h2>Trials</h2>{trials}</body></html>")
     path = tune_dir / "tune.html"
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several processes may finish at once: whole pages only
-    tmp.write_text(page)
-    tmp.replace(path)
+    _replace_text(path, page)
     return path
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole: several processes may finish at once, and a reader never sees half a file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
@@ -189,8 +216,6 @@ def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has
         log.warning("%s: no trial completed; no winner", tune_dir)
     shares = importance(study)
     summary = {"trials": rows, "winner": winner, "importance": shares}
-    tmp = tune_dir / f"tune.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    tmp.replace(tune_dir / "tune.json")
+    _replace_text(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
     write_tune_report(tune_dir, rows, winner, shares)
     return summary

@@ -145,6 +145,9 @@ def read_space(path: str | Path | None = None) -> Space:
                 _known(name, source)
                 _check_value(name, value, source)
         families[str(family)] = {str(k): dict(v) for k, v in sets.items()}
+    clash = sorted({p.name for p in params} & set(families))
+    if clash:
+        raise ConfigError(f"{source}: {', '.join(clash)} is both an option and a family; rename the family")
     start_with = data.get("start_with") or []
     if not isinstance(start_with, list) or not all(isinstance(e, dict) for e in start_with):
         raise ConfigError(f"{source}: start_with is a list of {{option: value}} recipes")
@@ -183,7 +186,11 @@ def _param(name: str, spec: Any, source: str) -> Param:
     if "steps" in spec:
         if name != "image_size" or set(spec) != {"steps"}:
             raise ConfigError(f"{source}: {name}: steps: is for image_size alone")
-        return Param(name, choices=[f"step{int(s):+d}" for s in spec["steps"]])  # resolved against the data later
+        steps = spec["steps"]
+        if not isinstance(steps, list) or not steps or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                                for x in steps):
+            raise ConfigError(f"{source}: {name}: steps: is a list of whole numbers of 32 px steps, e.g. [0, 1]")
+        return Param(name, choices=[f"step{x:+d}" for x in steps])  # resolved against the data later
     if "choices" in spec:
         if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
             raise ConfigError(f"{source}: {name}: choices: is a non-empty list, alone")
@@ -199,7 +206,10 @@ def _param(name: str, spec: Any, source: str) -> Param:
         raise ConfigError(f"{source}: {name}: low, high and step are numbers") from None
     if not low < high or (spec.get("log") and low <= 0):
         raise ConfigError(f"{source}: {name}: needs low < high (and low > 0 with log: true); got {low}, {high}")
+    if spec.get("log") and step is not None:
+        raise ConfigError(f"{source}: {name}: a range takes log: true or step:, not both")
     _check_value(name, spec["low"], source)
+    _check_value(name, spec["high"], source)
     integer = all(float(x).is_integer() for x in (low, high, step or 1.0)) and not isinstance(spec["low"], float)
     return Param(name, low=low, high=high, log=bool(spec.get("log")), step=step, integer=integer)
 

@@ -44,7 +44,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 1
     print(f"\nwinner: trial {winner['trial']}, {winner['params']}")
     for name, value in winner["val"].items():
-        test = "no test split" if winner["test"] is None else (
+        test = winner.get("test_error") or "no test split" if winner["test"] is None else (
             f"test {winner['test'][name]:.4f} (validation overstated it by {winner['overstated_by'][name]:+.4f})")
         print(f"  {name}: validation {value:.4f}, {test}")
     print(f"\nrerun the winner: celltune train --recipe {tune_dir / 'best.yaml'}\nreport: {tune_dir / 'tune.html'}")
