@@ -49,7 +49,7 @@ def test_evaluate_prints_and_writes_metrics(trained_run, tiny_data, tmp_path, ca
     assert metrics["num_samples"] == 18 and len(metrics["per_class"]) == 6
     assert f"accuracy {metrics['accuracy']:.4f}" in out
     assert (tmp_path / "confusion_matrix_val.png").is_file() and (tmp_path / "predictions_val.csv").is_file()
-    assert metrics["tta"] == "none"
+    assert metrics["tta"] == "flips"  # the default
     assert main(["-q", "evaluate", str(trained_run), "--data", str(tiny_data), "--split", "val", "--tta", "dihedral",
                  "--out-dir", str(tmp_path / "tta")]) == 0
     assert json.loads((tmp_path / "tta" / "metrics_val.json").read_text())["tta"] == "dihedral"
@@ -287,7 +287,7 @@ def test_multilabel_predict_prints_exactly_the_labels_above_their_thresholds(tmp
         "thresholds": thresholds}))
     expected = {names[i] for i, (p, t) in enumerate(zip(pred.probs, thresholds, strict=True)) if p >= t}
     assert expected == {"label0", "label2", "label4"}
-    assert main(["-q", "predict", str(checkpoint), str(stem)]) == 0
+    assert main(["-q", "predict", str(checkpoint), str(stem), "--tta", "none"]) == 0  # as Predictor's default
     line = capsys.readouterr().out.strip().splitlines()[-1]
     printed = {part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")}
     assert printed == expected

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 # lr 0 with a frozen backbone keeps the model fixed, so every run scores the very same network: metrics must agree.
 _FIXED = dict(model="mobilenet_v2", pretrained=False, image_size=32, epochs=2, batch_size=4, lr=0.0,
-              freeze_backbone=True, scheduler="none", num_workers=0, accelerator="cpu")
+              freeze_backbone=True, scheduler="none", num_workers=0, accelerator="cpu", ema=0.0, tta="none")
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,8 @@ def blob_run(tmp_path_factory):
     """resnet18 from scratch, trained to tell a blob from noise (its validation accuracy reaches 1 in 4 epochs)."""
     data = blob_images(tmp_path_factory.mktemp("blobs"), {"train": 40, "val": 10, "test": 12})
     run = fit(quick_config(data, tmp_path_factory.mktemp("runs"), model="resnet18", image_size=SIZE, epochs=4,
-                           max_steps_per_epoch=None, batch_size=16, lr=3e-3))
+                           max_steps_per_epoch=None, batch_size=16, lr=3e-3, label_smoothing=0.0, rot90=False,
+                           rotation=180))
     return run, data
 
 

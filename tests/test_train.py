@@ -25,7 +25,7 @@ from conftest import class_tree, left_half_masks, quick_config, train_only
 
 slow = pytest.mark.slow
 
-_NO_AUGMENT = {"hflip": False, "vflip": False, "rotation": 0, "crop_scale": 1.0}
+_NO_AUGMENT = {"hflip": False, "vflip": False, "rot90": False, "rotation": 0, "crop_scale": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -129,17 +129,17 @@ _RECIPES = {
     "alexnet_classic": dict(optimizer=torch.optim.SGD, opt={"lr": 0.001, "momentum": 0.9, "weight_decay": 0.0},
                             scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau, sched={"factor": 0.1, "patience": 5},
                             frozen=True, early_stop=None,
-                            augment=Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0, affine_degrees=20,
-                                            affine_translate=0.1, affine_scale=0.1)),
+                            augment=Augment(hflip=False, vflip=False, rot90=False, rotation=0, crop_scale=1.0,
+                                            affine_degrees=20, affine_translate=0.1, affine_scale=0.1)),
     "timm_modern": dict(optimizer=torch.optim.AdamW, opt={"lr": 0.001, "weight_decay": 0.05},
                         scheduler=torch.optim.lr_scheduler.LambdaLR, sched={}, frozen=False, early_stop=None,
-                        augment=Augment(randaugment_ops=2, randaugment_magnitude=9, random_erasing=0.25, mixup=0.8,
-                                        cutmix=1.0)),
+                        augment=Augment(rot90=False, rotation=180, randaugment_ops=2, randaugment_magnitude=9,
+                                        random_erasing=0.25, mixup=0.8, cutmix=1.0)),
     "vgg16_early_stopping": dict(optimizer=torch.optim.SGD, opt={"lr": 0.001, "momentum": 0.9,
                                                                  "weight_decay": 0.0005},
                                  scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau,
                                  sched={"factor": 0.1, "patience": 3}, frozen=False, early_stop=("val_loss", 5),
-                                 augment=Augment(crop_scale=0.9)),
+                                 augment=Augment(rot90=False, rotation=180, crop_scale=0.9)),
 }
 
 

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from typing import get_args
 
 import pytest
@@ -6,6 +7,8 @@ from torchvision.transforms import v2
 
 from celltune.config import Augment, TtaMode
 from celltune.transforms import TTA_VIEWS, BatchAugment, NormalizeBatch, eval_transform, train_transform
+
+OFF = Augment(hflip=False, vflip=False, rot90=False, rotation=0, crop_scale=1.0)  # no augmentation at all
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -21,7 +24,7 @@ def test_eval_transform_resizes_and_normalises():
     Augment(),
     Augment(rot90=True, rotation=0, crop_scale=1.0, color_jitter=0.3),
     Augment(randaugment_ops=2, random_erasing=1.0),
-    Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0, affine_degrees=10, affine_translate=0.1,
+    Augment(hflip=False, vflip=False, rot90=False, rotation=0, crop_scale=1.0, affine_degrees=10, affine_translate=0.1,
             affine_scale=0.1),
 ])
 def test_train_transform_output_shape_and_randomness(augment):
@@ -35,7 +38,7 @@ def test_train_transform_output_shape_and_randomness(augment):
 
 def test_random_erasing_zeroes_a_rectangle():
     tf = train_transform(image_size=32, mean=(0, 0, 0), std=(1, 1, 1),
-                         augment=Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0, random_erasing=1.0))
+                         augment=replace(OFF, random_erasing=1.0))
     y = tf(torch.ones(3, 32, 32))
     assert (y == 0).any() and (y == 1).any()
 
@@ -52,7 +55,6 @@ def test_tta_views_are_the_flip_and_dihedral_groups():
     assert {tuple(v.flatten().tolist()) for v in flips} <= distinct
 
 
-OFF = Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0)
 
 
 def _uint8_batch(n: int = 8, size: int = 16) -> torch.Tensor:
@@ -96,12 +98,12 @@ def test_batch_augment_flips_and_right_angle_turns_are_exact_and_vary_per_image(
 
 def test_batch_augment_rotation_fills_black_and_crop_zooms_in():
     x = torch.full((16, 3, 32, 32), 255, dtype=torch.uint8)
-    rotated = BatchAugment(Augment(hflip=False, vflip=False, rotation=180, crop_scale=1.0), mean=(0, 0, 0),
+    rotated = BatchAugment(Augment(hflip=False, vflip=False, rot90=False, rotation=180, crop_scale=1.0), mean=(0, 0, 0),
                            std=(1, 1, 1))(x)
     corners = rotated[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
     assert float(corners.min()) < 0.5 and float(rotated[:, :, 16, 16].min()) > 0.99  # black corners, white middle
     ramp = torch.arange(32, dtype=torch.uint8).mul(8).expand(16, 3, 32, 32).contiguous()  # 0..248 left to right
-    cropped = BatchAugment(Augment(hflip=False, vflip=False, rotation=0, crop_scale=0.25), mean=(0, 0, 0),
+    cropped = BatchAugment(Augment(hflip=False, vflip=False, rot90=False, rotation=0, crop_scale=0.25), mean=(0, 0, 0),
                            std=(1, 1, 1))(ramp)
     plain = ramp.float() / 255
     assert cropped.shape == ramp.shape and float(cropped.min()) >= 0  # a crop of the image: never outside it
@@ -113,14 +115,12 @@ def test_batch_augment_rotation_fills_black_and_crop_zooms_in():
 
 def test_batch_augment_erasing_and_jitter():
     x = torch.full((8, 3, 32, 32), 128, dtype=torch.uint8)
-    erased = BatchAugment(Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0, random_erasing=1.0),
-                          mean=(0, 0, 0), std=(1, 1, 1))(x)
+    erased = BatchAugment(replace(OFF, random_erasing=1.0), mean=(0, 0, 0), std=(1, 1, 1))(x)
     zero = (erased == 0).all(1)  # (B, H, W)
     assert all(0.02 * 1024 * 0.5 < int(z.sum()) < 0.33 * 1024 * 1.5 for z in zero)  # one rectangle per image
     rows, cols = zero[0].nonzero(as_tuple=True)
     assert int(zero[0].sum()) == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)
-    jittered = BatchAugment(Augment(hflip=False, vflip=False, rotation=0, crop_scale=1.0, color_jitter=0.4),
-                            mean=(0, 0, 0), std=(1, 1, 1))(x)
+    jittered = BatchAugment(replace(OFF, color_jitter=0.4), mean=(0, 0, 0), std=(1, 1, 1))(x)
     assert len(jittered.mean((1, 2, 3)).unique()) == 8  # a brightness per image
 
 

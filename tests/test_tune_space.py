@@ -14,20 +14,20 @@ def write(tmp_path, text: str):
     return path
 
 
-def test_the_default_space_reads_and_starts_with_the_product_defaults_then_the_hep2_recipe():
+def test_the_default_space_reads_and_starts_with_the_product_defaults_then_the_other_model():
     space = resolve_sizes(read_space(), data_size=96)
     sizes = next(p for p in space.params if p.name == "image_size").choices
     assert sizes == [96, 128, 160]  # steps 0, 1, 2 of 32 px around the data-aware 96, that one first
-    defaults, hep2 = space.first_trials(TrainConfig())
+    defaults, other_model = space.first_trials(TrainConfig())
     # The product defaults, as `celltune train --data D` runs them: each value is TrainConfig's own.
-    assert defaults == {"model": "mobilenet_v2", "image_size": 96, "lr": 1e-3, "weight_decay": 0.05,
-                        "label_smoothing": 0.0, "ema": None, "freeze_stride": 0, "augmentation": "free_rotation",
+    assert defaults == {"model": "mobilenet_v2", "image_size": 96, "lr": 2e-3, "weight_decay": 0.05,
+                        "label_smoothing": 0.1, "ema": 0.999, "freeze_stride": 0, "augmentation": "flips_rot90",
                         "mixing": "none"}
-    assert space.options(defaults) == {"model": "mobilenet_v2", "image_size": 96, "lr": 1e-3, "weight_decay": 0.05,
-                                       "label_smoothing": 0.0, "ema": None, "freeze_stride": 0, "rot90": False,
-                                       "rotation": 180.0, "randaugment_ops": 0, "mixup": 0.0, "cutmix": 0.0}
+    assert space.options(defaults) == {"model": "mobilenet_v2", "image_size": 96, "lr": 2e-3, "weight_decay": 0.05,
+                                       "label_smoothing": 0.1, "ema": 0.999, "freeze_stride": 0, "rot90": True,
+                                       "rotation": 0.0, "randaugment_ops": 0, "mixup": 0.0, "cutmix": 0.0}
     assert TrainConfig().updated(**space.options(defaults)).updated(image_size=None) == TrainConfig()
-    assert hep2["model"] == "tf_efficientnet_lite0" and hep2["augmentation"] == "flips_rot90"
+    assert other_model == {**defaults, "model": "tf_efficientnet_lite0"}
 
 
 def test_image_size_steps_never_go_below_64_px_and_drop_duplicates(tmp_path):
@@ -71,6 +71,11 @@ families:
     ("options:\n  lr: {low: 0.0, high: 0.1, log: true}\n", "low > 0 with log: true"),
     ("options:\n  lr: {choices: []}\n", "choices: is a non-empty list"),
     ("options:\n  lr: {steps: [0]}\n", "steps: is for image_size alone"),
+    ("options:\n  image_size: {steps: [0.5]}\n", "steps: is a list of whole numbers"),
+    ("options:\n  lr: {low: 1.0e-4, high: 1.0e-2, log: true, step: 1.0e-4}\n", "log: true or step:, not both"),
+    ("options:\n  batch_size: {low: 8, high: 64.5}\n", "batch_size: 64.5 is not a value the option takes"),
+    ("options:\n  mixup: {choices: [0.0]}\nfamilies:\n  mixup: {a: {cutmix: 1.0}}\n", "mixup is both an option "
+                                                                                       "and a family"),
     ("families:\n  aug: {a: {rot90: maybe}}\n", "rot90: 'maybe' is not a value"),
     ("options:\n  lr: {choices: [0.1]}\nstart_with:\n  - {lrr: 0.1}\n", "'lrr' is not searched"),
     ("families:\n  aug: {a: {rot90: true}}\nstart_with:\n  - {aug: b}\n", "aug has no set 'b'; it has a"),
@@ -85,9 +90,9 @@ def test_a_wrong_space_fails_before_any_trial_naming_the_file_and_the_option(tmp
 
 def test_a_first_recipe_outside_the_space_says_which_option_to_give(tmp_path):
     space = read_space(write(tmp_path, "options:\n  lr: {choices: [0.01, 0.1]}\nstart_with:\n  - {}\n"))
-    with pytest.raises(ConfigError, match=r"start_with entry 1: lr: 0.001 is outside the space .*give it in the "
+    with pytest.raises(ConfigError, match=r"start_with entry 1: lr: 0.002 is outside the space .*give it in the "
                                           r"entry"):
-        space.first_trials(TrainConfig())  # the base recipe's lr (the default, 1e-3) is not a choice
-    family = read_space(write(tmp_path, "families:\n  aug: {flips: {rot90: true}}\nstart_with:\n  - {}\n"))
+        space.first_trials(TrainConfig())  # the base recipe's lr (the default, 2e-3) is not a choice
+    family = read_space(write(tmp_path, "families:\n  aug: {no_turns: {rot90: false}}\nstart_with:\n  - {}\n"))
     with pytest.raises(ConfigError, match="the base recipe matches none of aug's sets"):
         family.first_trials(TrainConfig())

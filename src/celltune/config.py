@@ -102,11 +102,11 @@ class OptimConfig:
                                      "1.5h, 90s): epochs (and, when not given, a smaller image size if needed) are "
                                      "planned from a measured probe of this machine's speed, and the run keeps to "
                                      "the plan")
-    ema: float | None = option(None, "also keep an exponential moving average of the weights with this decay per step "
-                               "(e.g. 0.999, warmed up over the first steps); whichever of averaged and raw weights "
+    ema: float | None = option(0.999, "also keep an exponential moving average of the weights with this decay per "
+                               "step (warmed up over the first steps; 0: off); whichever of averaged and raw weights "
                                "scores better on validation is saved")
     optimizer: Literal["sgd", "adamw"] = option("adamw", "optimizer")
-    lr: float = option(1e-3, "learning rate")
+    lr: float = option(2e-3, "learning rate")
     weight_decay: float = option(0.05, "weight decay")
     momentum: float = option(0.9, "SGD momentum")
     scheduler: Literal["plateau", "cosine", "none"] = option(
@@ -115,7 +115,7 @@ class OptimConfig:
     warmup_epochs: float = option(1.0, "cosine: epochs of linear warm-up")
     plateau_factor: float = option(0.1, "plateau: factor the learning rate is cut by")
     plateau_patience: int = option(5, "plateau: epochs without improvement before a cut")
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy targets")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy targets")
     focal_gamma: float = option(0.0, "multi-label: focal loss with this gamma instead of BCE (0: BCE)")
     patience: int | None = option(None, "early stopping after this many epochs without improvement of "
                                   "--early-stop-monitor (default: off)")
@@ -132,8 +132,10 @@ class Augment:
 
     hflip: bool = option(True, "random horizontal flips")
     vflip: bool = option(True, "random vertical flips")
-    rot90: bool = option(False, "random right-angle turns (lossless)")
-    rotation: float = option(180.0, "random rotation range in degrees either way (180: every orientation, 0: off)")
+    rot90: bool = option(True, "random right-angle turns (lossless)")
+    rotation: float = option(0.0, "random rotation range in degrees either way (180: every orientation, 0: off); "
+                             "off by default: resampling at any angle blurs fine texture, where right-angle turns "
+                             "move pixels exactly")
     crop_scale: float = option(0.8, "RandomResizedCrop's smallest area fraction (1.0: off)")
     affine_degrees: float = option(0.0, "RandomAffine rotation range (the classic AlexNet recipe; 0 with the rest: "
                                    "off)")
@@ -151,7 +153,7 @@ class Augment:
 class EvalConfig:
     """evaluation"""
 
-    tta: TtaMode = option("none", "test-time augmentation: probabilities averaged over 4 flips or all 8 "
+    tta: TtaMode = option("flips", "test-time augmentation: probabilities averaged over 4 flips or all 8 "
                           "flip/right-angle views")
     bootstrap: int = option(1000, "bootstrap resamples for the 95% confidence interval of each headline number "
                             "(single-label: resampled within each class; 0: no intervals)")

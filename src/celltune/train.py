@@ -74,8 +74,8 @@ def check(config: TrainConfig, resume: str | Path | None) -> TrainConfig:
         parse_duration(config.optim.time_budget, flag="--time-budget")
         if launched_externally() or str(config.hardware.devices) not in ("1",) or config.hardware.num_nodes > 1:
             raise ConfigError("--time-budget plans a run on one device for now; leave it out for multi-device runs")
-    if config.optim.ema is not None and not 0 < config.optim.ema < 1:
-        raise ConfigError(f"--ema {config.optim.ema}: give a decay between 0 and 1, such as 0.999")
+    if config.optim.ema is not None and not 0 <= config.optim.ema < 1:
+        raise ConfigError(f"--ema {config.optim.ema}: give a decay between 0 and 1, such as 0.999 (0: off)")
     if resume is not None and not (Path(resume) / LAST).is_file():
         raise MissingError(f"{Path(resume) / LAST}: nothing to resume; the run never finished an epoch")
     return config.updated(data=str(Path(config.data.root).resolve()),
@@ -224,7 +224,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
         module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, seed=data.seed,
                                 freeze_backbone=config.model.freeze_backbone, channels_last=hardware.channels_last,
                                 loss_weights=datamodule.class_weights() if data.balance == "loss" else None,
-                                compile_model=config.hardware.compile, ema=config.optim.ema)
+                                compile_model=config.hardware.compile, ema=config.optim.ema or None)
         callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
             "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
             "groups": data.groups, "groups_csv": data.groups_csv}, checkpoint_every=config.output.checkpoint_every)
