@@ -115,10 +115,11 @@ def check_data(found: LabelledSplits, data: DataConfig) -> tuple[LabelledSplits,
     codes = accepted.check_codes(data.accept)
     if "label-conflict" in codes and any(f.code == "label-conflict" for f in checks.errors):
         conflicting = accepted.conflicting_training_copies(found, checks)
-        found = accepted.without(found, conflicting)
-        skipped += conflicting
-        log.warning("--accept label-conflict: leaving out %d training image(s) that stand under another label in a "
-                    "scored split, listed in skipped_files.txt", len(conflicting))
+        if conflicting:  # conflicts within one split are trained on (or scored) as they are
+            found = accepted.without(found, conflicting)
+            skipped += conflicting
+            log.warning("--accept label-conflict: leaving out %d training image(s) that stand under another label "
+                        "in a scored split, listed in skipped_files.txt", len(conflicting))
     checks = accepted.accept(checks, codes)
     if checks.errors:
         raise DataError(f"{data.root}: the data checks found {len(checks.errors)} problem(s); `celltune check` "
