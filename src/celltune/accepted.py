@@ -55,5 +55,4 @@ def conflicting_training_copies(found: LabelledSplits, checks: Audit) -> list[Pa
 
 def without(found: LabelledSplits, paths: list[Path]) -> LabelledSplits:
     drop = set(paths)
-    return LabelledSplits(found.class_names, {k: [s for s in v if s.path not in drop] for k, v in
-                                              found.splits.items()}, found.layout, found.celltune_split)
+    return replace(found, splits={k: [s for s in v if s.path not in drop] for k, v in found.splits.items()})

@@ -36,7 +36,7 @@ def read_history(path: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def _save(fig: Figure, path: Path | BinaryIO) -> None:
+def save_figure(fig: Figure, path: Path | BinaryIO) -> None:
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
 
@@ -57,7 +57,7 @@ def plot_curves(history: list[dict], out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend()
         path = out_dir / f"{metric}.png"
-        _save(fig, path)
+        save_figure(fig, path)
         written.append(path)
     return written
 
@@ -83,5 +83,5 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path | Bin
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if rates[i, j] > 0.5 else "black")
     if title:
         ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
     return path

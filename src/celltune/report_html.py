@@ -17,7 +17,7 @@ from celltune.metrics import ClassificationResult, MultilabelResult, RunMetrics,
 from celltune.report import plot_confusion
 from celltune.samples import Sample
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
@@ -33,7 +33,7 @@ pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
 """
 
 
-def _img_tag(png: bytes, alt: str) -> str:
+def img_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
@@ -58,7 +58,7 @@ def worst_misclassified(samples: list[Sample], probs: np.ndarray,
     return [(samples[i], true, int(predicted[i]), float(probs[i, predicted[i]])) for i, true in wrong[:k]]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -81,13 +81,13 @@ def _summary(run: RunMetrics) -> str:
     selection = next(f.metadata["label"] for f in fields(result) if f.name == result.selection)
     rows += [["test-time augmentation", result.tta, ""], ["best epoch", f"{run.best_epoch} of {run.epochs_run}", ""],
              [f"best validation {selection}", _fmt(run.best_val.get(result.selection)), ""]]
-    return _table(["metric", "value", "95% confidence interval (bootstrap)"], rows)
+    return html_table(["metric", "value", "95% confidence interval (bootstrap)"], rows)
 
 
 def _per_class(result: ClassificationResult | MultilabelResult) -> str:
     columns = [label for _, label, _ in labelled(result.per_class[0])] if result.per_class else []
     rows = [[row.name, *(_fmt(v) for _, _, v in labelled(row))] for row in result.per_class]
-    return _table(["label" if result.multilabel else "class", *columns], rows)
+    return html_table(["label" if result.multilabel else "class", *columns], rows)
 
 
 def _multilabel_sections(run: RunMetrics) -> str:
@@ -104,7 +104,7 @@ def _single_label_sections(run: RunMetrics, samples: list[Sample], probs: np.nda
     normalized = io.BytesIO()
     plot_confusion(result.confusion_matrix, names, normalized, title="fraction of each true class", normalized=True)
     thumbs = "".join(
-        f"<figure>{_img_tag(_thumbnail(s.path), s.path.name) if s.path.is_file() else ''}"
+        f"<figure>{img_tag(_thumbnail(s.path), s.path.name) if s.path.is_file() else ''}"
         f"<figcaption>{html.escape(s.path.name)}<br>"
         f"true <b>{html.escape(names[true])}</b><br>predicted <b>{html.escape(names[p])}</b> {conf:.2f}"
         f"</figcaption></figure>"
@@ -114,10 +114,10 @@ def _single_label_sections(run: RunMetrics, samples: list[Sample], probs: np.nda
 <h2>Per class</h2>
 {_per_class(result)}
 <h2>Confusion matrix</h2>
-<div class="figs">{_img_tag(_png_file(run_dir / "confusion_matrix.png"), "confusion matrix, counts")}
-{_img_tag(normalized.getvalue(), "confusion matrix, normalised")}</div>
+<div class="figs">{img_tag(_png_file(run_dir / "confusion_matrix.png"), "confusion matrix, counts")}
+{img_tag(normalized.getvalue(), "confusion matrix, normalised")}</div>
 <h3>Most confused pairs</h3>
-{_table(["true", "predicted as", "count", "fraction of true"], confused) if confused else "<p>none</p>"}
+{html_table(["true", "predicted as", "count", "fraction of true"], confused) if confused else "<p>none</p>"}
 <h2>Most confident mistakes</h2>
 <div class="thumbs">{thumbs or "<p>no misclassified images</p>"}</div>
 """
@@ -132,7 +132,7 @@ def _data_checks(run_dir: Path) -> str:
                "nothing. <code>celltune check DATA</code> also looks for near-duplicates and confounds.</p>"
     rows = [[f["level"], f["message"], f["fix"], str(len(f["items"])),
              "; ".join(f["items"][:3]) + (" ..." if len(f["items"]) > 3 else "")] for f in findings]
-    return (_table(["level", "finding", "fix", "items", "first items"], rows)
+    return (html_table(["level", "finding", "fix", "items", "first items"], rows)
             + "<p>Every item: <code>data_checks.json</code>; more checks: <code>celltune check DATA</code>.</p>")
 
 
@@ -145,7 +145,7 @@ def _heatmaps(heatmaps: list[tuple[str, bytes]] | str | None) -> str:
              "</p>")
     if isinstance(heatmaps, str):
         return intro + f"<p>{html.escape(heatmaps)}</p>"
-    figures = "".join(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    figures = "".join(f"<figure>{img_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
                       for caption, png in heatmaps)
     return intro + f'<div class="cams">{figures or "<p>no images to explain</p>"}</div>'
 
@@ -166,19 +166,19 @@ def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs
     body = _multilabel_sections(run) if multilabel else _single_label_sections(run, samples, probs, run_dir)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>celltune report: {html.escape(run_dir.name)}</title>
-<style>{_STYLE}</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>celltune report: {html.escape(run_dir.name)}</h1>
 {body}
 {_heatmaps(heatmaps)}
 <h2>Training curves</h2>
-<div class="figs">{_img_tag(_png_file(run_dir / "loss.png"), "loss")}
-{_img_tag(_png_file(run_dir / "accuracy.png"), "accuracy")}</div>
+<div class="figs">{img_tag(_png_file(run_dir / "loss.png"), "loss")}
+{img_tag(_png_file(run_dir / "accuracy.png"), "accuracy")}</div>
 <h2>Data checks</h2>
 {_data_checks(run_dir)}
 <h2>Dataset</h2>
 <p>{html.escape(dataset["layout"])}; image sizes: most common {html.escape(", ".join(sizes["most_common"]))},
 min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}</p>
-{_table(["label (images)" if multilabel else "class", *splits], counts)}
+{html_table(["label (images)" if multilabel else "class", *splits], counts)}
 <h2>Configuration</h2>
 <pre>{html.escape(config)}</pre>
 </body></html>
@@ -206,17 +206,17 @@ def write_cv_report(parent: Path, summary: dict) -> Path:
         plot_confusion(pooled["confusion_matrix"], pooled["class_names"], png,
                        title="out-of-fold: fraction of each true class", normalized=True)
         matrix = ("<h2>Pooled out-of-fold confusion matrix</h2>"
-                  f"<div class=\"figs\">{_img_tag(png.getvalue(), 'confusion matrix')}</div>")
+                  f"<div class=\"figs\">{img_tag(png.getvalue(), 'confusion matrix')}</div>")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>celltune cross-validation: {html.escape(parent.name)}</title>
-<style>{_STYLE}</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>celltune cross-validation: {html.escape(parent.name)}</h1>
 <p>{summary['folds']} folds; every one of the {summary['images']} images held out once. Each fold is a run directory
 (<code>fold-1</code> ...) with its own report; <code>oof_predictions.csv</code> holds the out-of-fold predictions.</p>
 <h2>Per fold</h2>
-{_table(["", "images", *(labels[m] for m in headline)], rows)}
+{html_table(["", "images", *(labels[m] for m in headline)], rows)}
 <h2>Per class ({html.escape(metric)} across folds)</h2>
-{_table(["class", "mean ± std", *(f"fold {k}" for k in range(1, summary['folds'] + 1))], per_class)}
+{html_table(["class", "mean ± std", *(f"fold {k}" for k in range(1, summary['folds'] + 1))], per_class)}
 {matrix}
 </body></html>
 """

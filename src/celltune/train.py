@@ -82,6 +82,23 @@ def check(config: TrainConfig, resume: str | Path | None) -> TrainConfig:
                           mask_dir=str(Path(config.data.mask_dir).resolve()) if config.data.mask_dir else None)
 
 
+def find_data(data: DataConfig) -> LabelledSplits:
+    """The data folder's splits as ``data`` asks: its own, or made by celltune (fractions, seed, groups)."""
+    return discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.seed,
+                    label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
+
+
+def check_labels(config: TrainConfig, *, multilabel: bool) -> None:
+    """Fail on what the data's kind of labels cannot train with: soft-target mixing and balancing for multi-label
+    data, an early-stopping monitor it does not track."""
+    if multilabel and (config.augment.mixup or config.augment.cutmix or config.data.balance != "none"):
+        raise ConfigError("multi-label data: Mixup/CutMix and --balance are single-label only; turn them off")
+    tracked = ["val_loss", *(MultilabelResult if multilabel else ClassificationResult).tracked_names()]
+    if config.optim.patience is not None and config.optim.early_stop_monitor not in tracked:
+        raise ConfigError(f"--early-stop-monitor {config.optim.early_stop_monitor} is not tracked for "
+                          f"{'multi' if multilabel else 'single'}-label data; choose from {', '.join(tracked)}")
+
+
 def model_card(config: TrainConfig, found: LabelledSplits, prep: Preprocessing, *, in_chans: int) -> ModelCard:
     """How the model sees images: the weights' statistics, or with ``intensity: dataset`` the training set's own
     per-channel mean/std (from a seeded sample of up to 256 images)."""
@@ -164,14 +181,8 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     set_max_image_pixels(data.max_image_pixels)
     L.seed_everything(data.seed, workers=True, verbose=False)
     if found is None:
-        found = discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction,
-                         seed=data.seed, label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
-    if found.multilabel and (config.augment.mixup or config.augment.cutmix or data.balance != "none"):
-        raise ConfigError("multi-label data: Mixup/CutMix and --balance are single-label only; turn them off")
-    tracked = ["val_loss", *(MultilabelResult if found.multilabel else ClassificationResult).tracked_names()]
-    if config.optim.patience is not None and config.optim.early_stop_monitor not in tracked:
-        raise ConfigError(f"--early-stop-monitor {config.optim.early_stop_monitor} is not tracked for "
-                          f"{'multi' if found.multilabel else 'single'}-label data; choose from {', '.join(tracked)}")
+        found = find_data(data)
+    check_labels(config, multilabel=found.multilabel)
     skipped: list[Path] = []
     if checks is None:
         found, checks, skipped = check_data(found, data)
@@ -225,7 +236,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
         module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, seed=data.seed,
                                 freeze_backbone=config.model.freeze_backbone, channels_last=hardware.channels_last,
                                 loss_weights=datamodule.class_weights() if data.balance == "loss" else None,
-                                compile_model=config.hardware.compile, ema=config.optim.ema or None)
+                                compile_model=config.hardware.compile, ema=config.optim.ema)
         callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
             "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
             "groups": data.groups, "groups_csv": data.groups_csv}, checkpoint_every=config.output.checkpoint_every)

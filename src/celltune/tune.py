@@ -29,7 +29,6 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from celltune.budget import parse_duration
 from celltune.callbacks import RunRecorder
 from celltune.config import TrainConfig, config_from_dict
-from celltune.data import discover
 from celltune.defaults import image_size_for
 from celltune.errors import CelltuneError, ConfigError, ExistsError, MissingError
 from celltune.samples import LabelledSplits
@@ -131,13 +130,12 @@ def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
     """``space`` without the choices and sets that training refuses with the base recipe ``config`` (Mixup with
     ``--balance loss``, ``--freeze-stride`` with ``--freeze-backbone``, Mixup on multi-label data, a model name
     nobody knows ...), each left out with a warning; a searched option left with nothing is an error."""
-    from celltune.train import check
+    from celltune.train import check, check_labels
 
     def refusal(options: dict[str, Any]) -> str | None:
         try:
             tried = config.updated(**options)
-            if multilabel and (tried.augment.mixup or tried.augment.cutmix or tried.data.balance != "none"):
-                return "multi-label data takes no Mixup, CutMix or --balance"
+            check_labels(tried, multilabel=multilabel)
             check(tried, None)
         except CelltuneError as err:  # a config refused, a model nobody knows
             return str(err)
@@ -173,8 +171,7 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
     tune_dir = Path(tune_dir).resolve()
     settings = read_settings(tune_dir)
     found, checks = _data(settings.config)
-    trial_found = LabelledSplits(found.class_names, {k: v for k, v in found.splits.items() if k != "test"},
-                                 found.layout, found.celltune_split)
+    trial_found = replace(found, splits={k: v for k, v in found.splits.items() if k != "test"})
     study = open_study(settings.storage, settings.study, seed=settings.config.data.seed,
                        startup=len(settings.space.start_with))
     fail_orphans(study)
@@ -249,11 +246,8 @@ def _seconds(text: str | None, flag: str) -> float | None:
 
 def _data(config: TrainConfig) -> tuple[LabelledSplits, Any]:
     """The data's splits (as ``celltune train`` makes them) and its quick checks, once per process."""
-    from celltune.train import check_data
+    from celltune.train import check_data, find_data
 
-    data = config.data
-    found = discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.seed,
-                     label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
-    found, checks, _ = check_data(found, data)
+    found, checks, _ = check_data(find_data(config.data), config.data)
     return found, checks
 

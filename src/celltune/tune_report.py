@@ -21,8 +21,9 @@ from celltune.config import TrainConfig
 from celltune.errors import CelltuneError
 from celltune.metrics import RunMetrics
 from celltune.recipes import load_config
-from celltune.report import _save, read_json
-from celltune.report_html import _STYLE, _img_tag, _table
+from celltune.report import read_json, save_figure
+from celltune.report_html import STYLE, html_table, img_tag
+from celltune.tune_study import trial_seconds
 
 try:
     import fcntl  # POSIX; elsewhere processes finishing at the same moment may both score the winner
@@ -52,11 +53,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:
             continue
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and \
-            t.datetime_start else None
         rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
                      "curve": {int(k): v for k, v in sorted(t.intermediate_values.items())},
-                     "epochs": t.user_attrs.get("epochs"), "why": why_stopped(t), "seconds": seconds,
+                     "epochs": t.user_attrs.get("epochs"), "why": why_stopped(t), "seconds": trial_seconds(t),
                      "run_dir": t.user_attrs.get("run_dir")})
     return rows
 
@@ -142,7 +141,7 @@ def plot_curves(rows: list[dict[str, Any]], winner: int | None) -> bytes:
     if len(rows) <= 12:
         ax.legend(fontsize=7)
     buf = io.BytesIO()
-    _save(fig, buf)
+    save_figure(fig, buf)
     return buf.getvalue()
 
 
@@ -153,7 +152,7 @@ def plot_importance(shares: dict[str, float]) -> bytes:
     ax.barh(names, [shares[n] for n in names])
     ax.set_xlabel("share of the validation score's variance")
     buf = io.BytesIO()
-    _save(fig, buf)
+    save_figure(fig, buf)
     return buf.getvalue()
 
 
@@ -165,7 +164,7 @@ def _winner_html(winner: dict[str, Any] | None) -> str:
     rows = [[name, f"{v:.4f}", "–" if winner["test"] is None else f"{winner['test'][name]:.4f}",
              "–" if winner["test"] is None else f"{winner['overstated_by'][name]:+.4f}"]
             for name, v in winner["val"].items()]
-    lines.append(_table(["", "validation", "test (scored once)", "validation minus test"], rows))
+    lines.append(html_table(["", "validation", "test (scored once)", "validation minus test"], rows))
     if winner.get("test_error"):
         lines.append(f"<p>Not scored on test: {html.escape(winner['test_error'])}</p>")
     elif winner["test"] is None:
@@ -177,19 +176,19 @@ def _winner_html(winner: dict[str, Any] | None) -> str:
 def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None,
                       shares: dict[str, float] | str) -> Path:
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
-    trials = _table(["trial", "state", "validation", "epochs", "seconds", "why it stopped", "recipe"], [
+    trials = html_table(["trial", "state", "validation", "epochs", "seconds", "why it stopped", "recipe"], [
         [str(r["trial"]), r["state"], "–" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"] or "–"),
          "–" if r["seconds"] is None else f"{r['seconds']:.0f}", r["why"],
          ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())]
         for r in rows])
     winner_trial = winner["trial"] if winner else None
     matter = (f"<p>{html.escape(shares)}</p>" if isinstance(shares, str) else
-              _img_tag(plot_importance(shares), "setting importance"))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>celltune tune</title><style>{_STYLE}</style>"
+              img_tag(plot_importance(shares), "setting importance"))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>celltune tune</title><style>{STYLE}</style>"
             f"</head><body><h1>celltune tune: {html.escape(str(tune_dir))}</h1>"
             f"<p>{len(rows)} trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} "
             f"failed, {counts['running']} running.</p><h2>Winner</h2>{_winner_html(winner)}"
-            f"<h2>Curves</h2>{_img_tag(plot_curves(rows, winner_trial), 'validation curves')}"
+            f"<h2>Curves</h2>{img_tag(plot_curves(rows, winner_trial), 'validation curves')}"
             f"<h2>Which settings mattered</h2>{matter}<h2>Trials</h2>{trials}</body></html>")
     path = tune_dir / "tune.html"
     _replace_text(path, page)

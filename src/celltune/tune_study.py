@@ -54,10 +54,16 @@ def open_study(url: str, name: str, *, seed: int, startup: int) -> optuna.Study:
                                sampler=sampler, pruner=pruner)
 
 
+def trial_seconds(trial: FrozenTrial) -> float | None:
+    """Seconds a finished trial took (None while it runs)."""
+    if trial.datetime_complete is None or trial.datetime_start is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
 def spent_seconds(study: optuna.Study) -> float:
     """Seconds the study's finished trials took, all processes together."""
-    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
-               if t.datetime_complete is not None and t.datetime_start is not None)
+    return sum(trial_seconds(t) or 0.0 for t in study.get_trials(deepcopy=False))
 
 
 def fail_orphans(study: optuna.Study) -> None:
