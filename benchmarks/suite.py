@@ -37,6 +37,7 @@ from celltune.recipes import load_config
 from celltune.train import fit
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+RESULTS = "results.jsonl"
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,6 @@ def main() -> int:
     p.add_argument("--table", action="store_true", help="print the table of OUT/results.jsonl, running nothing")
     args = p.parse_args()
     out = Path(args.out_dir)
-    results = out / "results.jsonl"
     failed = 0
     if not args.table:
         try:
@@ -228,16 +228,28 @@ def main() -> int:
                     print(f"{dataset.name} / {recipe}: failed: {type(err).__name__}: {err}", file=sys.stderr)
                     failed += 1
                     continue
-                out.mkdir(parents=True, exist_ok=True)
-                with results.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_result(out, record)
+    if not show_table(out):
+        return 1 if failed else 2
+    return 1 if failed else 0
+
+
+def append_result(out: Path, record: Mapping[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / RESULTS).open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def show_table(out: Path) -> bool:
+    """Print the table of OUT/results.jsonl and write it to OUT/suite.md; False when nothing has run yet."""
+    results = out / RESULTS
     if not results.is_file():
         print(f"{results}: no results yet", file=sys.stderr)
-        return 1 if failed else 2
+        return False
     t = table([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
     print(render(t))
     (out / "suite.md").write_text(render(t, markdown=True) + "\n")
-    return 1 if failed else 0
+    return True
 
 
 if __name__ == "__main__":
