@@ -158,6 +158,38 @@ def _write(tmp_path, text):
     return path
 
 
+def test_trials_whose_budget_holds_no_epoch_are_pruned_and_the_search_stops_saying_what_to_give(
+        tiny_data, tmp_path, monkeypatch):
+    from celltune import train
+    from celltune.errors import TooShortError
+    from celltune.tune_report import why_stopped
+
+    def prepare(config, **kwargs):
+        raise TooShortError(f"--time-budget {config.optim.time_budget}: not one epoch fits; give at least 2:10")
+
+    monkeypatch.setattr(train, "prepare", prepare)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    tune_dir = new_tune(quick_config(tiny_data, tmp_path, name="short"), space=tmp_path / "space.yaml",
+                        trial_budget="90s", max_trials=10)
+    with pytest.raises(ConfigError, match=r"3 trials in a row had no time for one epoch in their 90 s, the last: "
+                       r"--time-budget 90.0s: not one epoch fits; give at least 2:10; give a longer --trial-budget"):
+        run_tune(tune_dir)
+    trials = study_of(tune_dir).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 3  # not failures: the budget, not the recipe
+    assert why_stopped(trials[0]) == "pruned before training: --time-budget 90.0s: not one epoch fits; give at " \
+        "least 2:10"
+    assert not (tune_dir / "trials").exists() or not any((tune_dir / "trials").iterdir())
+
+
+def test_a_budget_too_short_for_one_trial_is_refused_before_anything_is_written(tiny_data, tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    config = quick_config(tiny_data, tmp_path, name="hurried").updated(time_budget="2m")
+    with pytest.raises(ConfigError, match=r"--time-budget 2m leaves no time for a trial: .* at least 3m"):
+        new_tune(config, space=tmp_path / "space.yaml")
+    assert not (tmp_path / "hurried").exists()
+    assert new_tune(config.updated(time_budget="3m"), space=tmp_path / "space.yaml").is_dir()
+
+
 def test_a_search_needs_a_budget_or_a_trial_count(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match=r"give --time-budget .* or --trials N"):
         new_tune(quick_config(tiny_data, tmp_path))

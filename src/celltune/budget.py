@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 from celltune.config import TrainConfig
-from celltune.errors import ConfigError
+from celltune.errors import ConfigError, TooShortError
 from celltune.samples import LabelledSplits
 from celltune.transforms import TTA_VIEWS
 
@@ -149,7 +149,7 @@ def plan_run(*, budget: float, spent: float, speeds: list[Speed], work: Workload
     best = next((p for p in candidates if p.epochs >= MIN_EPOCHS), max(candidates, key=lambda p: p.epochs))
     if best.epochs < 1:
         need = spent + best.finish_seconds + best.epoch_seconds
-        raise ConfigError(f"--time-budget {clock(budget)}: not one epoch fits (one takes ~{best.epoch_seconds:.0f} "
+        raise TooShortError(f"--time-budget {clock(budget)}: not one epoch fits (one takes ~{best.epoch_seconds:.0f} "
                           f"s at {best.image_size} px, scoring ~{best.finish_seconds:.0f} s, {spent:.0f} s already "
                           f"spent); give at least {clock(need / (1 - MARGIN) + 1)}, or fewer images")
     return best

@@ -16,6 +16,10 @@ class ConfigError(CelltuneError, ValueError):
     """An option, a combination of options or a config file that cannot work."""
 
 
+class TooShortError(ConfigError):
+    """A time budget that holds not one epoch (with the final scoring)."""
+
+
 class DataError(CelltuneError, ValueError):
     """Bad input data; the message names the file and what to do about it."""
 

@@ -30,7 +30,7 @@ from celltune.budget import parse_duration
 from celltune.callbacks import RunRecorder
 from celltune.config import TrainConfig, config_from_dict
 from celltune.defaults import image_size_for
-from celltune.errors import CelltuneError, ConfigError, ExistsError, MissingError
+from celltune.errors import CelltuneError, ConfigError, ExistsError, MissingError, TooShortError
 from celltune.samples import LabelledSplits
 from celltune.tune_space import Space, read_space, resolve_sizes, space_from_dict
 from celltune.tune_study import fail_orphans, open_study, spent_seconds
@@ -41,7 +41,11 @@ SETTINGS = "tune.yaml"
 TRIALS = "trials"
 MIN_TRIAL_SECONDS = 60.0  # a trial needs at least a probe, an epoch and its scoring
 FINISH_SECONDS = 60.0  # the winner's test scoring, best.yaml and tune.html, after the last trial
+MIN_BUDGET_SECONDS = 3 * 60.0  # a trial's minute and the finish's, with a minute for reading and checking the data
 FAILURES_IN_A_ROW = 3  # then the search stops: the recipe, the space or the machine is wrong, not one trial
+# Trials whose budget holds no epoch of their recipe are pruned (the space's smaller sizes may fit); this many in a
+# row and the search stops: its trials are too short for this data.
+TOO_SHORT_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,11 @@ def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budg
     budget = _seconds(config.optim.time_budget, "--time-budget")
     if budget is None and max_trials is None:
         raise ConfigError("give --time-budget (how long to search, e.g. 2h) or --trials N, or both")
+    if budget is not None and budget < MIN_BUDGET_SECONDS:
+        raise ConfigError(f"--time-budget {config.optim.time_budget} leaves no time for a trial: a search needs at "
+                          f"least {MIN_BUDGET_SECONDS / 60:.0f}m (a trial of {MIN_TRIAL_SECONDS:.0f} s or more, then "
+                          f"{FINISH_SECONDS:.0f} s to score the winner and write the report); give more, or train "
+                          "once with `celltune train --time-budget`")
     trial_seconds = _seconds(trial_budget, "--trial-budget")
     if trial_seconds is None and budget is not None:
         trial_seconds = budget / 4  # a few complete trials; pruned ones cost a fraction of this
@@ -179,7 +188,7 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
     # --resume is this process's own.
     seconds = _seconds(budget, "--time-budget") if budget else (
         None if settings.budget_seconds is None else settings.budget_seconds - spent_seconds(study))
-    failures = 0
+    failures = too_short = 0
     while True:
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                              TrialState.FAIL, TrialState.RUNNING)))
@@ -194,6 +203,12 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_recorder(ended)])
         last = ended[-1]
         failures = failures + 1 if last.state == TrialState.FAIL else 0
+        too_short = too_short + 1 if "too_short" in last.user_attrs else 0
+        if too_short >= TOO_SHORT_IN_A_ROW:
+            raise ConfigError(f"{tune_dir}: {too_short} trials in a row had no time for one epoch in their "
+                              f"{trial_seconds:.0f} s, the last: {last.user_attrs['too_short']}; give a longer "
+                              "--trial-budget (a trial gets a quarter of --time-budget unless given) or a space "
+                              f"of smaller images, then `celltune tune --resume {tune_dir}`")
         if failures >= FAILURES_IN_A_ROW:
             raise ConfigError(f"{tune_dir}: {failures} trials in a row failed, the last with: "
                               f"{last.user_attrs.get('error', 'an unknown error')}; see the log above, fix the "
@@ -222,10 +237,17 @@ def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks
             log.info("trial %d: %s", trial.number, options)
             config = settings.config.updated(**options, out_dir=str(run_dir.parent), name=run_dir.name,
                                              time_budget=f"{trial_seconds:.1f}s" if trial_seconds else None)
-            run = prepare(config, found=found, checks=checks)
+            try:
+                run = prepare(config, found=found, checks=checks)
+            except TooShortError as err:  # the trial's budget, not its recipe: no result, not a crash
+                trial.set_user_attr("too_short", str(err))
+                log.info("trial %d pruned before training: %s", trial.number, err)
+                raise optuna.TrialPruned() from None
             pruning = TrialPruning(trial, run.recorder)
             run.trainer.callbacks.append(pruning)  # type: ignore[attr-defined]  # set by Lightning at init
             run_prepared(run)
+        except optuna.TrialPruned:
+            raise
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}")
             raise

@@ -39,6 +39,8 @@ def why_stopped(trial: FrozenTrial) -> str:
     epochs = trial.user_attrs.get("epochs")
     if trial.state == TrialState.COMPLETE:
         return f"ran its {epochs} epochs"
+    if trial.state == TrialState.PRUNED and "too_short" in trial.user_attrs:
+        return f"pruned before training: {trial.user_attrs['too_short']}"
     if trial.state == TrialState.PRUNED:
         return (f"pruned after epoch {trial.user_attrs.get('pruned_after', trial.last_step)}: behind the trials "
                 "that reached that epoch")
