@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from celltune.cli import main
-from celltune.crossval import PLAN, _oof, plan_folds, run_cv
-from celltune.data import discover
-from celltune.errors import MissingError
+from celltune.crossval import PLAN, _oof, fold_count, plan_folds, run_cv
+from celltune.data import discover, discover_pool
+from celltune.errors import ConfigError, MissingError
 from celltune.module import CellClassifier
 from celltune.predict import Prediction
 from celltune.predictions_csv import write_predictions_csv
@@ -119,3 +119,25 @@ def test_out_of_fold_table_keeps_names_that_look_like_formulas_as_text_guarded_o
     raw = list(csv.reader((tmp_path / "oof_predictions.csv").open(newline="")))
     assert raw[0] == header and [r[:4] for r in raw[1:]] == [["1", "'@one.png", "b", "'=cmd"],
                                                              ["2", "'-two.png", "b", "'=cmd"]]
+
+
+def test_folds_groups_holds_each_slide_out_once_with_a_whole_slide_for_validation(tmp_path):
+    """The issue's 58 histology tiles from 5 slides: --folds 5 with a 15% validation share asked for 7 groups."""
+    root = tmp_path / "tiles"
+    for slide, n in enumerate((12, 11, 13, 10, 12)):
+        for i in range(n):
+            png(root / ("tumour" if i % 2 else "stroma") / f"slide{slide}_{i}.png", value=(20 * slide + i) % 256)
+    found = discover_pool(root, groups=r"(slide\d+)_")
+    assert fold_count("groups", found) == 5 and fold_count(3, found) == 3
+    plan = plan_folds(found, folds=5, seed=0, val_fraction=0.15)
+
+    def slides(paths):
+        return {Path(p).name.split("_")[0] for p in paths}
+
+    assert sorted(next(iter(slides(f["test"]))) for f in plan) == [f"slide{s}" for s in range(5)]
+    for fold in plan:
+        test, val, train = slides(fold["test"]), slides(fold["val"]), slides(fold["train"])
+        assert (len(test), len(val), len(train)) == (1, 1, 3) and not (test & val or test & train or val & train)
+    with pytest.raises(ConfigError, match="--folds groups holds out one group at a time: give the groups with "
+                       "--groups PATTERN"):
+        fold_count("groups", discover_pool(root))

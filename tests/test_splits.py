@@ -60,8 +60,36 @@ def test_grouped_split_never_splits_a_group_and_stays_near_its_fractions():
         assert abs(len(part) / len(labels) - share) < 0.1
         assert len({labels[i] for i in part}) == 3  # every class in every part
     assert grouped_split(labels, groups, fractions=(0.7, 0.15, 0.15), seed=0) == parts
-    with pytest.raises(DataError, match="groups cannot give"):
+    with pytest.raises(DataError, match=r"2 group\(s\) cannot give a 25% part with whole groups \(images per group: "
+                       r"a \(2\), b \(2\)\); it needs 3: give finer groups .* or --test-fraction 0"):
         grouped_split([0, 1, 0, 1], ["a", "a", "b", "b"], fractions=(0.5, 0.25, 0.25), seed=0)
+
+
+def _slides(n_slides=5, tiles=(12, 11, 13, 10, 12)):
+    """The issue's histology case: 58 tiles from 5 slides, two classes in every slide."""
+    groups = [f"slide{g}" for g in range(n_slides) for _ in range(tiles[g])]
+    labels = [i % 2 for i in range(len(groups))]
+    return labels, groups
+
+
+def test_too_few_groups_for_a_share_give_one_whole_group_the_nearest_share(caplog):
+    labels, groups = _slides()
+    with caplog.at_level("INFO", logger="celltune.splits"):
+        parts = grouped_split(labels, groups, fractions=(0.7, 0.15, 0.15), seed=0)
+    owners = [{groups[i] for i in p} for p in parts]
+    assert [len(o) for o in owners] == [3, 1, 1]  # 15% of 5 slides is under one: one slide each for val and test
+    assert sorted(i for p in parts for i in p) == list(range(len(labels)))
+    assert "4 group(s) left cannot give a 15% part with whole groups: one group, about 25% of them" in caplog.text
+
+
+def test_folds_of_one_group_each_hold_every_group_out_once():
+    labels, groups = _slides()
+    folds = kfold(labels, groups, folds=5, seed=0)
+    assert sorted(len({groups[i] for i in f}) for f in folds) == [1] * 5
+    assert sorted(groups[f[0]] for f in folds) == [f"slide{g}" for g in range(5)]
+    with pytest.raises(DataError, match=r"5 group\(s\) cannot give 6 folds with whole groups \(images per group: "
+                       r"slide0 \(12\), slide1 \(11\), .*\); it needs 6: .* or --folds groups"):
+        kfold(labels, groups, folds=6, seed=0)
 
 
 def test_multilabel_groups_stay_whole_and_labels_spread():
@@ -86,7 +114,12 @@ def test_kfold_holds_every_image_out_once_with_groups_whole():
                                              reverse=True)
     y = np.eye(3, dtype=int)[labels]
     assert sorted(i for f in kfold(y, groups, folds=5, seed=0) for i in f) == list(range(len(labels)))
-    with pytest.raises(DataError, match="use fewer folds"):
-        kfold([0] * 3 + [1] * 30, None, folds=5, seed=0)  # a class of 3 cannot be in 5 folds
-    with pytest.raises(DataError, match="use fewer folds"):
+    with pytest.raises(DataError, match=r"1 class\(es\) with fewer images than the 5 folds cannot appear in every "
+                       r"fold: rare \(3 images\); leave them out with --exclude-classes rare or "
+                       r"--min-class-images 5 or --folds 3"):
+        kfold([0] * 3 + [1] * 30, None, folds=5, seed=0, class_names=["rare", "common"])
+    with pytest.raises(DataError, match=r"single \(1 image\); leave them out with --exclude-classes single or "
+                       r"--min-class-images 5$"):  # no number of folds helps a class of one image
+        kfold([0] + [1] * 30, None, folds=5, seed=0, class_names=["single", "common"])
+    with pytest.raises(DataError, match=r"3 group\(s\) cannot give 5 folds"):
         kfold(labels, ["a", "b", "c"] * (len(labels) // 3) + ["a"] * (len(labels) % 3), folds=5, seed=0)

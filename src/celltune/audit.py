@@ -21,6 +21,7 @@ from celltune.config import DataConfig
 from celltune.data import MaskFinder
 from celltune.duplicates import exact_groups, near_pairs
 from celltune.findings import Audit, Finding
+from celltune.group_audit import group_findings
 from celltune.imagefiles import IMAGE_SUFFIXES, hidden_under, is_hidden
 from celltune.images import ChannelFiles, ImageFacts, inspect_image
 from celltune.samples import LabelledSplits, Sample
@@ -228,6 +229,7 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
         checks.hidden()
         checks.frames()
         checks.findings += confounds.findings(found, samples, first, root)
+        checks.findings += group_findings(found)
     order = {"error": 0, "warning": 1, "info": 2}
     # errors first; among warnings, leaks across splits first
     findings = sorted(checks.findings, key=lambda f: (order[f.level], not f.code.endswith("leak")))

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from celltune.checkpoint import load_checkpoint
-from celltune.config import EvalConfig
-from celltune.data import discover_as_trained
+from celltune.config import DataConfig, EvalConfig
+from celltune.data import discover_as_trained, split_record
 from celltune.errors import ConfigError, DataError
 from celltune.evaluate import align_labels, score, truth_and_answers
 from celltune.metrics import labelled
 from celltune.stats import mcnemar_exact, paired_differences
 
-_SPLIT_KEYS = ("split_seed", "val_fraction", "test_fraction", "groups", "groups_csv")
+_SPLIT_KEYS = tuple(split_record(DataConfig()))  # what makes a run's split
 
 
 @dataclass(frozen=True)

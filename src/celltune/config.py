@@ -57,6 +57,11 @@ class DataConfig:
                                 "the data folder, names its group, e.g. '(ytma\\d+)_' or '^(patient\\d+)/'")
     groups_csv: str | None = option(None, "groups from a CSV of path,group rows, or for a CSV layout the name of "
                                     "one of its columns")
+    classes: list[str] | None = option(None, "work on these classes only (folder or CSV class names); the others are "
+                                       "left out of every split, fold and score")
+    exclude_classes: list[str] | None = option(None, "leave these classes out of every split, fold and score")
+    min_class_images: int = option(0, "leave out the classes with fewer images than this in the whole data folder, "
+                                   "with a warning naming them (0: keep every class)")
     balance: Literal["none", "sampler", "loss"] = option(
         "none", "class imbalance: draw every class equally often, or weight the loss by N / (C * count)")
     image_size: int | None = option(None, "input size in pixels (default: from the data: the median shorter image side "

@@ -22,6 +22,7 @@ import numpy as np
 
 from celltune import csvfiles
 from celltune.callbacks import LAST
+from celltune.class_choice import ClassChoice
 from celltune.config import TrainConfig
 from celltune.data import discover_pool, split_samples
 from celltune.errors import ConfigError, DataError, MissingError
@@ -51,7 +52,7 @@ def plan_folds(found: LabelledSplits, *, folds: int, seed: int, val_fraction: fl
         [s.label for s in pool])
     groups = [str(s.group) for s in pool] if pool and pool[0].group is not None else None
     plan = []
-    for test in kfold(labels, groups, folds=folds, seed=seed):
+    for test in kfold(labels, groups, folds=folds, seed=seed, class_names=found.class_names):
         held_out = set(test)
         rest = [s for i, s in enumerate(pool) if i not in held_out]
         (train, val, _), _ = split_samples(rest, len(found.class_names), seed=seed,
@@ -61,6 +62,18 @@ def plan_folds(found: LabelledSplits, *, folds: int, seed: int, val_fraction: fl
     return plan
 
 
+def fold_count(folds: int | str, found: LabelledSplits) -> int:
+    """``--folds``: a number, or ``groups`` for one fold per group of the data (leave one group out)."""
+    if folds != "groups":
+        return int(folds)
+    groups = {s.group for s in found.samples}
+    if None in groups:
+        raise ConfigError("--folds groups holds out one group at a time: give the groups with --groups PATTERN or "
+                          "--groups-csv")
+    log.info("--folds groups: %d folds, one group held out in each", len(groups))
+    return len(groups)
+
+
 def _fold_splits(found: LabelledSplits, fold: dict[str, list[str]], k: int, folds: int) -> LabelledSplits:
     by_path: dict[str, Sample] = {str(s.path): s for s in found.samples}
     missing = [p for paths in fold.values() for p in paths if p not in by_path]
@@ -68,7 +81,8 @@ def _fold_splits(found: LabelledSplits, fold: dict[str, list[str]], k: int, fold
         raise DataError(f"{missing[0]}: in the cross-validation plan but no longer in the data ({len(missing)} "
                         "images); start a new cross-validation")
     return LabelledSplits(found.class_names, {split: [by_path[p] for p in paths] for split, paths in fold.items()},
-                          f"{found.layout}, cross-validation fold {k} of {folds}", celltune_split=True)
+                          f"{found.layout}, cross-validation fold {k} of {folds}", celltune_split=True,
+                          left_out_classes=found.left_out_classes)
 
 
 def _fold_state(fold_dir: Path) -> str:
@@ -84,9 +98,10 @@ def _fold_state(fold_dir: Path) -> str:
     return "fresh"
 
 
-def run_cv(config: TrainConfig, *, folds: int = 5, resume: str | Path | None = None) -> Path:
-    """Cross-validate ``config`` (its data split into ``folds`` folds); returns the parent directory. With a time
-    budget, each fold still to train gets an equal share of what is left of it, less the summary's time."""
+def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | None = None) -> Path:
+    """Cross-validate ``config`` (its data split into ``folds`` folds; ``"groups"``: one fold per group, each held
+    out in turn); returns the parent directory. With a time budget, each fold still to train gets an equal share of
+    what is left of it, less the summary's time."""
     began = time.monotonic()
     from celltune.recipes import load_config, save_config
     from celltune.train import budget_seconds, check_data, fit
@@ -103,9 +118,11 @@ def run_cv(config: TrainConfig, *, folds: int = 5, resume: str | Path | None = N
         if parent.exists():
             raise ConfigError(f"{parent} exists; choose another --name, or --resume it")
     data = config.data
-    found = discover_pool(data.root, label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
+    found = discover_pool(data.root, label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv,
+                          choice=ClassChoice.of(data))
     found, checks, _ = check_data(found, data)
     if resume is None:
+        folds = fold_count(folds, found)
         saved = {"folds": folds, "seed": data.seed,
                  "plan": plan_folds(found, folds=folds, seed=data.seed, val_fraction=data.val_fraction)}
         parent.mkdir(parents=True)
@@ -131,6 +148,8 @@ def run_cv(config: TrainConfig, *, folds: int = 5, resume: str | Path | None = N
     summary = summarize_cv(parent, folds=saved["folds"], found=found, bootstrap=config.eval.bootstrap,
                            seed=data.seed)
     summary["wall_seconds_this_session"] = time.perf_counter() - start
+    if found.left_out_classes:
+        summary["classes_left_out"] = found.left_out_classes
     (parent / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
     from celltune.report_html import write_cv_report
 

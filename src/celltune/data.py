@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from celltune.class_choice import EVERY_CLASS, ClassChoice, choose_classes
 from celltune.config import DataConfig
 from celltune.errors import ConfigError, DataError
 from celltune.imagefiles import IMAGE_SUFFIXES, is_image_file
@@ -110,27 +111,40 @@ def _split_pool(found: Found, *, val_fraction: float, test_fraction: float, seed
 
 
 def _read_grouped(root: Path, *, label_names: str | Path | None, groups: str | None,
-                  groups_csv: str | None) -> Found:
-    """The layout under ``root``, its samples grouped when ``groups`` or ``groups_csv`` is given."""
+                  groups_csv: str | None, choice: ClassChoice) -> tuple[Found, dict[str, dict]]:
+    """The layout under ``root`` with the chosen classes, its samples grouped when ``groups`` or ``groups_csv`` is
+    given; and the classes left out."""
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
     found = read_layout(root, label_names=label_names)
-    return group_samples(found, root, pattern=groups, source=groups_csv) if groups or groups_csv else found
+    found = group_samples(found, root, pattern=groups, source=groups_csv) if groups or groups_csv else found
+    return choose_classes(found, choice, root=root)
+
+
+def split_record(data: DataConfig) -> dict:
+    """What makes a run's split, kept with its checkpoints so evaluation finds the same images
+    (``discover_as_trained``): seed, fractions, groups and the classes chosen."""
+    return {"split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
+            "groups": data.groups, "groups_csv": data.groups_csv, "classes": data.classes,
+            "exclude_classes": data.exclude_classes, "min_class_images": data.min_class_images}
 
 
 def discover(
     root: str | Path, *, val_fraction: float = DataConfig.val_fraction,
     test_fraction: float = DataConfig.test_fraction, seed: int = 0, label_names: str | Path | None = None,
-    groups: str | None = None, groups_csv: str | None = None,
+    groups: str | None = None, groups_csv: str | None = None, choice: ClassChoice = EVERY_CLASS,
 ) -> LabelledSplits:
-    """Find the labelled images under ``root`` in any of the supported layouts, grouped when ``groups`` (a pattern)
-    or ``groups_csv`` (a CSV file or column) is given, and split where the layout has no splits of its own."""
+    """Find the labelled images under ``root`` in any of the supported layouts, with the classes ``choice`` keeps
+    (``celltune.class_choice``), grouped when ``groups`` (a pattern) or ``groups_csv`` (a CSV file or column) is
+    given, and split where the layout has no splits of its own."""
     root = Path(root)
-    found = _read_grouped(root, label_names=label_names, groups=groups, groups_csv=groups_csv)
+    found, left_out = _read_grouped(root, label_names=label_names, groups=groups, groups_csv=groups_csv,
+                                    choice=choice)
     if found.splits is not None:
         out = LabelledSplits(found.class_names, found.splits, found.layout)
     else:
         out = _split_pool(found, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    out.left_out_classes = left_out
     if len(out.class_names) < 2:
         raise DataError(
             f"{root}: found {len(out.class_names)} class(es); put each class's images in its own subfolder "
@@ -191,21 +205,23 @@ def discover_as_trained(root: str | Path, saved: Mapping, *, defaults: DataConfi
     return discover(root, seed=saved.get("split_seed", defaults.seed),
                     val_fraction=saved.get("val_fraction", defaults.val_fraction),
                     test_fraction=saved.get("test_fraction", defaults.test_fraction),
-                    groups=saved.get("groups"), groups_csv=saved.get("groups_csv"), label_names=label_names)
+                    groups=saved.get("groups"), groups_csv=saved.get("groups_csv"), label_names=label_names,
+                    choice=ClassChoice.of(saved))
 
 
 def discover_pool(root: str | Path, *, label_names: str | Path | None = None, groups: str | None = None,
-                  groups_csv: str | None = None) -> LabelledSplits:
-    """Every labelled image under ``root`` in one ``train`` split, whatever splits the layout has: the pool that
-    cross-validation divides into folds."""
+                  groups_csv: str | None = None, choice: ClassChoice = EVERY_CLASS) -> LabelledSplits:
+    """Every labelled image under ``root`` (of the classes ``choice`` keeps) in one ``train`` split, whatever splits
+    the layout has: the pool that cross-validation divides into folds."""
     root = Path(root)
-    found = _read_grouped(root, label_names=label_names, groups=groups, groups_csv=groups_csv)
+    found, left_out = _read_grouped(root, label_names=label_names, groups=groups, groups_csv=groups_csv,
+                                    choice=choice)
     pool = found.pool if found.pool is not None else [s for v in (found.splits or {}).values() for s in v]
     if len(found.class_names) < 2 or not pool:
         raise DataError(f"{root}: found {len(found.class_names)} class(es) and {len(pool)} images; cross-validation "
                         "needs labelled images of at least two classes")
     return LabelledSplits(found.class_names, {"train": pool}, f"{found.layout}, all splits pooled",
-                          celltune_split=True)
+                          celltune_split=True, left_out_classes=left_out)
 
 
 def mask_paths(samples: list[Sample], *, data_root: str | Path, mask_dir: str | Path) -> list[Path]:
@@ -245,4 +261,5 @@ def summarize(found: LabelledSplits, facts: Mapping[Path, ImageFacts] | None = N
         "modes": dict(modes),
         **({"groups": {split: len({s.group for s in samples}) for split, samples in found.splits.items()}}
            if any(s.group is not None for s in found.samples) else {}),
+        **({"classes_left_out": found.left_out_classes} if found.left_out_classes else {}),
     }

@@ -24,6 +24,10 @@ class DataError(CelltuneError, ValueError):
     """Bad input data; the message names the file and what to do about it."""
 
 
+class GroupSplitError(DataError):
+    """A split or folds that whole groups cannot make; the message lists the groups and what works."""
+
+
 class ModelNotFoundError(CelltuneError, ValueError):
     """A model name neither torchvision nor timm knows."""
 

@@ -14,6 +14,7 @@ from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoin
 from celltune.config import DataConfig, EvalConfig
 from celltune.data import discover_as_trained, mask_paths
 from celltune.errors import CelltuneError, DataError
+from celltune.leaks import twins_in_training, without_twins
 from celltune.metrics import (
     Result,
     RunMetrics,
@@ -52,6 +53,26 @@ def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_siz
     loader = make_loader(samples, card, batch_size=batch_size, num_workers=num_workers, masks=masks)
     probs = predict_probs(model, loader, tta=tta, multilabel=card.multilabel)
     truth, answers = truth_and_answers(card, samples, probs)
+    return with_tta(result_of(card, truth, answers, probs, bootstrap=bootstrap, seed=seed), tta), probs
+
+
+def with_twins_left_out(result: Result, card: ModelCard, probs: np.ndarray, samples: list[Sample],
+                        twinned: list[bool], *, bootstrap: int, seed: int) -> Result:
+    """``result`` with its headline numbers on the images of ``samples`` that have no exact copy in training
+    (``twinned``, from ``celltune.leaks.twins_in_training``)."""
+    truth, answers = truth_and_answers(card, samples, probs)
+    clean = without_twins(twinned, lambda kept: result_of(card, truth[kept], answers[kept], probs[kept],
+                                                           bootstrap=bootstrap, seed=seed))
+    if clean is not None:
+        log.info("without the %d image(s) whose exact copy is in training: %s", clean["left_out"],
+                 {k: round(clean[k], 4) for k in result.headline() if k in clean})
+    return replace(result, without_twins=clean)
+
+
+def result_of(card: ModelCard, truth: np.ndarray, answers: np.ndarray, probs: np.ndarray, *, bootstrap: int = 0,
+              seed: int = 0) -> Result:
+    """The metrics of answers against truth (``truth_and_answers``), with 95% intervals from ``bootstrap``
+    resamples."""
     if card.multilabel:
         result: Result = multilabel_metrics(truth, probs, card.class_names, card.thresholds)
     else:
@@ -59,7 +80,7 @@ def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_siz
     if bootstrap:
         result = with_intervals(result, bootstrap_intervals(truth, answers, num_classes=len(card.class_names),
                                                             resamples=bootstrap, seed=seed))
-    return with_tta(result, tta), probs
+    return result
 
 
 def write_scored(out_dir: Path, *, split: str, result: Result, probs: np.ndarray, samples: list[Sample],
@@ -94,8 +115,10 @@ def align_labels(found: LabelledSplits, class_names: list[str], root: str | Path
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str = "test", seed: int = 0,
                         out_dir: str | Path | None = None, batch_size: int = 64, tta: str = "none",
-                        mask_dir: str | Path | None = None, bootstrap: int = EvalConfig.bootstrap) -> Result:
-    """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given."""
+                        mask_dir: str | Path | None = None, bootstrap: int = EvalConfig.bootstrap,
+                        twins: bool = False) -> Result:
+    """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given. With
+    ``twins``, also on the split's images without an exact copy in training (every training image read once)."""
     model, card, saved = load_checkpoint(checkpoint)
     # The split as in training (seed, fractions and groups saved in the checkpoint), so "test" means the same images.
     found = discover_as_trained(data, saved, defaults=DataConfig(seed=seed))
@@ -106,6 +129,15 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
     masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
     result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks, bootstrap=bootstrap,
                           seed=seed)
+    if twins and split != "train" and found.splits.get("train"):
+        from celltune.audit import read_all
+        from celltune.images import ChannelFiles
+
+        files = ChannelFiles()
+        pair = LabelledSplits(found.class_names, {"train": found.splits["train"], split: samples})
+        facts = read_all([p for s in pair.samples for p in files.of(s.path) or [s.path]])
+        result = with_twins_left_out(result, card, probs, samples, twins_in_training(pair, facts)[split],
+                                     bootstrap=bootstrap, seed=seed)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -129,9 +161,10 @@ def _heatmaps(model: nn.Module, card: ModelCard, samples: list[Sample], probs: n
 
 def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: LabelledSplits,
                masks: dict[str, list[Path] | None], history: list[dict], batch_size: int, tta: str,
-               bootstrap: int = 0, seed: int = 0) -> RunMetrics:
+               bootstrap: int = 0, seed: int = 0, twinned: dict[str, list[bool]] | None = None) -> RunMetrics:
     """Score the run's best checkpoint and write what a finished run holds: history.csv and its plots, thresholds
-    tuned on validation (multi-label), predictions, metrics.json and report.html."""
+    tuned on validation (multi-label), predictions, metrics.json and report.html. ``twinned``: per scored split,
+    which images have an exact copy in training (``celltune.leaks``); the numbers without them are reported too."""
     write_history(run_dir / "history.csv", history)
     plot_curves(history, run_dir)
     best = read_checkpoint(run_dir / BEST)
@@ -146,6 +179,8 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
     samples = found.splits[split]
     result, probs = score(model, card, samples, masks=masks[split], batch_size=batch_size, tta=tta,
                           bootstrap=bootstrap, seed=seed)
+    result = with_twins_left_out(result, card, probs, samples, (twinned or {}).get(split, []), bootstrap=bootstrap,
+                                 seed=seed)
     write_scored(run_dir, split=split, result=result, probs=probs, samples=samples)
     train_seconds = sum(row["seconds"] for row in history)  # all epochs, across resumes
     run = RunMetrics(split=split, result=result, best_epoch=int(best["epoch"]) + 1,

@@ -113,6 +113,9 @@ class ClassificationResult(_Result):
     most_confused: list[ConfusedPair] = field(default_factory=list)
     tta: str = "none"
     ci: dict[str, list[float]] = field(default_factory=dict)  # 95% bootstrap interval of each headline number
+    # The headline numbers on the scored images without an exact copy in training (celltune.leaks): {"images",
+    # "left_out", headline numbers, "ci"}; None when no scored image has one, or when nobody looked.
+    without_twins: dict[str, Any] | None = None
 
     multilabel: ClassVar[bool] = False
     selection: ClassVar[str] = "mean_class_accuracy"
@@ -141,6 +144,9 @@ class MultilabelResult(_Result):
     thresholds: list[float] = field(default_factory=list)
     tta: str = "none"
     ci: dict[str, list[float]] = field(default_factory=dict)  # 95% bootstrap interval of each headline number
+    # The headline numbers on the scored images without an exact copy in training (celltune.leaks): {"images",
+    # "left_out", headline numbers, "ci"}; None when no scored image has one, or when nobody looked.
+    without_twins: dict[str, Any] | None = None
 
     multilabel: ClassVar[bool] = True
     selection: ClassVar[str] = "macro_f1"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from celltune.class_choice import describe
 from celltune.images import read_image
 from celltune.metrics import ClassificationResult, MultilabelResult, RunMetrics, labelled
 from celltune.report import plot_confusion
@@ -81,7 +82,23 @@ def _summary(run: RunMetrics) -> str:
     selection = next(f.metadata["label"] for f in fields(result) if f.name == result.selection)
     rows += [["test-time augmentation", result.tta, ""], ["best epoch", f"{run.best_epoch} of {run.epochs_run}", ""],
              [f"best validation {selection}", _fmt(run.best_val.get(result.selection)), ""]]
-    return html_table(["metric", "value", "95% confidence interval (bootstrap)"], rows)
+    return html_table(["metric", "value", "95% confidence interval (bootstrap)"], rows) + _without_twins(run)
+
+
+def _without_twins(run: RunMetrics) -> str:
+    """The headline numbers on the scored images without an exact copy in training, when some have one."""
+    clean = run.result.without_twins
+    if clean is None:
+        return ""
+    result = run.result
+
+    def ci(name: str) -> str:
+        return "{:.4f} – {:.4f}".format(*clean["ci"][name]) if name in clean.get("ci", {}) else ""
+
+    rows = [[label, _fmt(clean[name]), ci(name)] for name, label, _ in labelled(result) if name in clean]
+    return (f"<p>{clean['left_out']} of the {result.num_samples} {html.escape(run.split)} images have an exact copy "
+            "(the same pixels) among the training images: the model has seen them. On the other "
+            f"{clean['images']}:</p>" + html_table(["metric", "value", "95% confidence interval (bootstrap)"], rows))
 
 
 def _per_class(result: ClassificationResult | MultilabelResult) -> str:
@@ -179,6 +196,7 @@ def write_report(run_dir: Path, *, run: RunMetrics, samples: list[Sample], probs
 <p>{html.escape(dataset["layout"])}; image sizes: most common {html.escape(", ".join(sizes["most_common"]))},
 min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}</p>
 {html_table(["label (images)" if multilabel else "class", *splits], counts)}
+{left_out_html(dataset.get("classes_left_out", {}))}
 <h2>Configuration</h2>
 <pre>{html.escape(config)}</pre>
 </body></html>
@@ -186,6 +204,11 @@ min {sizes["min"][0]}x{sizes["min"][1]}, max {sizes["max"][0]}x{sizes["max"][1]}
     path = run_dir / "report.html"
     path.write_text(page)
     return path
+
+
+def left_out_html(left_out: dict[str, dict]) -> str:
+    """A paragraph naming the classes left out of every split and score (``celltune.class_choice``), or nothing."""
+    return f"<p>Classes left out of every split and score: {html.escape(describe(left_out))}.</p>" if left_out else ""
 
 
 def write_cv_report(parent: Path, summary: dict) -> Path:
@@ -213,6 +236,7 @@ def write_cv_report(parent: Path, summary: dict) -> Path:
 <h1>celltune cross-validation: {html.escape(parent.name)}</h1>
 <p>{summary['folds']} folds; every one of the {summary['images']} images held out once. Each fold is a run directory
 (<code>fold-1</code> ...) with its own report; <code>oof_predictions.csv</code> holds the out-of-fold predictions.</p>
+{left_out_html(summary.get("classes_left_out", {}))}
 <h2>Per fold</h2>
 {html_table(["", "images", *(labels[m] for m in headline)], rows)}
 <h2>Per class ({html.escape(metric)} across folds)</h2>

@@ -29,6 +29,7 @@ class LabelledSplits:
     splits: dict[str, list[Sample]] = field(default_factory=dict)
     layout: str = ""
     celltune_split: bool = False  # celltune divided the images (else the splits are the layout's own)
+    left_out_classes: dict[str, dict] = field(default_factory=dict)  # {class: {"images": n, "why": ...}} (class_choice)
 
     def class_indices(self, split: str) -> list[int]:
         """Single-label: the class index of every image of ``split``."""

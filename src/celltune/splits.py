@@ -7,11 +7,15 @@ Single-label grouped splits follow scikit-learn's StratifiedGroupKFold; multi-la
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-from celltune.errors import DataError
+from celltune.errors import DataError, GroupSplitError
+
+log = logging.getLogger(__name__)
 
 
 def stratified_split(labels: list[int], *, fractions: tuple[float, ...], seed: int) -> list[list[int]]:
@@ -91,7 +95,8 @@ def iterative_group_assign(y: np.ndarray, groups: Sequence[str], shares: Sequenc
 def grouped_split(labels: list[int] | np.ndarray, groups: Sequence[str], *, fractions: tuple[float, float, float],
                   seed: int) -> list[list[int]]:
     """Train/val/test indices with every group in one part only, stratified as far as the groups allow. ``labels``:
-    class indices, or a (N, labels) 0/1 matrix for multi-label images."""
+    class indices, or a (N, labels) 0/1 matrix for multi-label images. Where too few groups are left for a part of
+    ``fractions``'s share, the part is one whole group, the nearest share there is (logged)."""
     labels = np.asarray(labels)
     n_groups = len(set(groups))
     if labels.ndim == 2:
@@ -106,9 +111,15 @@ def grouped_split(labels: list[int] | np.ndarray, groups: Sequence[str], *, frac
             parts.insert(0, [])
             continue
         k = max(2, round(remaining / fraction))  # one fold of k is the part
-        if len(set(np.asarray(groups)[rest])) < k:
-            raise DataError(f"{n_groups} groups cannot give a {fraction:.0%} part with whole groups; lower the "
-                            "fraction or give finer groups")
+        left = len(set(np.asarray(groups)[rest]))
+        if left < 2:
+            raise GroupSplitError(too_few_groups(
+                np.asarray(groups), f"a {fraction:.0%} part", needed=n_groups + 2 - left,
+                ways="or --test-fraction 0 where the data has a test set of its own"))
+        if left < k:
+            log.info("%d group(s) left cannot give a %.0f%% part with whole groups: one group, about %.0f%% of them, "
+                     "the nearest share there is", left, 100 * fraction, 100 * remaining / left)
+            k = left
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         keep, take = next(splitter.split(rest[:, None], labels[rest], np.asarray(groups)[rest]))
         parts.insert(0, sorted(rest[take].tolist()))
@@ -116,13 +127,15 @@ def grouped_split(labels: list[int] | np.ndarray, groups: Sequence[str], *, frac
     return [sorted(rest.tolist()), *parts]
 
 
-def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds: int, seed: int) -> list[list[int]]:
+def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds: int, seed: int,
+          class_names: Sequence[str] | None = None) -> list[list[int]]:
     """The held-out indices of each of ``folds`` folds: stratified, and grouped when ``groups`` are given. Every
-    index is held out once."""
+    index is held out once. ``class_names`` name the classes in errors."""
     labels = np.asarray(labels)
     x = np.zeros((len(labels), 1))
     if groups is not None and len(set(groups)) < folds:
-        raise DataError(f"{len(set(groups))} groups cannot fill {folds} folds with whole groups; use fewer folds")
+        raise GroupSplitError(too_few_groups(np.asarray(groups), f"{folds} folds", needed=folds,
+                                             ways="or --folds groups (one group held out at a time)"))
     if labels.ndim == 2:
         if groups is not None:
             part = iterative_group_assign(labels, groups, [1.0] * folds, seed=seed)
@@ -130,6 +143,10 @@ def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
         splits = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels)
+    elif groups is not None and folds == len(set(groups)):
+        from sklearn.model_selection import LeaveOneGroupOut
+
+        splits = LeaveOneGroupOut().split(x, labels, groups)
     elif groups is not None:
         from sklearn.model_selection import StratifiedGroupKFold
 
@@ -137,7 +154,29 @@ def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds
     else:
         from sklearn.model_selection import StratifiedKFold
 
-        if np.unique(labels, return_counts=True)[1].min() < folds:
-            raise DataError(f"a class has fewer than {folds} images: it cannot appear in every fold; use fewer folds")
+        _every_class_in_every_fold(labels, folds, class_names)
         splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels)
     return [sorted(test.tolist()) for _, test in splits]
+
+
+def _every_class_in_every_fold(labels: np.ndarray, folds: int, class_names: Sequence[str] | None) -> None:
+    """Fail, naming the classes and the flags that work, when a class has fewer images than there are folds."""
+    present, counts = np.unique(labels, return_counts=True)
+    small = [(str(class_names[c]) if class_names is not None else f"class {c}", int(n))
+             for c, n in zip(present, counts, strict=True) if n < folds]
+    if not small:
+        return
+    listed = ", ".join(f"{name} ({n} image{'s' * (n != 1)})" for name, n in small)
+    ways = [f"--exclude-classes {','.join(name for name, _ in small)}", f"--min-class-images {folds}"]
+    if min(n for _, n in small) >= 2:
+        ways.append(f"--folds {min(n for _, n in small)}")
+    raise DataError(f"{len(small)} class(es) with fewer images than the {folds} folds cannot appear in every fold: "
+                    f"{listed}; leave them out with {' or '.join(ways)}")
+
+
+def too_few_groups(groups: np.ndarray, what: str, *, needed: int, ways: str) -> str:
+    """The message of a split that whole groups cannot make: the groups with their sizes, and what would work."""
+    sizes = Counter(groups.tolist())
+    listed = ", ".join(f"{g} ({n})" for g, n in sorted(sizes.items())[:12]) + (" ..." if len(sizes) > 12 else "")
+    return (f"{len(sizes)} group(s) cannot give {what} with whole groups (images per group: {listed}); it needs "
+            f"{needed}: give finer groups (a --groups pattern for slides or fields rather than patients), {ways}")

@@ -27,14 +27,16 @@ from celltune.budget import (
 )
 from celltune.callbacks import LAST, RunRecorder, training_callbacks
 from celltune.checkpoint import BEST, ModelCard
+from celltune.class_choice import ClassChoice
 from celltune.config import DEFAULT_EPOCHS, DataConfig, TrainConfig
-from celltune.data import discover, summarize
+from celltune.data import discover, split_record, summarize
 from celltune.datamodule import CellDataModule
 from celltune.defaults import with_data_defaults
 from celltune.errors import ConfigError, DataError, MissingError
 from celltune.evaluate import finish_run
 from celltune.findings import Audit, format_findings
 from celltune.images import ChannelFiles, dataset_mean_std, load_input, set_max_image_pixels
+from celltune.leaks import twins_in_training
 from celltune.metrics import ClassificationResult, MultilabelResult
 from celltune.models import create_model, resolve_name
 from celltune.module import CellClassifier
@@ -85,7 +87,8 @@ def check(config: TrainConfig, resume: str | Path | None) -> TrainConfig:
 def find_data(data: DataConfig) -> LabelledSplits:
     """The data folder's splits as ``data`` asks: its own, or made by celltune (fractions, seed, groups)."""
     return discover(data.root, val_fraction=data.val_fraction, test_fraction=data.test_fraction, seed=data.seed,
-                    label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv)
+                    label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv,
+                    choice=ClassChoice.of(data))
 
 
 def check_labels(config: TrainConfig, *, multilabel: bool) -> None:
@@ -166,6 +169,7 @@ class PreparedRun:
     recorder: RunRecorder
     keeper: BudgetKeeper | None = None
     started: float = 0.0
+    twinned: dict[str, list[bool]] | None = None  # per scored split: has an exact copy in training (celltune.leaks)
 
 
 def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: LabelledSplits | None = None,
@@ -237,9 +241,8 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
                                 freeze_backbone=config.model.freeze_backbone, channels_last=hardware.channels_last,
                                 loss_weights=datamodule.class_weights() if data.balance == "loss" else None,
                                 compile_model=config.hardware.compile, ema=config.optim.ema)
-        callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra={
-            "split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
-            "groups": data.groups, "groups_csv": data.groups_csv}, checkpoint_every=config.output.checkpoint_every)
+        callbacks = training_callbacks(run_dir, card=card, optim=config.optim, extra=split_record(data),
+                                       checkpoint_every=config.output.checkpoint_every)
         keeper = None
         if plan is not None:
             keeper = BudgetKeeper(plan, deadline=started + plan.budget_seconds,
@@ -250,7 +253,8 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
         log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
                  config.hardware.devices, config.hardware.num_nodes)
     recorder = next(c for c in callbacks if isinstance(c, RunRecorder))
-    return PreparedRun(config, run_dir, found, card, model, module, datamodule, trainer, recorder, keeper, started)
+    return PreparedRun(config, run_dir, found, card, model, module, datamodule, trainer, recorder, keeper, started,
+                       twins_in_training(found, checks.facts))
 
 
 BEFORE_TRAINING = ("config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt", PLAN)  # what prepare writes
@@ -296,7 +300,7 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
     history = run.recorder.history or read_history(run.run_dir / "history.csv")
     finish_run(run.run_dir, model=run.model, card=run.card, found=run.found, masks=run.datamodule.masks,
                history=history, batch_size=run.datamodule.batch_size * 2, tta=run.config.eval.tta,
-               bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed)
+               bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed, twinned=run.twinned)
     if run.keeper is not None:  # the plan as kept, and how the run ended against it
         plan, elapsed = run.keeper.plan, time.monotonic() - run.started
         write_json(run.run_dir / PLAN, {**plan.to_dict(), "epochs_run": len(history),

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from celltune.class_choice import ClassChoice, describe
 from celltune.config import DataConfig
 from celltune.flags import add_flags
+
+CHOOSING = ("classes", "exclude_classes", "min_class_images")  # which classes the command looks at
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     from celltune.data import discover, summarize
 
-    s = summarize(discover(args.data, seed=args.seed, groups=args.groups, groups_csv=args.groups_csv))
+    s = summarize(discover(args.data, seed=args.seed, groups=args.groups, groups_csv=args.groups_csv,
+                           choice=ClassChoice.of(args)))
     splits = list(s["counts"])
     width = max(len(c) for c in s["classes"]) + 2
     print(f"{args.data}: {s['layout']}, {len(s['classes'])} classes")
@@ -25,6 +29,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
           f"max {sizes['max'][0]}x{sizes['max'][1]}; modes {s['modes']}")
     if "groups" in s:
         print("groups: " + ", ".join(f"{split} {n}" for split, n in s["groups"].items()))
+    if "classes_left_out" in s:
+        print(f"classes left out: {describe(s['classes_left_out'])}")
     return 0
 
 
@@ -33,19 +39,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     import time
 
     from celltune.audit import audit
-    from celltune.data import discover
+    from celltune.data import discover, discover_pool
+    from celltune.errors import GroupSplitError
     from celltune.findings import format_findings
+    from celltune.group_audit import split_finding
     from celltune.progress import bar
 
-    found = discover(args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                     label_names=args.label_names, groups=args.groups, groups_csv=args.groups_csv)
+    where = {"label_names": args.label_names, "groups": args.groups, "groups_csv": args.groups_csv,
+             "choice": ClassChoice.of(args)}
+    split_problem = None
+    try:
+        found = discover(args.data, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                         seed=args.seed, **where)
+    except GroupSplitError as err:  # split arithmetic never stops a check: every image in one pool, reported
+        found, split_problem = discover_pool(args.data, **where), str(err)
     start = time.perf_counter()
     with bar(len(found.samples), "reading") as reading:
         result = audit(found, args.data, mask_dir=args.mask_dir, fractions=(args.val_fraction, args.test_fraction),
                        workers=args.workers, progress=reading.update)
+    if split_problem is not None:
+        result.findings.insert(0, split_finding(split_problem))
     counts = {level: sum(f.level == level for f in result.findings) for level in ("error", "warning")}
     print(f"{args.data}: {found.layout}, {len(found.class_names)} classes, {len(result.facts)} files read in "
-          f"{time.perf_counter() - start:.1f} s\n")
+          f"{time.perf_counter() - start:.1f} s")
+    if found.left_out_classes:
+        print(f"classes left out: {describe(found.left_out_classes)}")
+    print()
     print(format_findings(result.findings) or "no findings")
     print(f"\n{counts['error']} error(s), {counts['warning']} warning(s)")
     if args.json:
@@ -58,14 +77,14 @@ def register(sub) -> None:
     p = sub.add_parser("summarize", help="counts per class and split, image sizes")
     p.add_argument("data")
     p.add_argument("--seed", type=int, default=0, help="seed of the split for a single class-folder tree")
-    add_flags(p, DataConfig, only={"groups", "groups_csv", "max_image_pixels"}, with_defaults=True)
+    add_flags(p, DataConfig, only={"groups", "groups_csv", "max_image_pixels", *CHOOSING}, with_defaults=True)
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("check", help="every problem of a dataset at once: unreadable files, duplicates and leaks, "
                        "classes, masks, groups, confounds (exit 1 on errors)")
     p.add_argument("data", help="the data folder, in any layout training reads")
     add_flags(p, DataConfig, only={"mask_dir", "groups", "groups_csv", "val_fraction", "test_fraction", "seed",
-                                   "label_names", "max_image_pixels"}, with_defaults=True)
+                                   "label_names", "max_image_pixels", *CHOOSING}, with_defaults=True)
     p.add_argument("--json", metavar="FILE", help="write every finding with all its files here")
     p.add_argument("--workers", type=int, default=None, help="reading processes (default: the cores, at most 4)")
     p.set_defaults(func=cmd_check)

@@ -27,6 +27,12 @@ def format_result(result: Result) -> str:
 
     lines = [f"images {result.num_samples}", *(f"  {number(name, label, value)}" for name, label, value in
                                               labelled(result) if name in headline), ""]
+    clean = result.without_twins
+    if clean is not None:
+        lines += [f"without the {clean['left_out']} image(s) whose exact copy is in training ({clean['images']} left):",
+                  *(f"  {label} {clean[name]:.4f}" + (" (95% CI {:.4f}-{:.4f})".format(*clean["ci"][name])
+                                                      if name in clean.get("ci", {}) else "")
+                    for name, label, _ in labelled(result) if name in clean), ""]
     rows = result.per_class
     columns = [label for _, label, _ in labelled(rows[0])] if rows else []
     width = max(len(c) for c in result.class_names) + 2
@@ -65,3 +71,4 @@ def print_run(run_dir: Path) -> None:
               + ("" if plan["within_budget"] else ", OVER the budget") + f" (plan and probe: {run_dir / PLAN})")
     print(f"\n{run.split} split:\n{format_result(run.result)}")
     print(f"\nreport: {run_dir / 'report.html'}")
+

@@ -16,7 +16,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
                                  batch_size=args.batch_size, tta=args.tta, mask_dir=args.mask_dir,
-                                 bootstrap=args.bootstrap)
+                                 bootstrap=args.bootstrap, twins=args.twins)
     print(f"{args.split} split of {args.data}:\n{format_result(result)}")
     if args.out_dir:
         print(f"\nwrote metrics_{args.split}.json, predictions_{args.split}.csv"
@@ -93,6 +93,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     add_flags(p, EvalConfig, with_defaults=True)
     p.add_argument("--mask-dir", help="masks as in training (the images' relative folders and stems)")
+    p.add_argument("--twins", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score the images without an exact copy (the same pixels) in the training split, "
+                   "reading every training image once (default: on)")
     add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.set_defaults(func=cmd_evaluate)
 

@@ -63,6 +63,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folds(text: str) -> int | str:
+    if text == "groups":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--folds {text}: a number of folds, or groups") from None
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a pretrained model")
     p.add_argument("--recipe", "--config", dest="recipe", metavar="NAME|FILE",
@@ -73,7 +82,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("cv", help="stratified (grouped) k-fold cross-validation: a run per fold, mean +- std, "
                        "pooled out-of-fold result")
-    p.add_argument("--folds", type=int, default=5, help="folds; every image is held out once (default: 5)")
+    p.add_argument("--folds", type=_folds, default=5, metavar="N|groups",
+                   help="folds, every image held out once (default: 5); groups: one fold per group of --groups, each "
+                   "held out in turn (leave one group out)")
     p.add_argument("--recipe", "--config", dest="recipe", metavar="NAME|FILE",
                    help="a packaged recipe or a YAML file; flags given here override it")
     p.add_argument("--resume", metavar="CV_DIR", help="continue a killed cross-validation with its unfinished folds")

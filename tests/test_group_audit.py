@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+
+from celltune.cli import main as celltune
+from celltune.data import discover_pool
+from celltune.group_audit import group_findings
+
+from conftest import png
+
+
+def tiles(root, slides):
+    """root/CLASS/slideS_CLASS_i.png: ``slides`` maps each slide to its images per class."""
+    for slide, per_class in slides.items():
+        for c, (cls, n) in enumerate(per_class.items()):
+            for i in range(n):
+                png(root / cls / f"slide{slide}_{cls}_{i}.png", value=(60 * slide + 20 * c + i) % 256)
+    return root
+
+
+def test_groups_are_listed_with_their_classes_and_single_class_groups_named(tmp_path):
+    root = tiles(tmp_path / "t", {0: {"stroma": 4, "tumour": 4}, 1: {"tumour": 3}, 2: {"stroma": 2, "tumour": 1}})
+    info, one_class = group_findings(discover_pool(root, groups=r"(slide\d+)_"))
+    assert (info.code, info.level) == ("groups", "info")
+    assert info.message.startswith("3 groups of 3-8 images (median 3)")
+    assert info.items == ["slide0: 8 images (stroma 4, tumour 4)", "slide1: 3 images (tumour 3)",
+                          "slide2: 3 images (stroma 2, tumour 1)"]
+    assert (one_class.code, one_class.level) == ("group-one-class", "warning")
+    assert one_class.message.startswith("1 of 3 groups hold images of one class only")
+    assert one_class.items == ["slide1: 3 images, all tumour"]
+    assert group_findings(discover_pool(root)) == []  # no groups given: nothing to say
+
+
+def test_check_audits_the_groups_when_whole_groups_cannot_make_the_split(tmp_path, capsys):
+    root = tiles(tmp_path / "t", {0: {"stroma": 4, "tumour": 4}, 1: {"tumour": 4}})
+    report = tmp_path / "check.json"
+    code = celltune(["check", str(root), "--groups", r"(slide\d+)_", "--json", str(report)])
+    out = capsys.readouterr().out
+    assert code == 1  # an error found, not a crash: every finding printed
+    assert "ERROR   split: the train/val/test split cannot be made: 2 group(s) cannot give a 15% part with whole " \
+           "groups (images per group: slide0 (8), slide1 (4)); it needs 3" in out
+    assert "WARNING group-one-class: 1 of 2 groups hold images of one class only" in out
+    assert "INFO    groups: 2 groups of 4-8 images" in out
+    codes = [f["code"] for f in json.loads(report.read_text())["findings"]]
+    assert codes[0] == "split" and "groups" in codes
