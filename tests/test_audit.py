@@ -114,6 +114,20 @@ def test_duplicates_and_near_duplicates_within_and_across_splits(tmp_path):
     assert not result.errors
 
 
+def test_a_near_duplicate_pair_under_two_labels_is_a_label_conflict_listed_with_both_files(tmp_path):
+    """The issue's red-cell case: the same cell annotated twice, once under each class (a resized, re-encoded crop)."""
+    root = tmp_path / "d"
+    for split, n in (("train", 8), ("val", 4)):
+        for cls in ("golgi", "speckled"):
+            for i in range(n):
+                _cell(root / split / cls / f"{cls[0]}{split}{i}.png", cls)
+    _jpeg_resized(root / "train" / "speckled" / "strain1.png", root / "val" / "golgi" / "relabelled.jpg", 48)
+    codes = _codes(audit(discover(root), root, workers=1))
+    assert codes["near-label-conflict"] == [
+        "train/speckled/strain1.png (speckled, train) = val/golgi/relabelled.jpg (golgi, val)"]
+    assert "near-leak" not in codes  # listed once, as the conflict
+
+
 def test_the_same_image_under_two_labels_is_an_error(tmp_path):
     root = tmp_path / "d"
     for cls in ("golgi", "speckled"):

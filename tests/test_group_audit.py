@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 from celltune.cli import main as celltune
-from celltune.data import discover_pool
-from celltune.group_audit import group_findings
+from celltune.data import discover, discover_pool
+from celltune.group_audit import group_findings, source_name_findings
 
 from conftest import png
 
@@ -43,3 +43,30 @@ def test_check_audits_the_groups_when_whole_groups_cannot_make_the_split(tmp_pat
     assert "INFO    groups: 2 groups of 4-8 images" in out
     codes = [f["code"] for f in json.loads(report.read_text())["findings"]]
     assert codes[0] == "split" and "groups" in codes
+
+
+def malaria(root, *, divided: bool):
+    """train/ and valid/ class trees of cells named SOURCE_cell_N.png; ``divided``: each source has cells in both."""
+    for c, cls in enumerate(("Parasitized", "Uninfected")):
+        for src in range(4):
+            for i in range(4):
+                split = ("train", "valid")[i % 2] if divided else ("train" if src < 3 else "valid")
+                png(root / split / cls / f"C{src}P{c}thinF_IMG_{src}_cell_{i}.png", value=(30 * src + 7 * i + c) % 256)
+    return root
+
+
+def test_check_warns_when_file_names_reveal_sources_that_the_split_divides(tmp_path):
+    root = malaria(tmp_path / "m", divided=True)
+    (finding,) = source_name_findings(discover(root), root)
+    assert (finding.code, finding.level) == ("source-across-splits", "warning")
+    assert finding.message.startswith("8 of 8 sources named in the file names (the part of the name before _cell_) "
+                                      "have images in more than one split")
+    assert "--groups '([^/]+?)_cell_'" in finding.fix
+    assert finding.items[0] == "C0P0thinF_IMG_0: train 2, val 2"
+    # The pattern given, the groups are the sources: the check of pre-made splits sharing groups takes over.
+    grouped = discover(root, groups=r"([^/]+?)_cell_")
+    assert {s.group for s in grouped.samples} == {f"C{s}P{c}thinF_IMG_{s}" for s in range(4) for c in range(2)}
+    assert source_name_findings(grouped, root) == []
+    kept_apart = malaria(tmp_path / "k", divided=False)
+    assert source_name_findings(discover(kept_apart), kept_apart) == []
+    assert source_name_findings(discover(tmp_path / "m"), tmp_path) != []  # paths relative to any root above

@@ -21,7 +21,7 @@ from celltune.config import DataConfig
 from celltune.data import MaskFinder
 from celltune.duplicates import exact_groups, near_pairs
 from celltune.findings import Audit, Finding
-from celltune.group_audit import group_findings
+from celltune.group_audit import group_findings, source_name_findings
 from celltune.imagefiles import IMAGE_SUFFIXES, hidden_under, is_hidden
 from celltune.images import ChannelFiles, ImageFacts, inspect_image
 from celltune.samples import LabelledSplits, Sample
@@ -165,6 +165,10 @@ class _Checks:
                      "group-across-splits trains on the splits as they are)",
                      [f"{g}: " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in sorted(spanning.items())])
 
+    def _label(self, sample: Sample) -> str:
+        label = sample.label
+        return self.found.class_names[label] if isinstance(label, int) else str(label)
+
     def _pairs(self, pairs: Sequence[tuple[Sample, ...]], kind: str, how: str) -> None:
         leak = [p for p in pairs if len({self.split_of[s.path] for s in p}) > 1]
         within = [p for p in pairs if p not in leak]
@@ -181,17 +185,22 @@ class _Checks:
         groups = [[samples[i] for i in g] for g in exact_groups(facts)]
         conflicting = [g for g in groups if len({s.label for s in g}) > 1]
         if conflicting:
-            names = self.found.class_names
             self.add("error", "label-conflict", f"{len(conflicting)} image(s) occur under different labels",
                      "keep the copy with the right label, or train on the data as published with --accept "
-                     "label-conflict", [" = ".join(
-                         f"{_rel(s.path, self.root)} ({names[s.label] if isinstance(s.label, int) else s.label})"
-                         for s in g) for g in conflicting])
+                     "label-conflict", [" = ".join(f"{_rel(s.path, self.root)} ({self._label(s)})" for s in g)
+                                        for g in conflicting])
         self._pairs([tuple(g) for g in groups if g not in conflicting], "exact", "groups of identical images")
         if near:
             pairs = [(samples[i], samples[j]) for i, j, _ in near_pairs(facts)]
-            self._pairs(pairs, "near", "pairs of near-duplicate images (resized, re-encoded, shifted or the same "
-                        "cell captured twice)")
+            disagree = [p for p in pairs if p[0].label != p[1].label]
+            if disagree:
+                self.add("warning", "near-label-conflict", f"{len(disagree)} pair(s) of near-duplicate images stand "
+                         "under different labels: the same cell annotated twice, or two cells too alike to tell",
+                         "look at each pair: keep the copy with the right label, or remove both", [" = ".join(
+                             f"{_rel(s.path, self.root)} ({self._label(s)}, {self.split_of[s.path]})" for s in p)
+                             for p in disagree])
+            self._pairs([p for p in pairs if p not in disagree], "near", "pairs of near-duplicate images (resized, "
+                        "re-encoded, shifted or the same cell captured twice)")
 
 
 def needed_images(val_fraction: float, test_fraction: float) -> int:
@@ -229,7 +238,7 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
         checks.hidden()
         checks.frames()
         checks.findings += confounds.findings(found, samples, first, root)
-        checks.findings += group_findings(found)
+        checks.findings += group_findings(found) + source_name_findings(found, root)
     order = {"error": 0, "warning": 1, "info": 2}
     # errors first; among warnings, leaks across splits first
     findings = sorted(checks.findings, key=lambda f: (order[f.level], not f.code.endswith("leak")))
