@@ -30,6 +30,8 @@ def patients(tmp_path):
 
 
 def test_cv_makes_a_run_per_fold_holds_every_image_out_once_and_summarizes(patients, tmp_path, capsys):
+    # A cell saved twice, under two patients: where their folds differ, each copy is seen in the other's training.
+    (patients / "a" / "patient9_copy.png").write_bytes((patients / "a" / "patient0_0.png").read_bytes())
     # 6 or 7 patients left outside each test fold: a validation third of them (a 15% part cannot be whole groups).
     args = ["-q", "cv", "--data", str(patients), "--folds", "3", "--groups", r"(patient\d+)_", "--val-fraction",
             "0.34", "--model", "mobilenet_v2", "--no-pretrained", "--image-size", "16", "--epochs", "1", "--batch-size",
@@ -50,11 +52,19 @@ def test_cv_makes_a_run_per_fold_holds_every_image_out_once_and_summarizes(patie
         folds_of.setdefault(r["path"].split("/")[-1].split("_")[0], set()).add(r["fold"])
     assert all(len(f) == 1 for f in folds_of.values()) and len(folds_of) == 10
     s = json.loads((parent / "cv.json").read_text())
-    assert [row["fold"] for row in s["per_fold"]] == [1, 2, 3] and s["images"] == 60
+    assert [row["fold"] for row in s["per_fold"]] == [1, 2, 3] and s["images"] == 61
     accs = [row["accuracy"] for row in s["per_fold"]]
     assert s["mean"]["accuracy"] == pytest.approx(sum(accs) / 3)
-    assert s["pooled"]["accuracy"] == pytest.approx(sum(r["true"] == r["predicted"] for r in oof) / 60)
-    assert sum(map(sum, s["pooled"]["confusion_matrix"])) == 60 and set(s["per_class"]) == {"a", "b", "c"}
+    assert s["pooled"]["accuracy"] == pytest.approx(sum(r["true"] == r["predicted"] for r in oof) / 61)
+    assert sum(map(sum, s["pooled"]["confusion_matrix"])) == 61 and set(s["per_class"]) == {"a", "b", "c"}
+    apart = folds_of["patient0"] != folds_of["patient9"]
+    clean = s["pooled"]["without_twins"]
+    if apart:  # both copies held out where the other trained
+        kept = [r for r in oof if not r["path"].endswith(("patient0_0.png", "patient9_copy.png"))]
+        assert (clean["left_out"], clean["images"]) == (2, 59)
+        assert clean["accuracy"] == pytest.approx(sum(r["true"] == r["predicted"] for r in kept) / 59)
+    else:
+        assert clean is None
     page = (parent / "cv.html").read_text()
     assert "mean ± std" in page and "Pooled out-of-fold confusion matrix" in page
     assert "mean +- std" in capsys.readouterr().out

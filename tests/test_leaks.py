@@ -76,3 +76,19 @@ def test_a_run_scores_the_test_split_with_and_without_the_images_training_has_se
     assert line in capsys.readouterr().out
     assert celltune(["evaluate", str(run_dir), "--data", str(leaky), "--no-twins"]) == 0
     assert "without the" not in capsys.readouterr().out
+
+
+def test_a_held_out_image_is_seen_when_its_fold_trained_on_a_copy(leaky):
+    from celltune.leaks import twins_in_folds
+
+    found = discover(leaky)
+    facts = audit(found, leaky, quick=True).facts
+    train, test = found.splits["train"], found.splits["test"]
+    copy = next(s for s in test if s.path.name == "copy_of_a_training_cell.bmp")
+    others = [s for s in test if s is not copy]
+    plan = [{"train": [str(s.path) for s in train], "val": [], "test": [str(s.path) for s in test]},
+            {"train": [str(s.path) for s in others], "val": [], "test": [str(s.path) for s in train]}]
+    twinned = twins_in_folds(plan, found, facts)
+    assert twinned[str(copy.path)] is True  # fold 1 trained on the original
+    assert not any(twinned[str(s.path)] for s in others)
+    assert not any(twinned[str(s.path)] for s in train)  # fold 2 trained without the copy

@@ -26,6 +26,7 @@ from celltune.class_choice import ClassChoice
 from celltune.config import TrainConfig
 from celltune.data import discover_pool, split_samples
 from celltune.errors import ConfigError, DataError, MissingError
+from celltune.leaks import twins_in_folds, without_twins
 from celltune.metrics import (
     Result,
     RunMetrics,
@@ -146,7 +147,7 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | No
         fit(fold_config, found=_fold_splits(found, fold, k, saved["folds"]), checks=checks,
             resume=fold_dir if state == "resumable" else None)
     summary = summarize_cv(parent, folds=saved["folds"], found=found, bootstrap=config.eval.bootstrap,
-                           seed=data.seed)
+                           seed=data.seed, twinned=twins_in_folds(saved["plan"], found, checks.facts))
     summary["wall_seconds_this_session"] = time.perf_counter() - start
     if found.left_out_classes:
         summary["classes_left_out"] = found.left_out_classes
@@ -172,9 +173,11 @@ def _oof(parent: Path, folds: int) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
-def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, bootstrap: int = 1000, seed: int = 0) -> dict:
+def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, bootstrap: int = 1000, seed: int = 0,
+                 twinned: dict[str, bool] | None = None) -> dict:
     """Per-fold headline numbers, mean and standard deviation (ddof 1), per-class recall (multi-label: F1) across
-    folds, and the pooled out-of-fold result (multi-label: each image at its own fold's thresholds)."""
+    folds, and the pooled out-of-fold result (multi-label: each image at its own fold's thresholds); with
+    ``twinned`` (each image: an exact copy in its fold's training part), the pooled result without those too."""
     runs = [RunMetrics.from_dict(json.loads((parent / f"fold-{k}" / "metrics.json").read_text()))
             for k in range(1, folds + 1)]
     first = runs[0].result
@@ -190,14 +193,24 @@ def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, bootstrap: 
         truth = multi_hot([label_of[r["path"]] for r in rows], len(names))  # type: ignore[misc]
         thresholds = np.array([runs[int(r["fold"]) - 1].result.thresholds for r in rows])  # type: ignore[union-attr]
         answers = (probs >= thresholds).astype(int)
-        result: Result = multilabel_metrics(truth, answers.astype(float), names)
-        result = replace(result, roc_auc_macro=None)  # of 0/1 answers, not of probabilities: left out
     else:
         truth, answers = np.array([label_of[r["path"]] for r in rows]), probs.argmax(1)
-        result = classification_metrics(truth, answers, names, probs=probs)
-    if bootstrap:  # --bootstrap 0: no intervals (0 resamples have no percentiles)
-        result = with_intervals(result, bootstrap_intervals(truth, answers, num_classes=len(names),
-                                                            resamples=bootstrap, seed=seed))
+
+    def pooled_of(kept: np.ndarray) -> Result:
+        if first.multilabel:
+            result: Result = multilabel_metrics(truth[kept], answers[kept].astype(float), names)
+            result = replace(result, roc_auc_macro=None)  # of 0/1 answers, not of probabilities: left out
+        else:
+            result = classification_metrics(truth[kept], answers[kept], names, probs=probs[kept])
+        if bootstrap:  # --bootstrap 0: no intervals (0 resamples have no percentiles)
+            result = with_intervals(result, bootstrap_intervals(truth[kept], answers[kept], num_classes=len(names),
+                                                                resamples=bootstrap, seed=seed))
+        return result
+
+    result = pooled_of(np.arange(len(rows)))
+    if twinned:
+        result = replace(result, without_twins=without_twins([twinned.get(r["path"], False) for r in rows],
+                                                             pooled_of))
     pooled = result.to_dict()
     return {"folds": folds, "images": len(rows), "headline": headline,
             "labels": {name: label for name, label, _ in labelled(first) if name in headline},

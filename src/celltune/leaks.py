@@ -38,6 +38,19 @@ def twins_in_training(found: LabelledSplits, facts: Mapping[Path, ImageFacts]) -
             for split, samples in found.splits.items() if split != "train"}
 
 
+def twins_in_folds(plan: list[dict[str, list[str]]], found: LabelledSplits,
+                   facts: Mapping[Path, ImageFacts]) -> dict[str, bool]:
+    """{held-out image's path: whether its fold's training part holds an image of the same pixels} for a
+    cross-validation plan (each fold's ``train``, ``val`` and ``test`` paths)."""
+    by_path = {str(s.path): s for s in found.samples}
+    out: dict[str, bool] = {}
+    for fold in plan:
+        parts = {"train": [by_path[p] for p in fold["train"]], "test": [by_path[p] for p in fold["test"]]}
+        twinned = twins_in_training(LabelledSplits(found.class_names, parts), facts)["test"]
+        out.update(zip(fold["test"], twinned, strict=True))
+    return out
+
+
 def without_twins(twinned: list[bool], scored: Callable[[np.ndarray], Any]) -> dict[str, Any] | None:
     """The headline numbers (and their intervals, where ``scored`` gives them) on the images without a twin in
     training: ``scored(indices)`` scores those images of the split. None when no image has a twin."""

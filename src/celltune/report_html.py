@@ -217,9 +217,15 @@ def write_cv_report(parent: Path, summary: dict) -> Path:
     headline, labels, pooled = summary["headline"], summary["labels"], summary["pooled"]
     rows = [[f"fold {r['fold']}", str(r["images"]), *(_fmt(r[m]) for m in headline)] for r in summary["per_fold"]]
     rows.append(["mean ± std", "", *(f"{summary['mean'][m]:.4f} ± {summary['std'][m]:.4f}" for m in headline)])
-    rows.append(["pooled out-of-fold", str(summary["images"]), *(
-        _fmt(pooled[m]) + (f" ({pooled['ci'][m][0]:.4f} – {pooled['ci'][m][1]:.4f})" if m in pooled.get("ci", {})
-                           else "") for m in headline)])
+    def with_ci(numbers: dict, m: str) -> str:
+        low_high = numbers.get("ci", {}).get(m)
+        return _fmt(numbers[m]) + (f" ({low_high[0]:.4f} – {low_high[1]:.4f})" if low_high else "")
+
+    rows.append(["pooled out-of-fold", str(summary["images"]), *(with_ci(pooled, m) for m in headline)])
+    clean = pooled.get("without_twins")
+    if clean and clean["images"]:  # held-out images with an exact copy in their fold's training part left out
+        rows.append(["pooled, without images seen in their fold's training", str(clean["images"]),
+                     *(with_ci(clean, m) for m in headline)])
     metric = summary["per_class_metric"]
     per_class = [[c, f"{v['mean']:.4f} ± {v['std']:.4f}", *(_fmt(x) for x in v["per_fold"])]
                  for c, v in summary["per_class"].items()]

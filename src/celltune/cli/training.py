@@ -47,6 +47,10 @@ def cmd_cv(args: argparse.Namespace) -> int:
     if s["pooled"].get("ci"):
         print(f"{'  95% CI':<20}" + "".join("{:.4f}-{:.4f}".format(*s["pooled"]["ci"][m]).rjust(widths[m])
                                             for m in s["headline"]))
+    clean = s["pooled"].get("without_twins")
+    if clean and clean["images"]:
+        print(f"{'without seen copies':<20}" + "".join(f"{clean[m]:>{widths[m]}.4f}" for m in s["headline"])
+              + f"   ({clean['left_out']} held-out image(s) with an exact copy in their fold's training left out)")
     print(f"\nreport: {parent / 'cv.html'}; out-of-fold predictions: {parent / 'oof_predictions.csv'}")
     return 0
 
