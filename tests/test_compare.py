@@ -61,6 +61,15 @@ def test_two_models_counts_and_cli(data, tmp_path, capsys):
     low, high = c["interval"]["accuracy"]
     assert low <= c["difference"]["accuracy"] <= high
     assert f"{only_a} images only A gets right, {only_b} only B" in out and "mean class accuracy (ACA)" in out
+    # class_tree gives test/a/0.png the pixels of train/a/0.png (and 1.png likewise, in each class): 6 seen images.
+    seen = [r[0].endswith(("/0.png", "/1.png")) for r in rows[0]]
+    kept = [(x, y) for x, y, s in zip(*right, seen, strict=True) if not s]
+    clean = c["without_twins"]
+    assert (clean["left_out"], clean["images"]) == (6, 30) == (sum(seen), len(kept))
+    assert clean["difference"]["accuracy"] == pytest.approx((sum(x for x, _ in kept) - sum(y for _, y in kept)) / 30)
+    assert "without the 6 image(s) whose exact copy is in training (30 left):" in out
+    evaluated = json.loads((tmp_path / "ea" / "metrics_test.json").read_text())["without_twins"]
+    assert evaluated["accuracy"] == pytest.approx(sum(x for x, _ in kept) / 30)
 
 
 def test_runs_that_split_the_data_differently_are_not_compared(tmp_path):

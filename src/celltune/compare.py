@@ -14,6 +14,7 @@ from celltune.config import DataConfig, EvalConfig
 from celltune.data import discover_as_trained, split_record
 from celltune.errors import ConfigError, DataError
 from celltune.evaluate import align_labels, score, truth_and_answers
+from celltune.leaks import read_twins
 from celltune.metrics import labelled
 from celltune.stats import mcnemar_exact, paired_differences
 
@@ -33,6 +34,9 @@ class Comparison:
     only_a: int  # images A gets right and B wrong (all labels right, for multi-label)
     only_b: int
     p_value: float  # McNemar, exact, two-sided
+    # On the images without an exact copy in training (celltune.leaks), when some have one: {"images", "left_out",
+    # "difference", "interval"}.
+    without_twins: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,8 +44,9 @@ class Comparison:
 
 def compare_runs(run_a: str | Path, run_b: str | Path, *, data: str | Path, split: str = "test",
                  batch_size: int = 64, tta: str = "none", mask_dir: str | Path | None = None,
-                 resamples: int = EvalConfig.bootstrap, seed: int = 0) -> Comparison:
-    """Score both checkpoints (or run directories) on the same ``split`` of ``data``, as the first one split it."""
+                 resamples: int = EvalConfig.bootstrap, seed: int = 0, twins: bool = False) -> Comparison:
+    """Score both checkpoints (or run directories) on the same ``split`` of ``data``, as the first one split it;
+    with ``twins``, the differences on the images without an exact copy in training too."""
     from celltune.data import mask_paths
 
     (model_a, card_a, saved_a), (model_b, card_b, saved_b) = load_checkpoint(run_a), load_checkpoint(run_b)
@@ -77,9 +82,18 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, data: str | Path, spli
     right = [(a == truth).all(1) if a.ndim == 2 else a == truth for a in answers]
     only_a, only_b = int((right[0] & ~right[1]).sum()), int((~right[0] & right[1]).sum())
     headline = results[0].headline()
+    clean = None
+    twinned = np.asarray(read_twins(found, split) if twins else [], dtype=bool)
+    if twinned.any() and not twinned.all():
+        kept = ~twinned
+        paired = paired_differences(truth[kept], answers[0][kept], answers[1][kept],
+                                    num_classes=len(card_a.class_names), resamples=resamples, seed=seed)
+        clean = {"images": int(kept.sum()), "left_out": int(twinned.sum()),
+                 "difference": {k: d for k, (d, _) in paired.items()}, "interval": {k: ci for k, (_, ci) in
+                                                                                   paired.items()}}
     return Comparison(
         runs=(str(run_a), str(run_b)), split=split, images=len(truth),
         labels={name: label for name, label, _ in labelled(results[0]) if name in headline},
         a=headline, b=results[1].headline(), difference={k: d for k, (d, _) in differences.items()},
         interval={k: ci for k, (_, ci) in differences.items()}, only_a=only_a, only_b=only_b,
-        p_value=mcnemar_exact(only_a, only_b))
+        p_value=mcnemar_exact(only_a, only_b), without_twins=clean)

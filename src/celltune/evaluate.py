@@ -14,7 +14,7 @@ from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoin
 from celltune.config import DataConfig, EvalConfig
 from celltune.data import discover_as_trained, mask_paths
 from celltune.errors import CelltuneError, DataError
-from celltune.leaks import twins_in_training, without_twins
+from celltune.leaks import read_twins, without_twins
 from celltune.metrics import (
     Result,
     RunMetrics,
@@ -129,15 +129,9 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
     masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
     result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks, bootstrap=bootstrap,
                           seed=seed)
-    if twins and split != "train" and found.splits.get("train"):
-        from celltune.audit import read_all
-        from celltune.images import ChannelFiles
-
-        files = ChannelFiles()
-        pair = LabelledSplits(found.class_names, {"train": found.splits["train"], split: samples})
-        facts = read_all([p for s in pair.samples for p in files.of(s.path) or [s.path]])
-        result = with_twins_left_out(result, card, probs, samples, twins_in_training(pair, facts)[split],
-                                     bootstrap=bootstrap, seed=seed)
+    if twins:
+        result = with_twins_left_out(result, card, probs, samples, read_twins(found, split), bootstrap=bootstrap,
+                                     seed=seed)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,19 @@ def twins_in_training(found: LabelledSplits, facts: Mapping[Path, ImageFacts]) -
             for split, samples in found.splits.items() if split != "train"}
 
 
+def read_twins(found: LabelledSplits, split: str) -> list[bool]:
+    """For each image of ``split``: whether the training split holds an image of the same pixels, reading both
+    splits' files once (worker processes). All False when there is no training split to compare with."""
+    from celltune.audit import read_all
+
+    if split == "train" or not found.splits.get("train"):
+        return [False] * len(found.splits[split])
+    files = ChannelFiles()
+    pair = LabelledSplits(found.class_names, {"train": found.splits["train"], split: found.splits[split]})
+    facts = read_all([p for s in pair.samples for p in files.of(s.path) or [s.path]])
+    return twins_in_training(pair, facts)[split]
+
+
 def twins_in_folds(plan: list[dict[str, list[str]]], found: LabelledSplits,
                    facts: Mapping[Path, ImageFacts]) -> dict[str, bool]:
     """{held-out image's path: whether its fold's training part holds an image of the same pixels} for a

@@ -30,7 +30,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from celltune.compare import compare_runs
 
     c = compare_runs(args.run_a, args.run_b, data=args.data, split=args.split, batch_size=args.batch_size,
-                     tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap)
+                     tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap, twins=args.twins)
     width = max(map(len, c.labels.values())) + 2
     print(f"{c.split} split of {args.data}, {c.images} images; A = {c.runs[0]}, B = {c.runs[1]}\n")
     print(f"{'':<{width}}{'A':>9}{'B':>9}{'A - B':>9}   95% CI of A - B (paired bootstrap)")
@@ -38,6 +38,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         low, high = c.interval[name]
         print(f"{label:<{width}}{c.a[name]:>9.4f}{c.b[name]:>9.4f}{c.difference[name]:>+9.4f}   "
               f"[{low:+.4f}, {high:+.4f}]")
+    if c.without_twins:
+        clean = c.without_twins
+        print(f"\nwithout the {clean['left_out']} image(s) whose exact copy is in training ({clean['images']} left):")
+        for name, label in c.labels.items():
+            low, high = clean["interval"][name]
+            print(f"{label:<{width}}{'':>18}{clean['difference'][name]:>+9.4f}   [{low:+.4f}, {high:+.4f}]")
     print(f"\nMcNemar (exact): {c.only_a} images only A gets right, {c.only_b} only B; p = {c.p_value:.4g}")
     if args.json:
         Path(args.json).write_text(json.dumps(c.to_dict(), indent=2) + "\n")
@@ -84,6 +90,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _twins_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--twins", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score the images without an exact copy (the same pixels) in the training split, "
+                   "reading every training image once (default: on)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled split")
     p.add_argument("checkpoint", help="run directory or best.pt")
@@ -93,9 +105,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     add_flags(p, EvalConfig, with_defaults=True)
     p.add_argument("--mask-dir", help="masks as in training (the images' relative folders and stems)")
-    p.add_argument("--twins", action=argparse.BooleanOptionalAction, default=True,
-                   help="also score the images without an exact copy (the same pixels) in the training split, "
-                   "reading every training image once (default: on)")
+    _twins_flag(p)
     add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.set_defaults(func=cmd_evaluate)
 
@@ -110,6 +120,7 @@ def register(sub) -> None:
     p.add_argument("--mask-dir", help="masks, as in training")
     add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.add_argument("--json", metavar="FILE", help="write the comparison here")
+    _twins_flag(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("predict", help="class probabilities for images; folders go to a CSV")
