@@ -98,7 +98,7 @@ def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, h
         try:
             test = evaluate_checkpoint(run_dir, data=config.data.root, split="test", seed=config.data.seed,
                                        out_dir=tune_dir / "winner", tta=config.eval.tta,
-                                       mask_dir=config.data.mask_dir, bootstrap=config.eval.bootstrap)
+                                       mask_dir=config.data.mask_dir, bootstrap=config.eval.bootstrap, twins=True)
         except CelltuneError as err:  # e.g. an unreadable test image that --skip-unreadable let training pass
             log.warning("the winner could not be scored on test: %s; `celltune evaluate %s --split test` after "
                         "fixing it", err, run_dir)
@@ -106,6 +106,7 @@ def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, h
         else:
             out["test"] = test.headline()
             out["test_ci"] = getattr(test, "ci", None)
+            out["test_without_twins"] = test.without_twins
             out["overstated_by"] = {k: out["val"][k] - v for k, v in out["test"].items()}
     _replace_text(tune_dir / WINNER, json.dumps(out, indent=2, default=str) + "\n")
     return out
@@ -167,6 +168,11 @@ def _winner_html(winner: dict[str, Any] | None) -> str:
              "–" if winner["test"] is None else f"{winner['overstated_by'][name]:+.4f}"]
             for name, v in winner["val"].items()]
     lines.append(html_table(["", "validation", "test (scored once)", "validation minus test"], rows))
+    clean = winner.get("test_without_twins")
+    if clean and clean.get("images"):
+        lines.append(f"<p>{clean['left_out']} test images have an exact copy among the training images; on the "
+                     f"other {clean['images']}: " + ", ".join(f"{name} {clean[name]:.4f}" for name in winner["val"]
+                                                              if name in clean) + ".</p>")
     if winner.get("test_error"):
         lines.append(f"<p>Not scored on test: {html.escape(winner['test_error'])}</p>")
     elif winner["test"] is None:
