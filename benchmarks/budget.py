@@ -58,7 +58,8 @@ ENGINES = ("defaults", "tune", "timm_train_py")
 @torch.inference_mode()
 def probabilities(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> np.ndarray:
     model.eval()
-    return torch.cat([model(x).softmax(1) for x, _ in loader]).numpy()
+    device = next(model.parameters()).device
+    return torch.cat([model(x.to(device)).softmax(1).cpu() for x, _ in loader]).numpy()
 
 
 def timm_defaults(found: LabelledSplits, *, model_name: str, image_size: int, budget: float) -> dict[str, Any]:
@@ -67,7 +68,9 @@ def timm_defaults(found: LabelledSplits, *, model_name: str, image_size: int, bu
     torch.manual_seed(SEED)
     start = time.perf_counter()
     deadline = start + budget
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # timm's train.py default device
     model, _ = create_model(model_name, num_classes=len(found.class_names), pretrained=True)
+    model = model.to(device)
     train_tf = create_transform(image_size, is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
                                 color_jitter=0.4, interpolation="random", mean=IMAGENET[0], std=IMAGENET[1])
     eval_tf = create_transform(image_size, is_training=False, interpolation="bicubic", crop_pct=0.875,
@@ -89,7 +92,7 @@ def timm_defaults(found: LabelledSplits, *, model_name: str, image_size: int, bu
         model.train()
         out_of_time = False
         for x, y in train:
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x.to(device)), y.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

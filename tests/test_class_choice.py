@@ -64,14 +64,19 @@ def test_a_class_name_that_is_not_there_is_named_with_the_close_matches(blood):
         discover(blood, choice=ClassChoice(min_images=14))
 
 
-def test_evaluation_finds_the_run_s_classes_again_from_its_split_record(blood):
+def test_evaluation_finds_the_run_s_classes_again_from_its_split_record(blood, tmp_path):
     data = DataConfig(root=str(blood), seed=3, exclude_classes=["basophil"], min_class_images=12)
     trained = discover(blood, seed=3, choice=ClassChoice.of(data))
-    again = discover_as_trained(blood, json.loads(json.dumps(split_record(data))))  # as a checkpoint keeps it
+    # as a checkpoint keeps it: the split record beside the model's class names
+    saved = json.loads(json.dumps({**split_record(data), "class_names": trained.class_names}))
+    again = discover_as_trained(blood, saved)
     assert again.class_names == trained.class_names == ["eosinophil", "lymphocyte", "neutrophil"]
     assert {k: [s.path for s in v] for k, v in again.splits.items()} == \
         {k: [s.path for s in v] for k, v in trained.splits.items()}
     assert discover_as_trained(blood, {"split_seed": 3}).class_names == list(COUNTS)  # older runs: every class
+    # Other data, without the excluded class and with a few images of its classes only: no error, the model's classes.
+    other = class_tree(tmp_path / "other", {"eosinophil": 4, "lymphocyte": 4, "neutrophil": 4, "monocyte": 4})
+    assert discover_as_trained(other, saved).class_names == ["eosinophil", "lymphocyte", "neutrophil"]
 
 
 def test_multi_label_data_refuses_class_choice_with_the_way_out(tmp_path):

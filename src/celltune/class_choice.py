@@ -22,12 +22,15 @@ from celltune.layouts import Found
 
 log = logging.getLogger(__name__)
 
+CHOICE_FIELDS = ("classes", "exclude_classes", "min_class_images")  # the DataConfig fields that choose classes
+
 
 @dataclass(frozen=True)
 class ClassChoice:
     only: tuple[str, ...] | None = None  # --classes: these and no others
     exclude: tuple[str, ...] = ()  # --exclude-classes
     min_images: int = 0  # --min-class-images: 0 keeps every class
+    strict: bool = True  # a name the data does not hold is an error (else: nothing to leave out)
 
     @classmethod
     def of(cls, saved: Any) -> ClassChoice:
@@ -79,8 +82,9 @@ def choose_classes(found: Found, choice: ClassChoice, *, root: Path) -> tuple[Fo
                           "among the classes of single-label data: leave them out, or drop the label ids from the "
                           "CSV's Target column")
     names = found.class_names
-    _check_names(choice.only or (), names, "--classes", root)
-    _check_names(choice.exclude, names, "--exclude-classes", root)
+    if choice.strict:
+        _check_names(choice.only or (), names, "--classes", root)
+        _check_names(choice.exclude, names, "--exclude-classes", root)
     counts = Counter(s.label for s in samples)
     left_out = {name: {"images": counts[i], "why": why} for i, name in enumerate(names)
                 if (why := _why_left_out(name, counts[i], choice)) is not None}
@@ -100,5 +104,6 @@ def choose_classes(found: Found, choice: ClassChoice, *, root: Path) -> tuple[Fo
     def relabelled(part: list | None) -> list | None:
         return None if part is None else [replace(s, label=index[s.label]) for s in part if s.label in index]
 
-    splits = None if found.splits is None else {k: relabelled(v) for k, v in found.splits.items()}
+    # A split left with no image (its classes all left out) is no split: discover then says which one is missing.
+    splits = None if found.splits is None else {k: part for k, v in found.splits.items() if (part := relabelled(v))}
     return replace(found, class_names=kept, pool=relabelled(found.pool), splits=splits), left_out

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from celltune.checkpoint import load_checkpoint
+from celltune.class_choice import CHOICE_FIELDS, ClassChoice
 from celltune.config import DataConfig, EvalConfig
 from celltune.data import discover_as_trained, split_record
 from celltune.errors import ConfigError, DataError
@@ -18,7 +19,7 @@ from celltune.leaks import read_twins
 from celltune.metrics import labelled
 from celltune.stats import mcnemar_exact, paired_differences
 
-_SPLIT_KEYS = tuple(split_record(DataConfig()))  # what makes a run's split
+_SPLIT_KEYS = tuple(k for k in split_record(DataConfig()) if k not in CHOICE_FIELDS)  # with ClassChoice.of: a split
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, data: str | Path, spli
     if sorted(card_a.class_names) != sorted(card_b.class_names) or card_a.multilabel != card_b.multilabel:
         raise DataError(f"{run_a} and {run_b} do not classify the same classes ({card_a.class_names} against "
                         f"{card_b.class_names})")
-    split_of = [{k: saved.get(k) for k in _SPLIT_KEYS} for saved in (saved_a, saved_b)]
+    split_of = [{**{k: saved.get(k) for k in _SPLIT_KEYS}, "classes": ClassChoice.of(saved)}
+                for saved in (saved_a, saved_b)]  # a run from before class choices chose every class
     found = discover_as_trained(data, saved_a)
     if found.celltune_split and split_of[0] != split_of[1]:
         raise ConfigError(f"the two runs split {data} differently ({split_of[0]} against {split_of[1]}): their "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from celltune.class_choice import EVERY_CLASS, ClassChoice, choose_classes
+from celltune.class_choice import CHOICE_FIELDS, EVERY_CLASS, ClassChoice, choose_classes
 from celltune.config import DataConfig
 from celltune.errors import ConfigError, DataError
 from celltune.imagefiles import IMAGE_SUFFIXES, is_image_file
@@ -125,8 +125,7 @@ def split_record(data: DataConfig) -> dict:
     """What makes a run's split, kept with its checkpoints so evaluation finds the same images
     (``discover_as_trained``): seed, fractions, groups and the classes chosen."""
     return {"split_seed": data.seed, "val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
-            "groups": data.groups, "groups_csv": data.groups_csv, "classes": data.classes,
-            "exclude_classes": data.exclude_classes, "min_class_images": data.min_class_images}
+            "groups": data.groups, "groups_csv": data.groups_csv, **{k: getattr(data, k) for k in CHOICE_FIELDS}}
 
 
 def discover(
@@ -206,7 +205,15 @@ def discover_as_trained(root: str | Path, saved: Mapping, *, defaults: DataConfi
                     val_fraction=saved.get("val_fraction", defaults.val_fraction),
                     test_fraction=saved.get("test_fraction", defaults.test_fraction),
                     groups=saved.get("groups"), groups_csv=saved.get("groups_csv"), label_names=label_names,
-                    choice=ClassChoice.of(saved))
+                    choice=_as_trained(saved))
+
+
+def _as_trained(saved: Mapping) -> ClassChoice:
+    """The classes of a run that chose some: those its model has (on its own data, the same images, so the same
+    split); on other data, a class the model lacks is left out and one the data lacks is no error."""
+    if not ClassChoice.of(saved) or not saved.get("class_names"):
+        return EVERY_CLASS
+    return ClassChoice(only=tuple(saved["class_names"]), strict=False)
 
 
 def discover_pool(root: str | Path, *, label_names: str | Path | None = None, groups: str | None = None,

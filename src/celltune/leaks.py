@@ -58,9 +58,9 @@ def twins_in_folds(plan: list[dict[str, list[str]]], found: LabelledSplits,
     by_path = {str(s.path): s for s in found.samples}
     out: dict[str, bool] = {}
     for fold in plan:
-        parts = {"train": [by_path[p] for p in fold["train"]], "test": [by_path[p] for p in fold["test"]]}
+        parts = {k: [by_path[p] for p in fold[k] if p in by_path] for k in ("train", "test")}  # data since changed
         twinned = twins_in_training(LabelledSplits(found.class_names, parts), facts)["test"]
-        out.update(zip(fold["test"], twinned, strict=True))
+        out.update(zip((str(s.path) for s in parts["test"]), twinned, strict=True))
     return out
 
 

@@ -88,7 +88,7 @@ def _summary(run: RunMetrics) -> str:
 def _without_twins(run: RunMetrics) -> str:
     """The headline numbers on the scored images without an exact copy in training, when some have one."""
     clean = run.result.without_twins
-    if clean is None:
+    if clean is None or not clean["images"]:
         return ""
     result = run.result
 

@@ -113,12 +113,13 @@ def grouped_split(labels: list[int] | np.ndarray, groups: Sequence[str], *, frac
         k = max(2, round(remaining / fraction))  # one fold of k is the part
         left = len(set(np.asarray(groups)[rest]))
         if left < 2:
+            to_make = 1 + (fractions[1] > 0 and remaining == 1.0)  # this part, and val after test
             raise GroupSplitError(too_few_groups(
-                np.asarray(groups), f"a {fraction:.0%} part", needed=n_groups + 2 - left,
+                np.asarray(groups), f"a {fraction:.0%} part", needed=n_groups - left + to_make + 1,
                 ways="or --test-fraction 0 where the data has a test set of its own"))
         if left < k:
             log.info("%d group(s) left cannot give a %.0f%% part with whole groups: one group, about %.0f%% of them, "
-                     "the nearest share there is", left, 100 * fraction, 100 * remaining / left)
+                     "the nearest share there is", left, 100 * fraction, 100 / left)
             k = left
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         keep, take = next(splitter.split(rest[:, None], labels[rest], np.asarray(groups)[rest]))
@@ -133,9 +134,13 @@ def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds
     index is held out once. ``class_names`` name the classes in errors."""
     labels = np.asarray(labels)
     x = np.zeros((len(labels), 1))
-    if groups is not None and len(set(groups)) < folds:
-        raise GroupSplitError(too_few_groups(np.asarray(groups), f"{folds} folds", needed=folds,
+    if groups is not None and (len(set(groups)) < folds or folds < 2):
+        raise GroupSplitError(too_few_groups(np.asarray(groups), f"{folds} folds", needed=max(folds, 2),
                                              ways="or --folds groups (one group held out at a time)"))
+    if groups is not None and folds == len(set(groups)):  # one group a fold: leave one group out
+        from sklearn.model_selection import LeaveOneGroupOut
+
+        return [sorted(test.tolist()) for _, test in LeaveOneGroupOut().split(x, groups=groups)]
     if labels.ndim == 2:
         if groups is not None:
             part = iterative_group_assign(labels, groups, [1.0] * folds, seed=seed)
@@ -143,10 +148,6 @@ def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
         splits = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels)
-    elif groups is not None and folds == len(set(groups)):
-        from sklearn.model_selection import LeaveOneGroupOut
-
-        splits = LeaveOneGroupOut().split(x, labels, groups)
     elif groups is not None:
         from sklearn.model_selection import StratifiedGroupKFold
 

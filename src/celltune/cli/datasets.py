@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from celltune.class_choice import ClassChoice, describe
+from celltune.class_choice import CHOICE_FIELDS, ClassChoice, describe
 from celltune.config import DataConfig
 from celltune.flags import add_flags
-
-CHOOSING = ("classes", "exclude_classes", "min_class_images")  # which classes the command looks at
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
@@ -77,14 +75,14 @@ def register(sub) -> None:
     p = sub.add_parser("summarize", help="counts per class and split, image sizes")
     p.add_argument("data")
     p.add_argument("--seed", type=int, default=0, help="seed of the split for a single class-folder tree")
-    add_flags(p, DataConfig, only={"groups", "groups_csv", "max_image_pixels", *CHOOSING}, with_defaults=True)
+    add_flags(p, DataConfig, only={"groups", "groups_csv", "max_image_pixels", *CHOICE_FIELDS}, with_defaults=True)
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("check", help="every problem of a dataset at once: unreadable files, duplicates and leaks, "
                        "classes, masks, groups, confounds (exit 1 on errors)")
     p.add_argument("data", help="the data folder, in any layout training reads")
     add_flags(p, DataConfig, only={"mask_dir", "groups", "groups_csv", "val_fraction", "test_fraction", "seed",
-                                   "label_names", "max_image_pixels", *CHOOSING}, with_defaults=True)
+                                   "label_names", "max_image_pixels", *CHOICE_FIELDS}, with_defaults=True)
     p.add_argument("--json", metavar="FILE", help="write every finding with all its files here")
     p.add_argument("--workers", type=int, default=None, help="reading processes (default: the cores, at most 4)")
     p.set_defaults(func=cmd_check)

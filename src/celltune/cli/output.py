@@ -28,7 +28,7 @@ def format_result(result: Result) -> str:
     lines = [f"images {result.num_samples}", *(f"  {number(name, label, value)}" for name, label, value in
                                               labelled(result) if name in headline), ""]
     clean = result.without_twins
-    if clean is not None:
+    if clean is not None and clean["images"]:
         lines += [f"without the {clean['left_out']} image(s) whose exact copy is in training ({clean['images']} left):",
                   *(f"  {label} {clean[name]:.4f}" + (" (95% CI {:.4f}-{:.4f})".format(*clean["ci"][name])
                                                       if name in clean.get("ci", {}) else "")
