@@ -164,20 +164,25 @@ def test_trials_whose_budget_holds_no_epoch_are_pruned_and_the_search_stops_sayi
     from celltune.errors import TooShortError
     from celltune.tune_report import why_stopped
 
+    budgets = []
+
     def prepare(config, **kwargs):
-        raise TooShortError(f"--time-budget {config.optim.time_budget}: not one epoch fits; give at least 2:10")
+        budgets.append(config.optim.time_budget)
+        raise TooShortError(f"--time-budget {config.optim.time_budget}: not one epoch fits; give at least 1:35",
+                            needed_seconds=95.0)
 
     monkeypatch.setattr(train, "prepare", prepare)
     (tmp_path / "space.yaml").write_text(SPACE)
     tune_dir = new_tune(quick_config(tiny_data, tmp_path, name="short"), space=tmp_path / "space.yaml",
                         trial_budget="90s", max_trials=10)
-    with pytest.raises(ConfigError, match=r"3 trials in a row had no time for one epoch in their 90 s, the last: "
-                       r"--time-budget 90.0s: not one epoch fits; give at least 2:10; give a longer --trial-budget"):
+    with pytest.raises(ConfigError, match=r"3 trials in a row had no time for one epoch in their 95 s, the last: "
+                       r"--time-budget 95.0s: not one epoch fits; give at least 1:35; give a longer --trial-budget"):
         run_tune(tune_dir)
+    assert budgets == ["90.0s", "95.0s", "95.0s"]  # after the first, trials get what one turned out to need
     trials = study_of(tune_dir).trials
     assert [t.state for t in trials] == [TrialState.PRUNED] * 3  # not failures: the budget, not the recipe
     assert why_stopped(trials[0]) == "pruned before training: --time-budget 90.0s: not one epoch fits; give at " \
-        "least 2:10"
+        "least 1:35"
     assert not (tune_dir / "trials").exists() or not any((tune_dir / "trials").iterdir())
 
 

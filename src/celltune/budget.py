@@ -148,10 +148,10 @@ def plan_run(*, budget: float, spent: float, speeds: list[Speed], work: Workload
                 break
     best = next((p for p in candidates if p.epochs >= MIN_EPOCHS), max(candidates, key=lambda p: p.epochs))
     if best.epochs < 1:
-        need = spent + best.finish_seconds + best.epoch_seconds
+        need = (spent + best.finish_seconds + best.epoch_seconds) / (1 - MARGIN) + 1
         raise TooShortError(f"--time-budget {clock(budget)}: not one epoch fits (one takes ~{best.epoch_seconds:.0f} "
-                          f"s at {best.image_size} px, scoring ~{best.finish_seconds:.0f} s, {spent:.0f} s already "
-                          f"spent); give at least {clock(need / (1 - MARGIN) + 1)}, or fewer images")
+                            f"s at {best.image_size} px, scoring ~{best.finish_seconds:.0f} s, {spent:.0f} s already "
+                            f"spent); give at least {clock(need)}, or fewer images", needed_seconds=need)
     return best
 
 

@@ -17,7 +17,11 @@ class ConfigError(CelltuneError, ValueError):
 
 
 class TooShortError(ConfigError):
-    """A time budget that holds not one epoch (with the final scoring)."""
+    """A time budget that holds not one epoch (with the final scoring); ``needed_seconds``: the budget that would."""
+
+    def __init__(self, message: str, needed_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.needed_seconds = needed_seconds
 
 
 class DataError(CelltuneError, ValueError):

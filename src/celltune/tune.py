@@ -189,6 +189,7 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
     seconds = _seconds(budget, "--time-budget") if budget else (
         None if settings.budget_seconds is None else settings.budget_seconds - spent_seconds(study))
     failures = too_short = 0
+    needs = 0.0  # the longest a trial turned out to need for one epoch of this data: later trials get that much
     while True:
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                              TrialState.FAIL, TrialState.RUNNING)))
@@ -197,13 +198,17 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
         left = None if seconds is None else began + seconds - FINISH_SECONDS - time.monotonic()
         if left is not None and left < MIN_TRIAL_SECONDS:
             break
-        trial_seconds = settings.trial_seconds if left is None else min(settings.trial_seconds or left, left)
+        trial_seconds = settings.trial_seconds and max(settings.trial_seconds, needs)
+        trial_seconds = trial_seconds if left is None else min(trial_seconds or left, left)
         objective = _objective(settings, tune_dir, trial_found, checks, trial_seconds)
         ended: list[FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_recorder(ended)])
         last = ended[-1]
         failures = failures + 1 if last.state == TrialState.FAIL else 0
         too_short = too_short + 1 if "too_short" in last.user_attrs else 0
+        if (last.user_attrs.get("needs_seconds") or 0) > needs:
+            needs = last.user_attrs["needs_seconds"]
+            log.info("a trial needs at least %.0f s for one epoch of this data: later trials get that much", needs)
         if too_short >= TOO_SHORT_IN_A_ROW:
             raise ConfigError(f"{tune_dir}: {too_short} trials in a row had no time for one epoch in their "
                               f"{trial_seconds:.0f} s, the last: {last.user_attrs['too_short']}; give a longer "
@@ -241,6 +246,7 @@ def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks
                 run = prepare(config, found=found, checks=checks)
             except TooShortError as err:  # the trial's budget, not its recipe: no result, not a crash
                 trial.set_user_attr("too_short", str(err))
+                trial.set_user_attr("needs_seconds", err.needed_seconds)
                 log.info("trial %d pruned before training: %s", trial.number, err)
                 raise optuna.TrialPruned() from None
             pruning = TrialPruning(trial, run.recorder)
