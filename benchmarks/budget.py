@@ -26,12 +26,13 @@ import json
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from suite import DATASETS, Dataset, append_result, record, run_one, show_table
+from suite import DATASETS, Dataset, present_datasets, record, recorded, run_one, show_table
 from throughput import PILFolder  # timm's ImageDataset per item: PIL, RGB, transform
 from timm.data import create_transform
 from timm.loss import LabelSmoothingCrossEntropy
@@ -176,31 +177,24 @@ def main() -> int:
         parse_duration(args.budget, flag="--budget")
         if "timm_train_py" in args.engines and "defaults" not in args.engines:
             p.error("timm_train_py needs defaults in the same run (their model and image size)")
-        present = [DATASETS[name] for name in args.datasets if DATASETS[name].path.is_dir()]
-        for name in sorted(set(args.datasets) - {d.name for d in present}):
-            print(f"{name}: no data at {DATASETS[name].path}; skipped", file=sys.stderr)
+        present = present_datasets(args.datasets)
         if not present:
             return 2
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
         for dataset in present:
             ours: dict[str, Any] | None = None
             for engine in args.engines:
-                try:
-                    if engine == "defaults":
-                        line = ours = run_one("defaults", {}, dataset, budget=args.budget, seed=args.seed,
-                                              out_dir=out)
-                    elif engine == "tune":
-                        line = tune_record(dataset, budget=args.budget, seed=args.seed, out_dir=out)
-                    elif ours is not None:
-                        line = timm_record(dataset, budget=args.budget, seed=args.seed, model=ours["model"],
-                                           image_size=ours["image_size"])
-                    else:
-                        continue  # the defaults failed: no model and size to give timm
-                except Exception as err:  # one run failing (out of memory too) leaves the others to run
-                    print(f"{dataset.name} / {engine}: failed: {type(err).__name__}: {err}", file=sys.stderr)
-                    failed += 1
-                    continue
-                append_result(out, line)
+                common = {"budget": args.budget, "seed": args.seed}
+                if engine == "defaults":
+                    run = partial(run_one, "defaults", {}, dataset, out_dir=out, **common)
+                elif engine == "tune":
+                    run = partial(tune_record, dataset, out_dir=out, **common)
+                elif ours is not None:
+                    run = partial(timm_record, dataset, model=ours["model"], image_size=ours["image_size"], **common)
+                else:
+                    continue  # the defaults failed: no model and size to give timm
+                line = recorded(out, f"{dataset.name} / {engine}", run)
+                failed += line is None
+                ours = line if engine == "defaults" else ours
     if not show_table(out):
         return 1 if failed else 2
     return 1 if failed else 0

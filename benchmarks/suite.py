@@ -21,8 +21,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -214,24 +215,38 @@ def main() -> int:
         except CelltuneError as err:
             print(err, file=sys.stderr)
             return 2
-        present = [DATASETS[name] for name in args.datasets if DATASETS[name].path.is_dir()]
-        for name in sorted(set(args.datasets) - {d.name for d in present}):
-            print(f"{name}: no data at {DATASETS[name].path}; skipped", file=sys.stderr)
+        present = present_datasets(args.datasets)
         if not present:
             return 2
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
         for dataset in present:
             for recipe, options in recipes:
-                try:
-                    record = run_one(recipe, options, dataset, budget=args.budget, seed=args.seed, out_dir=out)
-                except Exception as err:  # one run failing (out of memory too) leaves the others to run
-                    print(f"{dataset.name} / {recipe}: failed: {type(err).__name__}: {err}", file=sys.stderr)
-                    failed += 1
-                    continue
-                append_result(out, record)
+                line = recorded(out, f"{dataset.name} / {recipe}", partial(
+                    run_one, recipe, options, dataset, budget=args.budget, seed=args.seed, out_dir=out))
+                failed += line is None
     if not show_table(out):
         return 1 if failed else 2
     return 1 if failed else 0
+
+
+def present_datasets(names: Sequence[str]) -> list[Dataset]:
+    """The datasets of ``names`` whose data is there (the others named as skipped), with logging set up to run."""
+    present = [DATASETS[name] for name in names if DATASETS[name].path.is_dir()]
+    for name in sorted(set(names) - {d.name for d in present}):
+        print(f"{name}: no data at {DATASETS[name].path}; skipped", file=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return present
+
+
+def recorded(out: Path, what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """``run()``'s results.jsonl line, appended to OUT/results.jsonl; None (said) when it failed, so that one run
+    failing (out of memory too) leaves the others to run."""
+    try:
+        line = run()
+    except Exception as err:
+        print(f"{what}: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return None
+    append_result(out, line)
+    return line
 
 
 def append_result(out: Path, record: Mapping[str, Any]) -> None:
