@@ -86,7 +86,7 @@ def choose_classes(found: Found, choice: ClassChoice, *, root: Path) -> tuple[Fo
         _check_names(choice.only or (), names, "--classes", root)
         _check_names(choice.exclude, names, "--exclude-classes", root)
     counts = Counter(s.label for s in samples)
-    left_out = {name: {"images": counts[i], "why": why} for i, name in enumerate(names)
+    left_out: dict[str, dict[str, Any]] = {name: {"images": counts[i], "why": why} for i, name in enumerate(names)
                 if (why := _why_left_out(name, counts[i], choice)) is not None}
     kept = [n for n in names if n not in left_out]
     if len(kept) < 2:
