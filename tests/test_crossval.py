@@ -71,6 +71,13 @@ def test_cv_makes_a_run_per_fold_holds_every_image_out_once_and_summarizes(patie
         assert clean is None
     page = (parent / "cv.html").read_text()
     assert "mean ± std" in page and "Pooled out-of-fold confusion matrix" in page
+    # every image ranked by how likely its label is wrong, from the out-of-fold probabilities (cleanlab)
+    with (parent / "label_issues.csv").open() as f:
+        issues = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in issues) == sorted(r["path"] for r in oof)
+    assert [int(r["rank"]) for r in issues] == list(range(1, 62))
+    qualities = [float(r["label_quality"]) for r in issues]
+    assert qualities == sorted(qualities) and "Labels that look wrong" in page
     assert "mean +- std" in capsys.readouterr().out
 
 

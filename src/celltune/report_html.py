@@ -211,6 +211,21 @@ def left_out_html(left_out: dict[str, dict]) -> str:
     return f"<p>Classes left out of every split and score: {html.escape(describe(left_out))}.</p>" if left_out else ""
 
 
+def _label_issues(issues: dict | None) -> str:
+    """The images whose given label looks most likely wrong, as thumbnails with the given and suggested label."""
+    if not issues:
+        return ""
+    figures = "".join(
+        f"<figure>{img_tag(_thumbnail(Path(i['path'])), Path(i['path']).name) if Path(i['path']).is_file() else ''}"
+        f"<figcaption>{html.escape(Path(i['path']).name)}<br>given <b>{html.escape(i['given'])}</b><br>suggested "
+        f"<b>{html.escape(i['suggested'])}</b> (label quality {i['quality']:.2f})</figcaption></figure>"
+        for i in issues["top"])
+    return (f"<h2>Labels that look wrong</h2><p>Confident learning (cleanlab) on the out-of-fold probabilities flags "
+            f"{issues['flagged']} image(s); <code>label_issues.csv</code> ranks every image, most likely wrongly "
+            f"labelled first. The first {len(issues['top'])}, for a person to look at:</p>"
+            f'<div class="cams">{figures}</div>')
+
+
 def write_cv_report(parent: Path, summary: dict) -> Path:
     """``parent/cv.html``: the folds side by side, mean and standard deviation, per-class numbers across folds and
     the pooled out-of-fold result with its confusion matrix (single-label)."""
@@ -248,6 +263,7 @@ def write_cv_report(parent: Path, summary: dict) -> Path:
 <h2>Per class ({html.escape(metric)} across folds)</h2>
 {html_table(["class", "mean ± std", *(f"fold {k}" for k in range(1, summary['folds'] + 1))], per_class)}
 {matrix}
+{_label_issues(summary.get("label_issues"))}
 </body></html>
 """
     path = parent / "cv.html"

@@ -41,6 +41,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from celltune.errors import GroupSplitError
     from celltune.findings import format_findings
     from celltune.group_audit import split_finding
+    from celltune.label_issues import label_issue_finding
     from celltune.progress import bar
 
     where = {"label_names": args.label_names, "groups": args.groups, "groups_csv": args.groups_csv,
@@ -57,6 +58,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                        workers=args.workers, progress=reading.update)
     if split_problem is not None:
         result.findings.insert(0, split_finding(split_problem))
+    if args.label_issues and (issue := label_issue_finding(Path(args.label_issues))) is not None:
+        result.findings.append(issue)
     counts = {level: sum(f.level == level for f in result.findings) for level in ("error", "warning")}
     print(f"{args.data}: {found.layout}, {len(found.class_names)} classes, {len(result.facts)} files read in "
           f"{time.perf_counter() - start:.1f} s")
@@ -84,5 +87,7 @@ def register(sub) -> None:
     add_flags(p, DataConfig, only={"mask_dir", "groups", "groups_csv", "val_fraction", "test_fraction", "seed",
                                    "label_names", "max_image_pixels", *CHOICE_FIELDS}, with_defaults=True)
     p.add_argument("--json", metavar="FILE", help="write every finding with all its files here")
+    p.add_argument("--label-issues", metavar="CV_DIR", help="also list the images whose label looks wrong, from "
+                   "the label_issues.csv of a `celltune cv` on this data")
     p.add_argument("--workers", type=int, default=None, help="reading processes (default: the cores, at most 4)")
     p.set_defaults(func=cmd_check)
