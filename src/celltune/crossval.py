@@ -151,8 +151,6 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | No
     summary["wall_seconds_this_session"] = time.perf_counter() - start
     if found.left_out_classes:
         summary["classes_left_out"] = found.left_out_classes
-    if not found.multilabel:
-        summary["label_issues"] = _label_issues(parent, found)
     (parent / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
     from celltune.report_html import write_cv_report
 
@@ -179,7 +177,8 @@ def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, bootstrap: 
                  twinned: dict[str, bool] | None = None) -> dict:
     """Per-fold headline numbers, mean and standard deviation (ddof 1), per-class recall (multi-label: F1) across
     folds, and the pooled out-of-fold result (multi-label: each image at its own fold's thresholds); with
-    ``twinned`` (each image: an exact copy in its fold's training part), the pooled result without those too."""
+    ``twinned`` (each image: an exact copy in its fold's training part), the pooled result without those too;
+    single-label: label_issues.csv, every image ranked by how likely its label is wrong."""
     runs = [RunMetrics.from_dict(json.loads((parent / f"fold-{k}" / "metrics.json").read_text()))
             for k in range(1, folds + 1)]
     first = runs[0].result
@@ -222,19 +221,18 @@ def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, bootstrap: 
             "per_class_metric": per_class_metric,
             "per_class": {c: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                               "per_fold": v} for c, v in per_class.items()},
-            "pooled": pooled}
+            "pooled": pooled,
+            **({} if first.multilabel else {"label_issues": _label_issues(parent, [r["path"] for r in rows], truth,
+                                                                          probs, names)})}
 
 
-def _label_issues(parent: Path, found: LabelledSplits, *, shown: int = 12) -> dict:
+def _label_issues(parent: Path, paths: list[str], truth: np.ndarray, probs: np.ndarray, names: list[str], *,
+                  shown: int = 12) -> dict:
     """label_issues.csv from the out-of-fold predictions; how many confident learning flags and the first ones."""
     from dataclasses import asdict
 
     from celltune.label_issues import LABEL_ISSUES, rank_label_issues, write_label_issues
 
-    with csvfiles.open_csv(parent / "oof_predictions.csv") as f:
-        _, rows = csvfiles.read_dicts(f)
-    label_of, names = {str(s.path): s.label for s in found.samples}, found.class_names
-    probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
-    issues = rank_label_issues([r["path"] for r in rows], np.array([label_of[r["path"]] for r in rows]), probs, names)
+    issues = rank_label_issues(paths, truth, probs, names)
     write_label_issues(parent / LABEL_ISSUES, issues)
     return {"flagged": sum(i.flagged for i in issues), "top": [asdict(i) for i in issues[:shown]]}
