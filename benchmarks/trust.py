@@ -6,6 +6,14 @@ the flipped images among the first of ``label_issues.csv`` (cleanlab's ranking o
 The flipped copy is a tree of symbolic links under OUT (same file names, so the dataset's groups stay whole), each
 flipped image moved to another class drawn at random. Prints and writes OUT/trust-DATASET.json: precision and recall of
 the flipped images among the top ``flip`` share of the ranking, and among the images confident learning flags.
+
+    python benchmarks/trust.py --check calibration --dataset hep2_icpr2014 --run RUN_DIR [--seeds 20]
+
+measures a trained run (say ``benchmarks/budget.py``'s defaults run) the way ``celltune train`` calibrates at its end:
+the expected calibration error on test before and after a temperature fitted on validation, the coverage of 90% and
+95% prediction sets on test calibrated on validation, and the same over ``--seeds`` random halves of validation and
+test pooled (groups whole): calibrated on one half, each time with its own temperature, measured on the other.
+Writes OUT/calibration-DATASET.json.
 """
 
 from __future__ import annotations
@@ -21,9 +29,14 @@ from pathlib import Path
 import numpy as np
 from suite import DATASETS
 
-from celltune.config import config_from_dict
+from celltune import conformal
+from celltune.calibration import calibration_error, uncalibrated, with_temperature
+from celltune.checkpoint import load_checkpoint
+from celltune.config import DataConfig, config_from_dict
 from celltune.crossval import run_cv
-from celltune.data import discover_pool
+from celltune.data import discover_as_trained, discover_pool
+from celltune.evaluate import align_labels, calibrated, raw_probs
+from celltune.recipes import load_config
 
 
 def flipped_copy(source: Path, target: Path, *, share: float, seed: int) -> set[str]:
@@ -45,8 +58,55 @@ def flipped_copy(source: Path, target: Path, *, share: float, seed: int) -> set[
     return flipped
 
 
+def _sets_on(card, cal, cal_raw, test, test_raw, class_names) -> tuple[dict, list[dict]]:
+    """Calibrate on ``cal`` (samples and raw probabilities), measure on ``test``: (ECE before/after and the
+    temperature, the set summaries at 90% and 95%)."""
+    card = calibrated(uncalibrated(card), cal, cal_raw)
+    truth = np.array([s.label for s in test])
+    probs = with_temperature(test_raw, card.temperature, multilabel=False)
+    ece = {"temperature": card.temperature, "ece_before": calibration_error(truth, test_raw),
+           "ece_after": calibration_error(truth, probs)}
+    return ece, conformal.measure(probs, truth, [s.path for s in test], card.conformal_scores, class_names)
+
+
+def calibration_check(dataset, run: Path, *, seeds: int, out: Path) -> dict:
+    model, card, saved = load_checkpoint(run)
+    found = align_labels(discover_as_trained(dataset.path, saved, defaults=DataConfig()), card.class_names,
+                         dataset.path)
+    tta = load_config(run / "config.yaml").eval.tta
+    val, test = found.splits["val"], found.splits["test"]
+    val_raw, test_raw = (raw_probs(model, card, s, batch_size=128, tta=tta) for s in (val, test))
+    ece, own = _sets_on(card, val, val_raw, test, test_raw, card.class_names)
+    pool, pool_raw = val + test, np.concatenate([val_raw, test_raw])
+    keys = [s.group or str(s.path) for s in pool]  # groups whole, where the dataset has them
+    groups = sorted(set(keys))
+    resplits = []
+    for seed in range(seeds):  # random halves of the pooled images
+        order = np.random.default_rng(seed).permutation(len(groups))
+        first = {groups[i] for i in order[: len(groups) // 2]}
+        half = np.array([k in first for k in keys])
+        cal, rest = np.flatnonzero(half), np.flatnonzero(~half)
+        e, sets = _sets_on(card, [pool[i] for i in cal], pool_raw[cal], [pool[i] for i in rest], pool_raw[rest],
+                           card.class_names)
+        resplits.append({**e, "sets": sets})
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "dataset": dataset.name, "run": str(run), "tta": tta,
+               "val_images": len(val), "test_images": len(test), "groups": len(groups), **ece, "sets": own,
+               "seeds": seeds, "resplit_ece_before": float(np.mean([r["ece_before"] for r in resplits])),
+               "resplit_ece_after": float(np.mean([r["ece_after"] for r in resplits]))}
+    for i, target in enumerate(conformal.COVERAGES):
+        covered = [r["sets"][i]["covered"] for r in resplits]
+        summary[f"resplit_covered_{target}"] = [float(np.mean(covered)), float(np.min(covered)),
+                                                float(np.max(covered))]
+        summary[f"resplit_mean_size_{target}"] = float(np.mean([r["sets"][i]["mean_size"] for r in resplits]))
+    (out / f"calibration-{dataset.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", choices=["labels", "calibration"], default="labels")
+    p.add_argument("--run", help="calibration: the trained run directory to measure")
+    p.add_argument("--seeds", type=int, default=20, help="calibration: random halves of validation and test")
     p.add_argument("--dataset", choices=list(DATASETS), default="mitocheck_hela16")
     p.add_argument("--flip", type=float, default=0.05, help="share of the labels flipped")
     p.add_argument("--budget", default="10m", help="the whole cross-validation's time budget")
@@ -60,6 +120,12 @@ def main() -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.check == "calibration":
+        if not args.run:
+            p.error("--check calibration measures a trained run: give --run RUN_DIR")
+        print(json.dumps(calibration_check(dataset, Path(args.run), seeds=args.seeds, out=out), indent=2))
+        return 0
     stamp = time.strftime("%Y%m%d-%H%M%S")
     copy = out / f"{dataset.name}-flipped-{stamp}"
     flipped = flipped_copy(dataset.path, copy, share=args.flip, seed=args.seed)

@@ -4,7 +4,8 @@
 
 The preprocessing comes from the export's metadata (``celltune_card``): the image at 0..1 (8-bit / 255, 16-bit /
 65535), grey repeated to three channels for an RGB model, the short side resized to the training size (bilinear,
-antialiased as torchvision does), the centre square, then the per-channel mean and std. Single-file images only;
+antialiased as torchvision does), the centre square, then the per-channel mean and std; the logits are divided by
+the card's temperature before the softmax (or sigmoid), as celltune does. Single-file images only;
 a model of other channel layouts (one file per channel, percentile intensity) is read by ``celltune predict``.
 """
 
@@ -57,6 +58,8 @@ def main() -> None:
     card = card_of(session)
     batch = np.stack([preprocess(p, card) for p in args.images])
     logits = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    # The temperature celltune fitted on validation (one, or one per label): probabilities that mean what they say.
+    logits = logits / np.asarray(card.get("temperature") or [1.0], dtype=np.float32)
     if card.get("multilabel"):
         probs = 1 / (1 + np.exp(-logits))
     else:

@@ -304,3 +304,34 @@ def test_augment_flags_go_on_top_of_a_recipes_augment_block(tmp_path):
                                       "--random-erasing", "0.1"])
     assert _train_config(args).augment == Augment(hflip=False, vflip=False, rotation=90, crop_scale=0.5,
                                                   random_erasing=0.1)
+
+
+def test_predict_coverage_prints_sets_and_writes_them_to_the_csv(tiny_data, tmp_path, capsys):
+    names = sorted(d.name for d in (tiny_data / "train").iterdir())
+    # Validation scores all 0.3: the 95% limit is 0.3, so an image's set is its classes within 0.3 of mass.
+    checkpoint = random_checkpoint(tmp_path / "best.pt", names, conformal_scores=[0.3] * 40)
+    image = next(iter(sorted((tiny_data / "test").rglob("*.png"))))
+    assert main(["-q", "predict", str(checkpoint), str(image), "--coverage", "0.95"]) == 0
+    assert "95% set: {" in capsys.readouterr().out
+    out = tmp_path / "sets.csv"
+    assert main(["-q", "predict", str(checkpoint), str(tiny_data / "test"), "--output", str(out), "--coverage",
+                 "0.95"]) == 0
+    rows = _rows(out)
+    assert list(rows[0])[-3:] == ["set", "review", "error"]
+    for row in rows:
+        chosen = row["set"].split()
+        assert chosen[0] == row["predicted"] and (row["review"] == "yes") == (len(chosen) > 1)
+    # A model without validation scores says how to get them.
+    bare = random_checkpoint(tmp_path / "bare.pt", names)
+    assert main(["-q", "predict", str(bare), str(image), "--coverage", "0.95"]) == 2
+    assert "celltune calibrate RUN_DIR --data DATA_DIR" in capsys.readouterr().err
+
+
+@slow
+def test_calibrate_command_adds_sets_to_a_run(trained_run, tiny_data, capsys):
+    assert main(["-q", "calibrate", str(trained_run), "--data", str(tiny_data)]) == 0
+    printed = capsys.readouterr().out
+    # tiny_data has 18 validation images: too few to fit a temperature, enough to keep their scores.
+    assert "no temperature" in printed and "18 validation scores kept" in printed
+    best = torch.load(trained_run / "best.pt", weights_only=True)
+    assert best["temperature"] is None and len(best["conformal_scores"]) == 18

@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from celltune.calibration import MIN_IMAGES
+from celltune.checkpoint import read_checkpoint
 from celltune.data import discover
 from celltune.errors import DataError
-from celltune.evaluate import align_labels, evaluate_checkpoint
+from celltune.evaluate import align_labels, calibrate_checkpoint, evaluate_checkpoint
 from celltune.samples import LabelledSplits, Sample
 from celltune.train import fit
 
@@ -40,3 +42,33 @@ def test_evaluate_scores_the_runs_own_test_split_and_writes_files(tmp_path):
     class_tree(two_splits / "val", {"x": 1, "y": 1})
     with pytest.raises(DataError, match="no 'test' split here"):
         evaluate_checkpoint(run, data=two_splits, split="test")
+
+
+@pytest.mark.slow
+def test_training_calibrates_on_validation_and_scores_report_it(tmp_path):
+    data = class_tree(tmp_path / "d", {"x": 25, "y": 25, "z": 25})
+    run = fit(quick_config(data, tmp_path / "runs", val_fraction=0.3, epochs=1))
+    best = read_checkpoint(run)
+    val = discover(data, val_fraction=0.3).splits["val"]
+    assert len(val) >= MIN_IMAGES
+    (temperature,) = best["temperature"]
+    assert temperature > 0 and len(best["conformal_scores"]) == len(val)
+    assert best["conformal_scores"] == sorted(best["conformal_scores"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["calibration"]["temperature"] == [temperature]
+    assert metrics["uncalibrated_ece"] is not None and metrics["expected_calibration_error"] is not None
+    assert [s["target"] for s in metrics["prediction_sets"]] == [0.9, 0.95]
+    assert all(set(s["per_class"]) == {"x", "y", "z"} and s["images"] == metrics["num_samples"]
+               for s in metrics["prediction_sets"])
+    # evaluate gives the same sets (each image's draw is fixed by its name), and --calibrate none the raw numbers.
+    again = evaluate_checkpoint(run, data=data, split="test", bootstrap=0)
+    assert again.prediction_sets == metrics["prediction_sets"]
+    assert again.expected_calibration_error == pytest.approx(metrics["expected_calibration_error"], abs=1e-5)
+    raw = evaluate_checkpoint(run, data=data, split="test", bootstrap=0, calibrate="none")
+    assert raw.prediction_sets is None and raw.calibration["temperature"] is None
+    assert raw.expected_calibration_error == pytest.approx(metrics["uncalibrated_ece"], abs=1e-5)
+    assert raw.accuracy == again.accuracy  # a temperature never changes a single-label answer
+    # Calibrated again without a temperature: the sets are made from the raw probabilities.
+    card, on_val = calibrate_checkpoint(run, data=data, calibrate="none")
+    assert card.temperature is None and len(card.conformal_scores) == len(val) and on_val.num_samples == len(val)
+    assert evaluate_checkpoint(run, data=data, split="test", bootstrap=0).prediction_sets is not None

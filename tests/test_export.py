@@ -31,7 +31,7 @@ NAMES = ["centromere", "golgi", "homogeneous", "nucleolar", "numem", "speckled"]
 def run(tiny_data, tmp_path_factory):
     """A run directory as training leaves it: best.pt and the config.yaml that names the data."""
     run = tmp_path_factory.mktemp("run")
-    random_checkpoint(run / "best.pt", NAMES)
+    random_checkpoint(run / "best.pt", NAMES, temperature=[1.7], conformal_scores=[0.2, 0.4, 0.6])
     save_config(quick_config(tiny_data, run.parent), run / "config.yaml")
     return run
 
@@ -61,6 +61,7 @@ def test_an_export_round_trips_with_its_card_and_any_batch_size(run, exported, f
         meta = {p.key: p.value for p in proto.metadata_props}
         assert json.loads(meta["class_names"]) == NAMES and json.loads(meta["mean"]) == [0.5] * 3
         assert meta["image_size"] == "32" and read_onnx_card(check.path).class_names == NAMES
+        assert read_onnx_card(check.path).temperature == [1.7]  # the calibration travels with the model
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(check.path), providers=["CPUExecutionProvider"])
@@ -69,6 +70,7 @@ def test_an_export_round_trips_with_its_card_and_any_batch_size(run, exported, f
         extra = {f"{CARD_KEY}.json": ""}
         got = torch.export.load(check.path, extra_files=extra).module()(images)
         assert json.loads(extra[f"{CARD_KEY}.json"])["class_names"] == NAMES
+        assert json.loads(extra[f"{CARD_KEY}.json"])["conformal_scores"] == [0.2, 0.4, 0.6]
     assert OPSET >= 17 and torch.allclose(got, expected, atol=1e-4, rtol=0)
 
 

@@ -14,12 +14,12 @@ import torch
 import yaml
 from PIL import Image
 
-from celltune.checkpoint import load_checkpoint
+from celltune.checkpoint import ModelCard, load_checkpoint
 from celltune.cli import main
 from celltune.errors import ConfigError
 from celltune.export import ExportError, export_run
 from celltune.modelzoo import PackageInfo, verify
-from celltune.modelzoo_files import identifiers
+from celltune.modelzoo_files import documentation, identifiers
 from celltune.synthetic import HPA_CHANNELS
 
 from conftest import random_checkpoint
@@ -156,3 +156,11 @@ def test_a_tampered_package_or_one_whose_test_fails_is_an_error(four_channel_pac
         verify(_tampered(good, tmp_path / "edited.zip", rehash=False))
     with pytest.raises(ExportError, match=r"wrong\.zip: bioimageio\.core's test_model fails on the package"):
         verify(_tampered(good, tmp_path / "wrong.zip", rehash=True))
+
+
+def test_the_package_documentation_gives_the_temperature():
+    card = ModelCard("resnet18", ["a", "b"], [0.5] * 3, [0.25] * 3, 32, temperature=[1.25])
+    docs = documentation(card, None, identifiers(card.class_names))
+    assert "temperature fitted on validation (1.25)" in docs and "the log of the probabilities" in docs
+    assert "temperature" not in documentation(ModelCard("resnet18", ["a", "b"], [0.5] * 3, [0.25] * 3, 32), None,
+                                              ["a", "b"])

@@ -1,9 +1,11 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from celltune import conformal
 from celltune.errors import ConfigError
 from celltune.images import load_input
 from celltune.models import create_model
@@ -85,3 +87,27 @@ def test_folders_are_read_without_their_hidden_files(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert [p.relative_to(tmp_path).as_posix() for p in inputs_under(tmp_path)] == ["a/1.png", "b/2.tif"]
+
+
+def test_predictor_rescales_by_the_cards_temperature_unless_told_not_to(tiny_data, tmp_path):
+    names = [str(i) for i in range(6)]
+    checkpoint = random_checkpoint(tmp_path / "best.pt", names, temperature=[3.0], conformal_scores=[0.5] * 30)
+    paths = list(inputs_under(tiny_data / "test"))[:4]
+    raw = Predictor(checkpoint, device=torch.device("cpu"), calibrate="none")
+    assert raw.card.temperature is None and raw.card.conformal_scores is None
+    scaled = Predictor(checkpoint, device=torch.device("cpu"))
+    raw_probs = np.array([p.probs for p in raw.predict_paths(paths)])
+    got = np.array([p.probs for p in scaled.predict_paths(paths)])
+    by_hand = np.exp(np.log(raw_probs) / 3.0)
+    assert got == pytest.approx(by_hand / by_hand.sum(1, keepdims=True), abs=1e-5)
+    assert (got.argmax(1) == raw_probs.argmax(1)).all() and got.max() < raw_probs.max()
+    with pytest.raises(ConfigError, match="celltune calibrate RUN_DIR --data DATA_DIR"):
+        raw.set_limit(0.95)  # --calibrate none: no scores to make sets with
+
+
+def test_prediction_set_at_a_limit():
+    pred = Prediction(path=Path("x.png"), probs=[0.2, 0.5, 0.3])
+    u = conformal.draw([pred.path])[0]
+    # Scores as if each class were the true one, most probable first: 0.5u, 0.5 + 0.3u, 0.8 + 0.2u.
+    assert pred.prediction_set(["a", "b", "c"], 0.5 + 0.3 * u) == ["b", "c"]
+    assert pred.prediction_set(["a", "b", "c"], 0.0) == ["b"]

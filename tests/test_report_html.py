@@ -30,7 +30,7 @@ def test_report_html_is_self_contained_and_complete(run_with_report):
     page = (run_with_report / "report.html").read_text()
     for heading in ("Per class", "Confusion matrix", "Training curves", "Most confident mistakes", "Dataset",
                     "Configuration", "Where the model looked", "mean class accuracy (ACA)",
-                    "best validation mean class accuracy (ACA)"):
+                    "best validation mean class accuracy (ACA)", "Calibration", "Prediction sets"):
         assert heading in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched from the network
     images = re.findall(r'src="data:image/png;base64,', page)
@@ -38,7 +38,8 @@ def test_report_html_is_self_contained_and_complete(run_with_report):
     wrong = metrics["num_samples"] - round(metrics["accuracy"] * metrics["num_samples"])
     right_classes = sum(row["recall"] > 0 for row in metrics["per_class"].values())
     heatmaps = min(wrong, 6) + right_classes  # the most confident mistakes, one correct image per class
-    assert len(images) == 4 + min(wrong, 12) + heatmaps  # 2 confusion matrices, 2 curves, thumbnails, heatmaps
+    # 2 confusion matrices, 2 curves, the reliability diagram, thumbnails, heatmaps
+    assert len(images) == 5 + min(wrong, 12) + heatmaps
     cams = page[page.index('<div class="cams">'):]
     assert cams.count("<figure>") == heatmaps and ("predicted" in cams) == (wrong > 0)
     assert metrics["tta"] == "flips" and "roc_auc_macro" in metrics

@@ -77,13 +77,15 @@ class Workload:
     test_images: int  # scored once at the end (the validation images when there is no test split)
     val_passes: int = 1  # 2 with --ema: raw and averaged weights are both validated
     test_views: int = 1  # test-time augmentation's views per image
+    calibration_images: int = 0  # the validation images, scored again at the end to calibrate the best weights
 
     def epoch_seconds(self, speed: Speed) -> float:
         return (self.train_images / speed.train_images_per_second
                 + self.val_passes * self.val_images / speed.eval_images_per_second)
 
     def finish_seconds(self, speed: Speed) -> float:
-        return self.test_images * self.test_views / speed.eval_images_per_second + FINISH_SECONDS
+        return ((self.test_images + self.calibration_images) * self.test_views / speed.eval_images_per_second
+                + FINISH_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -238,4 +240,4 @@ def workload(config: TrainConfig, found: LabelledSplits) -> Workload:
     val = len(found.splits.get("val", []))
     return Workload(train_images=train, val_images=val, test_images=len(found.splits.get("test") or []) or val,
                     val_passes=2 if config.optim.ema else 1,
-                    test_views=len(TTA_VIEWS[config.eval.tta](torch.zeros(1, 1, 2, 2))))
+                    test_views=len(TTA_VIEWS[config.eval.tta](torch.zeros(1, 1, 2, 2))), calibration_images=val)

@@ -34,6 +34,10 @@ class ModelCard:
     intensity: str = "scale"  # scale | percentile | dataset (see celltune.images)
     multilabel: bool = False  # sigmoid outputs, several labels per image
     thresholds: list[float] | None = None  # multi-label: per-class decision thresholds tuned on validation
+    # Fitted on validation after training (celltune.calibration): one temperature, or one per label; None: none.
+    temperature: list[float] | None = None
+    # The validation images' sorted scores that prediction sets are calibrated with (celltune.conformal).
+    conformal_scores: list[float] | None = None
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

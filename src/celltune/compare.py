@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from celltune.calibration import uncalibrated
 from celltune.checkpoint import load_checkpoint
 from celltune.class_choice import CHOICE_FIELDS, ClassChoice
 from celltune.config import DataConfig, EvalConfig
@@ -45,9 +46,11 @@ class Comparison:
 
 def compare_runs(run_a: str | Path, run_b: str | Path, *, data: str | Path, split: str = "test",
                  batch_size: int = 64, tta: str = "none", mask_dir: str | Path | None = None,
-                 resamples: int = EvalConfig.bootstrap, seed: int = 0, twins: bool = False) -> Comparison:
+                 resamples: int = EvalConfig.bootstrap, seed: int = 0, twins: bool = False,
+                 calibrate: str = EvalConfig.calibrate) -> Comparison:
     """Score both checkpoints (or run directories) on the same ``split`` of ``data``, as the first one split it;
-    with ``twins``, the differences on the images without an exact copy in training too."""
+    with ``twins``, the differences on the images without an exact copy in training too; ``calibrate`` "none":
+    without the cards' temperatures (multi-label answers change with them)."""
     from celltune.data import mask_paths
 
     (model_a, card_a, saved_a), (model_b, card_b, saved_b) = load_checkpoint(run_a), load_checkpoint(run_b)
@@ -64,6 +67,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, data: str | Path, spli
         raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
     results, answers, truths = [], [], []
     for model, card in ((model_a, card_a), (model_b, card_b)):
+        card = uncalibrated(card) if calibrate == "none" else card
         samples = align_labels(found, card.class_names, data).splits[split]
         masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
         result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)

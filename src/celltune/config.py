@@ -160,6 +160,10 @@ class EvalConfig:
 
     tta: TtaMode = option("flips", "test-time augmentation: probabilities averaged over 4 flips or all 8 "
                           "flip/right-angle views")
+    calibrate: Literal["temperature", "none"] = option(
+        "temperature", "training: fit a temperature on validation after training that makes the probabilities mean "
+        "what they say; scoring and predicting: use the one fitted (none: the raw probabilities, and no prediction "
+        "sets)")
     bootstrap: int = option(1000, "bootstrap resamples for the 95% confidence interval of each headline number "
                             "(single-label: resampled within each class; 0: no intervals)")
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoint, replace_card
+from celltune import conformal
+from celltune.calibration import fit_temperature, uncalibrated, with_temperature
+from celltune.checkpoint import BEST, ModelCard, load_checkpoint, read_checkpoint, replace_card, resolve_checkpoint
 from celltune.config import DataConfig, EvalConfig
 from celltune.data import discover_as_trained, mask_paths
 from celltune.errors import CelltuneError, DataError
@@ -22,6 +24,7 @@ from celltune.metrics import (
     multilabel_metrics,
     result_from_dict,
     tune_thresholds,
+    with_calibration,
     with_intervals,
     with_tta,
 )
@@ -45,15 +48,41 @@ def truth_and_answers(card: ModelCard, samples: list[Sample], probs: np.ndarray)
     return np.asarray(labels), probs.argmax(axis=1)
 
 
+def raw_probs(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64,
+              num_workers: int = 0, tta: str = "none", masks: list[Path] | None = None) -> np.ndarray:
+    """(N, C) probabilities of ``model`` on ``samples``, before the card's temperature."""
+    loader = make_loader(samples, card, batch_size=batch_size, num_workers=num_workers, masks=masks)
+    return predict_probs(model, loader, tta=tta, multilabel=card.multilabel)
+
+
 def score(model: nn.Module, card: ModelCard, samples: list[Sample], *, batch_size: int = 64, num_workers: int = 0,
           tta: str = "none", masks: list[Path] | None = None, bootstrap: int = 0, seed: int = 0,
           ) -> tuple[Result, np.ndarray]:
-    """(result, (N, C) probabilities) of ``model`` on ``samples``; multi-label at the card's thresholds; with
-    ``bootstrap`` resamples, 95% intervals of the headline numbers."""
-    loader = make_loader(samples, card, batch_size=batch_size, num_workers=num_workers, masks=masks)
-    probs = predict_probs(model, loader, tta=tta, multilabel=card.multilabel)
+    """(result, (N, C) probabilities) of ``model`` on ``samples``, rescaled by the card's temperature; multi-label
+    at the card's thresholds; with ``bootstrap`` resamples, 95% intervals of the headline numbers; the calibration
+    before and after the temperature, and (with the card's conformal scores) how prediction sets did."""
+    raw = raw_probs(model, card, samples, batch_size=batch_size, num_workers=num_workers, tta=tta, masks=masks)
+    probs = with_temperature(raw, card.temperature, multilabel=card.multilabel)
     truth, answers = truth_and_answers(card, samples, probs)
-    return with_tta(result_of(card, truth, answers, probs, bootstrap=bootstrap, seed=seed), tta), probs
+    result = with_calibration(result_of(card, truth, answers, probs, bootstrap=bootstrap, seed=seed), truth, raw,
+                              probs, card.temperature)
+    if card.conformal_scores is not None and not card.multilabel:
+        result = replace(result, prediction_sets=conformal.measure(probs, truth, [s.path for s in samples],
+                                                                   card.conformal_scores, card.class_names))
+    return with_tta(result, tta), probs
+
+
+def calibrated(card: ModelCard, samples: list[Sample], raw: np.ndarray, *, temperature: bool = True) -> ModelCard:
+    """``card`` calibrated on the validation ``samples`` and their (N, C) probabilities ``raw``: a temperature
+    (unless ``temperature`` is False), then on the rescaled probabilities the multi-label thresholds, or the
+    single-label prediction sets' conformal scores."""
+    truth, _ = truth_and_answers(card, samples, raw)
+    fitted = fit_temperature(raw, truth, multilabel=card.multilabel) if temperature else None
+    probs = with_temperature(raw, fitted, multilabel=card.multilabel)
+    if card.multilabel:
+        return replace(card, temperature=fitted, thresholds=tune_thresholds(truth, probs))
+    found = conformal.scores(probs, truth, conformal.draw([s.path for s in samples]))
+    return replace(card, temperature=fitted, conformal_scores=sorted(round(float(x), 6) for x in found))
 
 
 def with_twins_left_out(result: Result, card: ModelCard, probs: np.ndarray, samples: list[Sample],
@@ -109,24 +138,20 @@ def align_labels(found: LabelledSplits, class_names: list[str], root: str | Path
     if unknown:
         raise DataError(f"{root}: classes {unknown} are not among the model's classes {class_names}")
     index = [class_names.index(c) for c in found.class_names]
-    splits = {k: [Sample(s.path, index[s.label]) for s in v] for k, v in found.splits.items()}  # type: ignore[index]
+    splits = {k: [replace(s, label=index[s.label]) for s in v] for k, v in found.splits.items()}  # type: ignore[index]
     return LabelledSplits(list(class_names), splits, found.layout)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str = "test", seed: int = 0,
                         out_dir: str | Path | None = None, batch_size: int = 64, tta: str = "none",
                         mask_dir: str | Path | None = None, bootstrap: int = EvalConfig.bootstrap,
-                        twins: bool = False) -> Result:
+                        twins: bool = False, calibrate: str = EvalConfig.calibrate) -> Result:
     """Metrics of a checkpoint (or run directory) on one split of ``data``; files go to ``out_dir`` if given. With
-    ``twins``, also on the split's images without an exact copy in training (every training image read once)."""
-    model, card, saved = load_checkpoint(checkpoint)
-    # The split as in training (seed, fractions and groups saved in the checkpoint), so "test" means the same images.
-    found = discover_as_trained(data, saved, defaults=DataConfig(seed=seed))
-    found = align_labels(found, card.class_names, data)
-    if split not in found.splits:
-        raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
-    samples = found.splits[split]
-    masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
+    ``twins``, also on the split's images without an exact copy in training (every training image read once);
+    ``calibrate`` "none": the raw probabilities, not the card's temperature."""
+    model, card, samples, masks, found = _split_of(checkpoint, data, split, seed=seed, mask_dir=mask_dir)
+    if calibrate == "none":
+        card = uncalibrated(card)
     result, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks, bootstrap=bootstrap,
                           seed=seed)
     if twins:
@@ -138,6 +163,35 @@ def evaluate_checkpoint(checkpoint: str | Path, *, data: str | Path, split: str 
         write_scored(out, split=split, result=result, probs=probs, samples=samples, tag=f"_{split}")
         write_json(out / f"metrics_{split}.json", result.to_dict())
     return result
+
+
+def _split_of(checkpoint: str | Path, data: str | Path, split: str, *, seed: int, mask_dir: str | Path | None):
+    """(model, card, the split's samples, their masks, the data's splits) of a checkpoint on the ``split`` of
+    ``data`` as it was made in training (seed, fractions and groups saved in the checkpoint), so that "test" means
+    the same images."""
+    model, card, saved = load_checkpoint(checkpoint)
+    found = align_labels(discover_as_trained(data, saved, defaults=DataConfig(seed=seed)), card.class_names, data)
+    if split not in found.splits:
+        raise DataError(f"{data}: no {split!r} split here (found {sorted(found.splits)})")
+    samples = found.splits[split]
+    masks = mask_paths(samples, data_root=data, mask_dir=mask_dir) if mask_dir else None
+    return model, card, samples, masks, found
+
+
+def calibrate_checkpoint(checkpoint: str | Path, *, data: str | Path, seed: int = 0, batch_size: int = 64,
+                         tta: str = EvalConfig.tta, mask_dir: str | Path | None = None,
+                         calibrate: str = EvalConfig.calibrate) -> tuple[ModelCard, Result]:
+    """Calibrate a trained checkpoint (or run directory) again on its validation split of ``data``, as training
+    does at its end (a checkpoint written before celltune calibrated, or to calibrate for another ``tta``); its card
+    is rewritten in place. (the new card, the result on validation, with the calibration before and after)."""
+    path = resolve_checkpoint(checkpoint)
+    model, card, samples, masks, _ = _split_of(path, data, "val", seed=seed, mask_dir=mask_dir)
+    raw = raw_probs(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
+    card = calibrated(uncalibrated(card), samples, raw, temperature=calibrate != "none")
+    replace_card(path, card)
+    probs = with_temperature(raw, card.temperature, multilabel=card.multilabel)
+    truth, answers = truth_and_answers(card, samples, probs)
+    return card, with_calibration(result_of(card, truth, answers, probs), truth, raw, probs, card.temperature)
 
 
 def _heatmaps(model: nn.Module, card: ModelCard, samples: list[Sample], probs: np.ndarray,
@@ -155,20 +209,21 @@ def _heatmaps(model: nn.Module, card: ModelCard, samples: list[Sample], probs: n
 
 def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: LabelledSplits,
                masks: dict[str, list[Path] | None], history: list[dict], batch_size: int, tta: str,
-               bootstrap: int = 0, seed: int = 0, twinned: dict[str, list[bool]] | None = None) -> RunMetrics:
-    """Score the run's best checkpoint and write what a finished run holds: history.csv and its plots, thresholds
-    tuned on validation (multi-label), predictions, metrics.json and report.html. ``twinned``: per scored split,
-    which images have an exact copy in training (``celltune.leaks``); the numbers without them are reported too."""
+               bootstrap: int = 0, seed: int = 0, twinned: dict[str, list[bool]] | None = None,
+               calibrate: str = "temperature") -> RunMetrics:
+    """Score the run's best checkpoint and write what a finished run holds: history.csv and its plots, its
+    calibration on validation (``calibrated``; ``calibrate`` "none": no temperature), predictions, metrics.json and
+    report.html. ``twinned``: per scored split, which images have an exact copy in training (``celltune.leaks``); the
+    numbers without them are reported too."""
     write_history(run_dir / "history.csv", history)
     plot_curves(history, run_dir)
     best = read_checkpoint(run_dir / BEST)
     model.load_state_dict(best["state_dict"])
-    if card.multilabel:
-        # Per-label decision thresholds, tuned on validation and kept in the checkpoint for evaluate and predict.
-        _, val_probs = score(model, card, found.splits["val"], masks=masks["val"], batch_size=batch_size, tta=tta)
-        val_truth = multi_hot([s.label for s in found.splits["val"]], len(card.class_names))  # type: ignore[misc]
-        card = replace(card, thresholds=tune_thresholds(val_truth, val_probs))
-        replace_card(run_dir / BEST, card)
+    # Temperature, thresholds and conformal scores from validation, kept in the checkpoint for evaluate and predict.
+    val = found.splits["val"]
+    card = calibrated(card, val, raw_probs(model, card, val, masks=masks["val"], batch_size=batch_size, tta=tta),
+                      temperature=calibrate != "none")
+    replace_card(run_dir / BEST, card)
     split = "test" if found.splits.get("test") else "val"
     samples = found.splits[split]
     result, probs = score(model, card, samples, masks=masks[split], batch_size=batch_size, tta=tta,

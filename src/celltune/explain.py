@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
+from celltune.calibration import with_temperature
 from celltune.cam import check_method, heatmaps
 from celltune.checkpoint import ModelCard
 from celltune.errors import ConfigError, ExistsError
@@ -94,11 +95,12 @@ def explain_batch(model: nn.Module, card: ModelCard, inputs: torch.Tensor, *, ta
     """Per normalised (C, H, W) input of the batch: (the 0..1 image, its 0..1 map, top-3, explained class), and the
     layer the maps were taken at. The maps are of ``target`` (a class index) or, when None, of each image's most
     probable class."""
-    probs = batch_probs(model, inputs, multilabel=card.multilabel)
-    targets = [target if target is not None else int(i) for i in probs.argmax(dim=1)]
+    probs = with_temperature(batch_probs(model, inputs, multilabel=card.multilabel).cpu().numpy(), card.temperature,
+                             multilabel=card.multilabel)
+    targets = [target if target is not None else int(i) for i in probs.argmax(axis=1)]
     maps, used = heatmaps(model, inputs, targets, method=method, layer=layer)
     out = []
-    for x, heat, p, t in zip(inputs.cpu().numpy(), maps, probs.cpu().numpy(), targets, strict=True):
+    for x, heat, p, t in zip(inputs.cpu().numpy(), maps, probs, targets, strict=True):
         order = np.argsort(p)[::-1][:3]
         out.append((unnormalize(x, card.mean, card.std), heat,
                     [(card.class_names[i], float(p[i])) for i in order], card.class_names[t]))

@@ -7,17 +7,19 @@ history). The CLI, the HTML report, the plots and the tracking read those, so a 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc, multiclass_calibration_error
+from torchmetrics.functional.classification import binary_auroc
+
+from celltune.calibration import calibration_error, reliability
 
 
-def metric(label: str, *, short: str | None = None) -> Any:
+def metric(label: str, *, short: str | None = None, default: Any = MISSING) -> Any:
     """A result field shown as ``label``; ``short`` makes it a headline number, tracked per epoch as val_<short>."""
-    return field(metadata={"label": label, **({"short": short} if short else {})})
+    return field(default=default, metadata={"label": label, **({"short": short} if short else {})})
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class ClassificationResult(_Result):
     weighted_f1: float = metric("weighted F1")
     roc_auc_macro: float | None = metric("ROC AUC (macro, one-vs-rest)")
     expected_calibration_error: float | None = metric("expected calibration error")
+    uncalibrated_ece: float | None = metric("expected calibration error before temperature scaling", default=None)
     per_class: list[ClassRow] = field(default_factory=list)
     confusion_matrix: list[list[int]] = field(default_factory=list)  # rows true, columns predicted
     most_confused: list[ConfusedPair] = field(default_factory=list)
@@ -116,6 +119,11 @@ class ClassificationResult(_Result):
     # The headline numbers on the scored images without an exact copy in training (celltune.leaks): {"images",
     # "left_out", headline numbers, "ci"}; None when no scored image has one, or when nobody looked.
     without_twins: dict[str, Any] | None = None
+    # {"temperature": the card's, or None; "before", "after": the reliability diagram's bins (celltune.calibration)
+    # of the probabilities before and after temperature scaling}; None when nobody looked.
+    calibration: dict[str, Any] | None = None
+    # Prediction sets (celltune.conformal.set_summary) at each coverage the report measures; None without them.
+    prediction_sets: list[dict[str, Any]] | None = None
 
     multilabel: ClassVar[bool] = False
     selection: ClassVar[str] = "mean_class_accuracy"
@@ -140,6 +148,8 @@ class MultilabelResult(_Result):
     micro_recall: float = metric("micro recall")
     exact_match: float = metric("exact match (all labels right)", short="exact_match")
     roc_auc_macro: float | None = metric("ROC AUC (macro over labels)")
+    expected_calibration_error: float | None = metric("expected calibration error (mean over labels)", default=None)
+    uncalibrated_ece: float | None = metric("expected calibration error before temperature scaling", default=None)
     per_class: list[LabelRow] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
     tta: str = "none"
@@ -147,6 +157,8 @@ class MultilabelResult(_Result):
     # The headline numbers on the scored images without an exact copy in training (celltune.leaks): {"images",
     # "left_out", headline numbers, "ci"}; None when no scored image has one, or when nobody looked.
     without_twins: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # {"temperature": one per label, or None}
+    prediction_sets: list[dict[str, Any]] | None = None  # single-label only: always None
 
     multilabel: ClassVar[bool] = True
     selection: ClassVar[str] = "macro_f1"
@@ -166,6 +178,18 @@ def with_tta(result: Result, tta: str) -> Result:
 
 def with_intervals(result: Result, intervals: dict[str, list[float]]) -> Result:
     return replace(result, ci=intervals)
+
+
+def with_calibration(result: Result, truth: np.ndarray, raw_probs: np.ndarray, probs: np.ndarray,
+                     temperature: list[float] | None) -> Result:
+    """``result``, scored on ``probs`` (the ``raw_probs`` rescaled by ``temperature``, or themselves when it is None),
+    with the calibration error before the scaling and, single-label, the reliability diagram's bins before and
+    after."""
+    info: dict[str, Any] = {"temperature": temperature}
+    if not result.multilabel:
+        info |= {"before": reliability(truth, raw_probs) if temperature else None, "after": reliability(truth, probs)}
+    before = calibration_error(truth, raw_probs, multilabel=result.multilabel) if temperature else None
+    return replace(result, uncalibrated_ece=before, calibration=info)
 
 
 # --- single-label -------------------------------------------------------------------------------------------------
@@ -245,9 +269,7 @@ def classification_metrics(y_true, y_pred, class_names: list[str], probs: np.nda
     if probs is not None:
         probs = np.asarray(probs)
         aucs = probability_auc(np.eye(probs.shape[1], dtype=np.int64)[y_true], probs)
-        p = torch.as_tensor(probs, dtype=torch.float32)
-        ece = float(multiclass_calibration_error(p, torch.as_tensor(y_true, dtype=torch.long),
-                                                 num_classes=p.shape[1], n_bins=15, norm="l1"))
+        ece = calibration_error(y_true, probs)
     precision, recall, f1, support = (scores[k] for k in ("precision", "recall", "f1", "support"))
     return ClassificationResult(
         class_names=list(class_names),
@@ -327,6 +349,7 @@ def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[
         micro_recall=float(scores["micro_recall"]),
         exact_match=float(scores["exact_match"]),
         roc_auc_macro=_mean_defined(auc),
+        expected_calibration_error=calibration_error(y_true, probs, multilabel=True),
         per_class=[LabelRow(name, int(support[i]), float(support[i] / max(len(y_true), 1)), thresholds[i],
                             float(precision[i]), float(recall[i]), float(f1[i]), auc[i])
                    for i, name in enumerate(class_names)],

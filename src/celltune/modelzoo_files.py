@@ -98,6 +98,12 @@ def documentation(card: ModelCard, metrics: dict | None, names: list[str]) -> st
     if card.multilabel and card.thresholds:
         lines += ["", "Decision thresholds tuned on validation: "
                   + ", ".join(f"{c} {t:.2f}" for c, t in zip(card.class_names, card.thresholds, strict=True))]
+    if card.temperature:
+        values = ", ".join(f"{t:.4g}" for t in card.temperature)
+        how = "each label's log-odds" if card.multilabel else "the log of the probabilities, then normalise to sum to 1"
+        lines += ["", f"Calibration: the outputs above are the network's own. celltune divides {how} by the "
+                  f"temperature fitted on validation ({values}) so that a probability means what it says; the "
+                  "weights' `celltune_card` metadata holds it, and the validation scores of its prediction sets."]
     lines += ["", "# Validation", ""]
     if not metrics:
         return "\n".join([*lines, "The run was not scored on a test split (no metrics.json beside its best.pt): "

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from celltune import conformal
+from celltune.calibration import uncalibrated, with_temperature
 from celltune.checkpoint import ModelCard, load_checkpoint
 from celltune.dataset import CellDataset
 from celltune.errors import ConfigError, DataError, MissingError
@@ -80,6 +82,12 @@ class Prediction:
     probs: list[float]  # one per class, in class_names order; empty when the image could not be read
     error: str | None = None  # why the image could not be read
 
+    def prediction_set(self, class_names: list[str], limit: float) -> list[str]:
+        """The classes of its prediction set at the conformal ``limit`` (``Predictor.set_limit``), most probable
+        first."""
+        chosen = conformal.prediction_sets(np.asarray([self.probs]), limit, conformal.draw([self.path]))[0]
+        return [class_names[i] for i in chosen]
+
     def topk(self, class_names: list[str], k: int) -> list[tuple[str, float]]:
         order = np.argsort(self.probs)[::-1][:k]
         return [(class_names[i], float(self.probs[i])) for i in order]
@@ -93,7 +101,8 @@ class Prediction:
 class Predictor:
     """A checkpoint (or an exported ``.onnx``) with its own preprocessing, ready for images."""
 
-    def __init__(self, checkpoint: str | Path, device: torch.device | None = None, tta: str = "none") -> None:
+    def __init__(self, checkpoint: str | Path, device: torch.device | None = None, tta: str = "none",
+                 calibrate: str = "temperature") -> None:
         if Path(checkpoint).suffix.lower() == ".onnx":  # an export: onnxruntime, the card from its metadata
             from celltune.export import OnnxModule, read_onnx_card
 
@@ -104,8 +113,23 @@ class Predictor:
             self.model, self.card, _ = load_checkpoint(checkpoint)
             self.device = device or default_device()
             for_inference(self.model, self.device)
+        if calibrate == "none":
+            self.card = uncalibrated(self.card)
+        self.checkpoint = Path(checkpoint)
         self.transform = card_transform(self.card)
         self.tta = tta
+
+    def set_limit(self, coverage: float) -> float:
+        """The conformal threshold of sets that hold the true class for ``coverage`` of images (celltune.conformal)."""
+        conformal.check_coverage(coverage)
+        if self.card.multilabel:
+            raise ConfigError("--coverage: prediction sets are for single-label models; a multi-label model's answer "
+                              "is already a set, its labels above their thresholds")
+        if self.card.conformal_scores is None:
+            raise ConfigError(f"{self.checkpoint}: --coverage needs the validation scores that celltune train keeps in "
+                              "the checkpoint since prediction sets exist (and not with --calibrate none); add them "
+                              "with: celltune calibrate RUN_DIR --data DATA_DIR")
+        return conformal.threshold(self.card.conformal_scores, coverage)
 
     @property
     def class_names(self) -> list[str]:
@@ -131,8 +155,9 @@ class Predictor:
             chunk = paths[start : start + batch_size]
             inputs = [self.input_for(p) for p in chunk]
             good = [x for x in inputs if isinstance(x, torch.Tensor)]
-            probs = iter(batch_probs(self.model, torch.stack(good).to(self.device), self.tta,
-                                     self.card.multilabel).cpu().tolist() if good else [])
+            raw = batch_probs(self.model, torch.stack(good).to(self.device), self.tta,
+                              self.card.multilabel).cpu().numpy() if good else np.zeros((0, 0))
+            probs = iter(with_temperature(raw, self.card.temperature, multilabel=self.card.multilabel).tolist())
             results += [Prediction(p, next(probs)) if isinstance(x, torch.Tensor) else Prediction(p, [], error=x)
                         for p, x in zip(chunk, inputs, strict=True)]
         return results

@@ -31,18 +31,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def header(class_names: list[str], with_truth: bool, with_error: bool = False) -> list[str]:
+def header(class_names: list[str], with_truth: bool, with_error: bool = False, with_set: bool = False) -> list[str]:
     return (["path"] + (["true"] if with_truth else []) + ["predicted", "confidence"] + [f"p_{c}" for c in class_names]
-            + (["error"] if with_error else []))
+            + (["set", "review"] if with_set else []) + (["error"] if with_error else []))
 
 
 def row(pred: Prediction, class_names: list[str], thresholds: list[float] | None, truth=None,
-        with_error: bool = False) -> list[str]:
-    """path, [true label(s),] predicted label(s), confidence, probabilities[, error]. Multi-label (``thresholds``):
-    labels are space-separated, the predicted ones those at or above their threshold. An image that could not be
-    read has empty label and probability cells and the reason in ``error``."""
+        with_error: bool = False, limit: float | None = None) -> list[str]:
+    """path, [true label(s),] predicted label(s), confidence, probabilities[, set, review][, error]. Multi-label
+    (``thresholds``): labels are space-separated, the predicted ones those at or above their threshold. With the
+    conformal ``limit`` (``Predictor.set_limit``), the image's prediction set, space-separated, and "yes" in review
+    when it holds more than one class. An image that could not be read has empty label and probability cells and
+    the reason in ``error``."""
+    sets = [] if limit is None else ["", ""]
     if pred.error is not None:
-        return [str(pred.path), "", "", *([""] * len(class_names)), pred.error]
+        return [str(pred.path), "", "", *([""] * len(class_names)), *sets, pred.error]
+    if limit is not None:
+        chosen = pred.prediction_set(class_names, limit)
+        sets = [" ".join(chosen), "yes" if len(chosen) > 1 else ""]
     if thresholds is None:
         best = int(np.argmax(pred.probs))
         predicted, confidence = class_names[best], pred.probs[best]
@@ -52,7 +58,7 @@ def row(pred: Prediction, class_names: list[str], thresholds: list[float] | None
         predicted = " ".join(name for name, _ in hits)
         confidence = min((p for _, p in hits), default=max(pred.probs))
         true = [] if truth is None else [" ".join(class_names[i] for i in truth)]
-    return [str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs),
+    return [str(pred.path), *true, predicted, f"{confidence:.6f}", *(f"{p:.6f}" for p in pred.probs), *sets,
             *([""] if with_error else [])]
 
 
@@ -94,7 +100,8 @@ def _rows_done(path: Path, columns: list[str]) -> _Done:
         rows = csvfiles.reader(lines(f))
         found = next(rows, None)
         if found != columns:
-            raise ExistsError(f"{path}: its columns are not this model's; choose another --output")
+            raise ExistsError(f"{path}: its columns are not this model's (or not for this --coverage); choose "
+                              "another --output")
         ends.append(consumed)
         for cells in rows:
             if not whole or len(cells) != len(columns):
@@ -120,15 +127,17 @@ def _changed(out: Path, position: int, was: str, now: Path | None) -> ExistsErro
 
 
 def predict_to_csv(predictor: Predictor, paths: Iterable[Path], out: Path, *, batch_size: int = 64,
-                   resume: bool = False, progress: Callable[[int], None] | None = None) -> BatchOutcome:
+                   resume: bool = False, progress: Callable[[int], None] | None = None,
+                   coverage: float | None = None) -> BatchOutcome:
     """Stream predictions for ``paths`` into ``out`` a batch at a time (memory bounded by one batch), flushing each.
     An image that cannot be read gets a row with its reason in the ``error`` column, and the job goes on.
     ``resume`` continues an interrupted ``out`` from the first batch holding an image without a row, so that the file
     ends byte for byte as an uninterrupted run's (module docstring); its rows must be the first of ``paths``, in
     order, or an ``ExistsError`` says which differs. ``progress`` is called with the number of images done
-    (predicted or kept) as they are."""
+    (predicted or kept) as they are. With ``coverage``, each row has the image's prediction set (``row``)."""
     thresholds = predictor.thresholds if predictor.card.multilabel else None
-    columns = header(predictor.class_names, False, with_error=True)
+    limit = None if coverage is None else predictor.set_limit(coverage)
+    columns = header(predictor.class_names, False, with_error=True, with_set=limit is not None)
     appending = resume and out.exists() and out.stat().st_size > 0  # an empty file: killed before its header
     if not appending:
         with csvfiles.open_csv(out, "w") as f:
@@ -153,7 +162,7 @@ def predict_to_csv(predictor: Predictor, paths: Iterable[Path], out: Path, *, ba
                     sink = csvfiles.open_csv(out, "a")
                     writer = csvfiles.Writer(sink)
                 for pred in predictor.predict_paths(batch, batch_size=batch_size):
-                    writer.writerow(row(pred, predictor.class_names, thresholds, with_error=True))
+                    writer.writerow(row(pred, predictor.class_names, thresholds, with_error=True, limit=limit))
                     failed += pred.error is not None
                 written += len(batch)
                 sink.flush()

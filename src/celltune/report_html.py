@@ -16,6 +16,7 @@ from celltune.class_choice import describe
 from celltune.images import read_image
 from celltune.metrics import ClassificationResult, MultilabelResult, RunMetrics, labelled
 from celltune.report import plot_confusion
+from celltune.report_trust import calibration_html, sets_html
 from celltune.samples import Sample
 
 STYLE = """
@@ -110,7 +111,7 @@ def _per_class(result: ClassificationResult | MultilabelResult) -> str:
 def _multilabel_sections(run: RunMetrics) -> str:
     return (f"<h2>Result on the {html.escape(run.split)} split (multi-label)</h2>{_summary(run)}"
             "<h2>Per label</h2><p>Thresholds tuned per label on the validation split for the best F1.</p>"
-            + _per_class(run.result))
+            + _per_class(run.result) + calibration_html(run.result))
 
 
 def _single_label_sections(run: RunMetrics, samples: list[Sample], probs: np.ndarray, run_dir: Path) -> str:
@@ -137,6 +138,8 @@ def _single_label_sections(run: RunMetrics, samples: list[Sample], probs: np.nda
 {html_table(["true", "predicted as", "count", "fraction of true"], confused) if confused else "<p>none</p>"}
 <h2>Most confident mistakes</h2>
 <div class="thumbs">{thumbs or "<p>no misclassified images</p>"}</div>
+{calibration_html(result)}
+{sets_html(result)}
 """
 
 

@@ -33,6 +33,11 @@ def format_result(result: Result) -> str:
                   *(f"  {label} {clean[name]:.4f}" + (" (95% CI {:.4f}-{:.4f})".format(*clean["ci"][name])
                                                       if name in clean.get("ci", {}) else "")
                     for name, label, _ in labelled(result) if name in clean), ""]
+    calibration = format_calibration(result)
+    if calibration:
+        lines += ["calibration:", calibration, ""]
+    if result.prediction_sets:
+        lines += [format_sets(result.prediction_sets), ""]
     rows = result.per_class
     columns = [label for _, label, _ in labelled(rows[0])] if rows else []
     width = max(len(c) for c in result.class_names) + 2
@@ -72,3 +77,29 @@ def print_run(run_dir: Path) -> None:
     print(f"\n{run.split} split:\n{format_result(run.result)}")
     print(f"\nreport: {run_dir / 'report.html'}")
 
+
+
+def format_calibration(result: Result) -> str:
+    """The temperature and the calibration error before and after it, as text; "" without a temperature."""
+    temperature = (result.calibration or {}).get("temperature")
+    if not temperature:
+        return ""
+    values = ", ".join(f"{t:.3g}" for t in temperature)
+    before, after = result.uncalibrated_ece, result.expected_calibration_error
+    lines = [f"  temperature {values} (fitted on validation)"]
+    if before is not None and after is not None:
+        lines.append(f"  expected calibration error {before:.4f} before, {after:.4f} after")
+    return "\n".join(lines)
+
+
+def format_sets(summaries: list[dict]) -> str:
+    """How prediction sets did (celltune.conformal.set_summary), as text: each coverage, then per class at the
+    last."""
+    lines = ["prediction sets (split conformal, calibrated on validation):"]
+    for s in summaries:
+        lines.append(f"  target {s['target']:.0%}: held the true class for {s['covered']:.1%} of {s['images']} "
+                     f"images; mean size {s['mean_size']:.2f}; {s['to_review']:.1%} with more than one class")
+    last = summaries[-1]
+    lines.append(f"  per class at {last['target']:.0%} (held, mean size): " + ", ".join(
+        f"{name} {c['covered']:.1%} {c['mean_size']:.2f}" for name, c in last["per_class"].items()))
+    return "\n".join(lines)

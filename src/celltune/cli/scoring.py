@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
-from celltune.cli.output import format_result
+from celltune.cli.output import format_calibration, format_result
 from celltune.config import DataConfig, EvalConfig, Split
 from celltune.flags import add_flags
 
@@ -16,11 +16,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
                                  batch_size=args.batch_size, tta=args.tta, mask_dir=args.mask_dir,
-                                 bootstrap=args.bootstrap, twins=args.twins)
+                                 bootstrap=args.bootstrap, twins=args.twins, calibrate=args.calibrate)
     print(f"{args.split} split of {args.data}:\n{format_result(result)}")
     if args.out_dir:
         print(f"\nwrote metrics_{args.split}.json, predictions_{args.split}.csv"
               + ("" if result.multilabel else f", confusion_matrix_{args.split}.png") + f" to {args.out_dir}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from celltune.calibration import MIN_IMAGES
+    from celltune.evaluate import calibrate_checkpoint
+
+    card, result = calibrate_checkpoint(args.checkpoint, data=args.data, batch_size=args.batch_size, tta=args.tta,
+                                        mask_dir=args.mask_dir, calibrate=args.calibrate)
+    print(f"validation split of {args.data}, {result.num_samples} images:")
+    print(format_calibration(result) or f"  no temperature (--calibrate none, or fewer than {MIN_IMAGES} validation "
+          "images)")
+    if card.conformal_scores is not None:
+        print(f"  prediction sets: {len(card.conformal_scores)} validation scores kept for predict --coverage")
+    print(f"rewrote {args.checkpoint}")
     return 0
 
 
@@ -30,7 +45,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from celltune.compare import compare_runs
 
     c = compare_runs(args.run_a, args.run_b, data=args.data, split=args.split, batch_size=args.batch_size,
-                     tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap, twins=args.twins)
+                     tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap, twins=args.twins,
+                     calibrate=args.calibrate)
     width = max(map(len, c.labels.values())) + 2
     print(f"{c.split} split of {args.data}, {c.images} images; A = {c.runs[0]}, B = {c.runs[1]}\n")
     print(f"{'':<{width}}{'A':>9}{'B':>9}{'A - B':>9}   95% CI of A - B (paired bootstrap)")
@@ -56,8 +72,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from celltune.predictions_csv import predict_to_csv
     from celltune.progress import bar
 
-    predictor = Predictor(args.checkpoint, tta=args.tta)
+    predictor = Predictor(args.checkpoint, tta=args.tta, calibrate=args.calibrate)
     card = predictor.card
+    limit = None if args.coverage is None else predictor.set_limit(args.coverage)
     inputs = [Path(p) for p in args.images]
     require_inputs(inputs, card.channels)
     folders = [p for p in inputs if p.is_dir()]
@@ -73,14 +90,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         hits = (pred.above(predictor.class_names, predictor.thresholds) if card.multilabel
                 else pred.topk(predictor.class_names, args.topk))
-        print(f"{pred.path}: " + (", ".join(f"{c} {p:.3f}" for c, p in hits) or "(no label above threshold)"))
+        print(f"{pred.path}: " + (", ".join(f"{c} {p:.3f}" for c, p in hits) or "(no label above threshold)")
+              + ("" if limit is None else _set_text(pred.prediction_set(predictor.class_names, limit), args.coverage)))
     if folders:
         def paths():
             return (p for folder in folders for p in inputs_under(folder, card.channels))
 
         with bar(sum(1 for _ in paths()), "predicting") as progress:
             outcome = predict_to_csv(predictor, paths(), out, batch_size=args.batch_size, resume=args.resume,
-                                     progress=progress.update)
+                                     progress=progress.update, coverage=args.coverage)
         skipped = f" ({outcome.skipped} already there)" if outcome.skipped else ""
         print(f"wrote {outcome.written} predictions to {out}{skipped}")
         if outcome.failed:
@@ -88,6 +106,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                   "column")
         failed += outcome.failed
     return 1 if failed else 0
+
+
+def _set_text(chosen: list[str], coverage: float) -> str:
+    """How ``predict`` prints an image's prediction set."""
+    look = "; more than one class: for a person to look at" if len(chosen) > 1 else ""
+    return f"  | {coverage:.0%} set: {{{', '.join(chosen)}}}{look}"
 
 
 def _twins_flag(p: argparse.ArgumentParser) -> None:
@@ -131,6 +155,20 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --output CSV, skipping done images")
     p.add_argument("--batch-size", type=int, default=64)
-    add_flags(p, EvalConfig, only={"tta"}, with_defaults=True)
+    p.add_argument("--coverage", type=float, metavar="SHARE",
+                   help="also give each image's prediction set: the fewest classes that hold the true one for this "
+                   "share of images (0.95: 95%%), from the validation split (split conformal prediction); an image "
+                   "whose set has more than one class is marked for review")
+    add_flags(p, EvalConfig, only={"tta", "calibrate"}, with_defaults=True)
     add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("calibrate", help="calibrate a trained model again on its validation split: temperature, "
+                       "prediction sets (for runs trained before celltune did it, or for another --tta)")
+    p.add_argument("checkpoint", help="run directory or best.pt (rewritten in place)")
+    p.add_argument("--data", required=True, help="the data folder it was trained on")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mask-dir", help="masks, as in training")
+    add_flags(p, EvalConfig, only={"tta", "calibrate"}, with_defaults=True)
+    add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
+    p.set_defaults(func=cmd_calibrate)
