@@ -29,6 +29,7 @@ def test_sets_are_the_classes_within_the_limit_and_never_empty():
     assert conformal.prediction_sets(probs, 0.7, u) == [[0, 1]]
     assert conformal.prediction_sets(probs, 0.9, u) == [[0, 1, 2]]
     assert conformal.prediction_sets(probs, 0.1, u) == [[0]]  # the top class always
+    assert conformal.prediction_sets(probs, 0.1, u, allow_empty=True) == [[]]  # the textbook procedure
     assert conformal.prediction_sets(probs, math.inf, u) == [[0, 1, 2]]
 
 
