@@ -69,8 +69,11 @@ def _sets_on(card, cal, cal_raw, test, test_raw, class_names) -> tuple[dict, lis
     ece = {"temperature": card.temperature, "ece_before": calibration_error(truth, test_raw),
            "ece_after": calibration_error(truth, probs), "accuracy": float((probs.argmax(1) == truth).mean())}
     names = [s.path for s in test]
+    cal_probs = with_temperature(cal_raw, card.temperature, multilabel=False)
+    textbook = conformal.scores(cal_probs, np.array([s.label for s in cal]), conformal.draw([s.path for s in cal]),
+                                allow_empty=True)
     return ece, [*conformal.measure(probs, truth, names, card.conformal_scores, class_names),
-                 *conformal.measure(probs, truth, names, card.conformal_scores, class_names, allow_empty=True)]
+                 *conformal.measure(probs, truth, names, sorted(textbook), class_names, allow_empty=True)]
 
 
 def calibration_check(dataset, run: Path, *, seeds: int, out: Path) -> dict:

@@ -11,8 +11,10 @@ def test_scores_hand_worked():
     probs = np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
     # Image 0, true class 1 (second most probable), u = 0.5: 0.5 above it + 0.5 * 0.3 = 0.65.
     # Image 1, true class 0 (the top), u = 1: 0 above + 0.5 = 0.5. Image 2, true class 0 (last), u = 0: 0.9.
-    got = conformal.scores(probs, np.array([1, 0, 0]), np.array([0.5, 1.0, 0.0]))
-    assert got == pytest.approx([0.65, 0.5, 0.9])
+    truth, u = np.array([1, 0, 0]), np.array([0.5, 1.0, 0.0])
+    assert conformal.scores(probs, truth, u, allow_empty=True) == pytest.approx([0.65, 0.5, 0.9])
+    # celltune's sets always hold the top class: a true top class is covered whatever the threshold, and scores 0.
+    assert conformal.scores(probs, truth, u) == pytest.approx([0.65, 0.0, 0.9])
 
 
 def test_threshold_is_the_finite_sample_quantile():
@@ -54,7 +56,7 @@ def test_coverage_holds_for_exchangeable_images_whatever_the_model():
         names = [f"r{repeat}-{i}.png" for i in range(3000)]
         cal, test = slice(0, 1000), slice(1000, 3000)
         found = conformal.scores(probs[cal], truth[cal], conformal.draw(names[cal]))
-        for coverage in covered:
+        for coverage in covered:  # the model is right for about 40%: sets of one class are too few
             sets = conformal.prediction_sets(probs[test], conformal.threshold(found, coverage),
                                              conformal.draw(names[test]))
             summary = conformal.set_summary(sets, truth[test], list("abcde"), coverage)
@@ -81,3 +83,21 @@ def test_set_summary_hand_worked():
 def test_coverage_must_be_a_share(bad):
     with pytest.raises(ConfigError, match=r"between 0 and 1, such as 0\.95"):
         conformal.check_coverage(bad)
+
+
+def test_a_model_right_more_often_than_asked_gets_sets_of_one_class():
+    """90% of top classes right, 80% asked: every set is the top class alone, covering those 90%; the textbook
+    procedure would leave some sets empty to come down to 80%."""
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(4), size=2000)
+    top = probs.argmax(1)
+    truth = np.where(rng.random(2000) < 0.9, top, (top + 1) % 4)
+    names = [f"{i}.png" for i in range(2000)]
+    u = conformal.draw(names)
+    limit = conformal.threshold(conformal.scores(probs[:1000], truth[:1000], u[:1000]), 0.8)
+    sets = conformal.prediction_sets(probs[1000:], limit, u[1000:])
+    assert all(len(s) == 1 for s in sets)
+    textbook = conformal.threshold(conformal.scores(probs[:1000], truth[:1000], u[:1000], allow_empty=True), 0.8)
+    empty = conformal.prediction_sets(probs[1000:], textbook, u[1000:], allow_empty=True)
+    covered = np.mean([t in s for s, t in zip(empty, truth[1000:], strict=True)])
+    assert covered == pytest.approx(0.8, abs=0.03) and any(not s for s in empty)

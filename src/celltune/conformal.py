@@ -9,8 +9,8 @@ groups whole in the split), the set holds the true class for at least 95% of ima
 
 ``u`` is what makes the coverage exact rather than conservative (the randomized APS). It is drawn from a hash of the
 image's file name, not from a random generator: an image always gets the same set, in ``evaluate``, ``predict`` and a
-resumed CSV alike. A set always holds the top class, so it is never empty: where the top class alone is right for
-more images than the coverage asks, sets of one class then cover more than asked (never less).
+resumed CSV alike. A set always holds the top class, so it is never empty, and the scores count that (``scores``):
+where the top class alone is right for more images than the coverage asks, sets of one class cover that share.
 """
 
 from __future__ import annotations
@@ -38,12 +38,16 @@ def _ranked(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, np.cumsum(ranked, axis=1) - ranked
 
 
-def scores(probs: np.ndarray, truth: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """(N,) APS scores of the true classes (N,) under (N, C) ``probs``."""
+def scores(probs: np.ndarray, truth: np.ndarray, u: np.ndarray, *, allow_empty: bool = False) -> np.ndarray:
+    """(N,) APS scores of the true classes (N,) under (N, C) ``probs``. A true class that is the top one scores 0
+    unless ``allow_empty``: the sets always hold it, so it is covered at any threshold, and the threshold is then
+    chosen among the images whose top class is wrong (exact coverage, where the top class alone is right less often
+    than asked; never less than that share where it is right more often)."""
     order, above = _ranked(probs)
     rank = np.argmax(order == np.asarray(truth)[:, None], axis=1)
     rows = np.arange(len(probs))
-    return above[rows, rank] + u * probs[rows, np.asarray(truth)]
+    found = above[rows, rank] + u * probs[rows, np.asarray(truth)]
+    return found if allow_empty else np.where(rank == 0, 0.0, found)
 
 
 def threshold(calibration: list[float] | np.ndarray, coverage: float) -> float:
@@ -96,7 +100,8 @@ def set_summary(sets: list[list[int]], truth: np.ndarray, class_names: list[str]
 def measure(probs: np.ndarray, truth: np.ndarray, names: list[str] | list[Path], calibration: list[float],
             class_names: list[str], coverages: tuple[float, ...] = COVERAGES, *,
             allow_empty: bool = False) -> list[dict[str, Any]]:
-    """``set_summary`` at each of ``coverages`` for labelled ``probs`` (N, C) of the images ``names``."""
+    """``set_summary`` at each of ``coverages`` for labelled ``probs`` (N, C) of the images ``names``, with the
+    validation scores ``calibration`` (computed with the same ``allow_empty``)."""
     u = draw(names)
     return [set_summary(prediction_sets(probs, threshold(calibration, c), u, allow_empty=allow_empty), truth,
                         class_names, c) for c in coverages]
