@@ -162,3 +162,14 @@ def test_folds_groups_holds_each_slide_out_once_with_a_whole_slide_for_validatio
     with pytest.raises(ConfigError, match="--folds groups holds out one group at a time: give the groups with "
                        "--groups PATTERN"):
         fold_count("groups", discover_pool(root))
+
+
+def test_two_slides_cross_validate_without_validation(tmp_path):
+    """Leave one slide out of two: the other trains alone, no slide can be spared for validation."""
+    root = tmp_path / "tiles"
+    for slide in (0, 1):
+        for i in range(8):
+            png(root / ("tumour" if i % 2 else "stroma") / f"slide{slide}_{i}.png", value=(60 * slide + 9 * i) % 256)
+    found = discover_pool(root, groups=r"(slide\d+)_")
+    plan = plan_folds(found, folds=fold_count("groups", found), seed=0, val_fraction=0.15)
+    assert [(len(f["train"]), len(f["val"]), len(f["test"])) for f in plan] == [(8, 0, 8), (8, 0, 8)]

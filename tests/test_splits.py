@@ -60,9 +60,15 @@ def test_grouped_split_never_splits_a_group_and_stays_near_its_fractions():
         assert abs(len(part) / len(labels) - share) < 0.1
         assert len({labels[i] for i in part}) == 3  # every class in every part
     assert grouped_split(labels, groups, fractions=(0.7, 0.15, 0.15), seed=0) == parts
-    with pytest.raises(DataError, match=r"2 group\(s\) cannot give a 25% part with whole groups \(images per group: "
-                       r"a \(2\), b \(2\)\); it needs 3: give finer groups .* or --test-fraction 0"):
-        grouped_split([0, 1, 0, 1], ["a", "a", "b", "b"], fractions=(0.5, 0.25, 0.25), seed=0)
+    with pytest.raises(DataError, match=r"1 group\(s\) cannot give a 25% part with whole groups \(images per group: "
+                       r"a \(4\)\); it needs 3: give finer groups .* or --test-fraction 0"):
+        grouped_split([0, 1, 0, 1], ["a", "a", "a", "a"], fractions=(0.5, 0.25, 0.25), seed=0)
+
+
+def test_with_one_group_left_after_test_training_goes_without_validation(caplog):
+    train, val, test = grouped_split([0, 1, 0, 1], ["a", "a", "b", "b"], fractions=(0.5, 0.25, 0.25), seed=0)
+    assert val == [] and len(train) == len(test) == 2 and {0, 1} == {i // 2 for i in (train[0], test[0])}
+    assert "none can be spared for validation" in caplog.text
 
 
 def _slides(n_slides=5, tiles=(12, 11, 13, 10, 12)):

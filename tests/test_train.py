@@ -351,3 +351,28 @@ def test_skip_unreadable_trains_without_the_bad_files_and_lists_them(tiny_data, 
     page = (run / "report.html").read_text()
     assert "<h2>Data checks</h2>" in page
     assert json.loads((run / "dataset.json").read_text())["totals"]["train"] == 36  # the cut file left out
+
+
+@slow
+def test_two_slides_train_without_validation_and_say_so(tmp_path):
+    """The issue's few-patients case at its end: two slides, one held out for test, the other trains; no group can be
+    spared for validation, so the run trains its epochs without one and keeps the last epoch's weights."""
+    root = tmp_path / "d"
+    for slide in (0, 1):
+        for cls in ("stroma", "tumour"):
+            for i in range(6):
+                Image.fromarray(np.full((16, 16, 3), 40 * slide + 90 * (cls == "tumour") + i, np.uint8)).save(
+                    (root / cls).mkdir(parents=True, exist_ok=True) or root / cls / f"slide{slide}_{cls}_{i}.png")
+    with pytest.raises(ConfigError, match=r"no validation images .* --scheduler plateau watch"):
+        prepare(quick_config(root, tmp_path / "refused", groups=r"(slide\d)_", scheduler="plateau"))
+    run = fit(quick_config(root, tmp_path / "runs", groups=r"(slide\d)_", epochs=2, ema=0.99))
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and not any(k.startswith("val_") for k in rows[0])
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["epoch"] == 1 and best["val_metrics"] is None and best["weights"] == "ema"
+    assert best["temperature"] is None and best["conformal_scores"] is None  # nothing to calibrate on
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["best_val"] == {} and metrics["best_epoch"] == 2
+    assert metrics["num_samples"] == 12  # one whole slide
+    assert "none (no group could be spared for it): the weights after the last of 2 epochs" in (
+        run / "report.html").read_text()

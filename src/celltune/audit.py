@@ -109,7 +109,9 @@ class _Checks:
             self.add("warning" if multilabel else "error", "empty-class", f"class {c!r} has no images",
                      "add its images or remove the class (an empty folder, or an unused label id)")
         for c in (c for c in names if total[c] > 0):
-            missing = [s for s in ("train", "val", "test") if s in counts and counts[s][c] == 0]
+            # An empty validation split is a run without validation (no group could be spared), not a small class.
+            missing = [s for s in ("train", "val", "test") if s in counts and counts[s][c] == 0
+                       and (s != "val" or any(counts[s].values()))]
             if not missing:
                 continue
             parts = ", ".join(f"{s} {counts[s][c]}" for s in counts)

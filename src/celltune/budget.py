@@ -203,6 +203,11 @@ class BudgetKeeper(L.Callback):
                           "why": f"stopped inside epoch {trainer.current_epoch + 1}: {self.left():.0f} s left, "
                                  f"not enough for another validation and the final scoring"})
 
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.limit_val_batches == 0:  # a run without validation: the epoch's end is where it is kept
+            self._val_start = time.monotonic()
+            self.on_validation_end(trainer, module)
+
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return

@@ -52,10 +52,27 @@ class RunRecorder(L.Callback):
                 save_checkpoint(self.run_dir / BEST, model=model, card=self.card,
                                 extra={"epoch": trainer.current_epoch, "val_metrics": result.to_dict(),
                                        "weights": weights, **self.extra})
-        self.history.append(module.epoch_row)
+        self._record(trainer, module.epoch_row)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Without validation (no group could be spared for it), every epoch's weights are the run's: the averaged
+        ones with --ema, as nothing can compare them with the raw ones."""
+        assert isinstance(module, CellClassifier)
+        if trainer.limit_val_batches != 0:
+            return
+        weights, model = ("ema", module.ema.module) if module.ema is not None else ("raw", module.model)
+        row = module.train_row()
+        if trainer.is_global_zero:
+            save_checkpoint(self.run_dir / BEST, model=model, card=self.card,
+                            extra={"epoch": trainer.current_epoch, "val_metrics": None, "weights": weights,
+                                   **self.extra})
+        self._record(trainer, row)
+
+    def _record(self, trainer: L.Trainer, row: dict[str, float]) -> None:
+        self.history.append(row)
         if trainer.is_global_zero:
             write_history(self.run_dir / "history.csv", self.history)
-            log.info("epoch %d: %s", module.epoch_row["epoch"], {k: round(v, 4) for k, v in module.epoch_row.items()})
+            log.info("epoch %d: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
 
     # The run's own state travels in Lightning's checkpoint, so --resume continues the history and the best score;
     # with it every process's random state and running training sums (every process takes part in saving).

@@ -106,7 +106,7 @@ def split_samples(pool: list[Sample], num_classes: int, *, fractions: tuple[floa
 def _split_pool(found: Found, *, val_fraction: float, test_fraction: float, seed: int) -> LabelledSplits:
     parts, how = split_samples(found.pool or [], len(found.class_names), seed=seed,
                                fractions=(1 - val_fraction - test_fraction, val_fraction, test_fraction))
-    splits = {split: part for split, part in zip(SPLITS, parts, strict=True) if part}
+    splits = {split: part for split, part in zip(SPLITS, parts, strict=True) if part or split == "val"}
     return LabelledSplits(found.class_names, splits, f"{found.layout}, {how} (seed {seed})", celltune_split=True)
 
 
@@ -149,7 +149,9 @@ def discover(
             f"{root}: found {len(out.class_names)} class(es); put each class's images in its own subfolder "
             "(root/CLASS/*.png or root/train/CLASS/*.png) or give an ICPR-style CSV"
         )
-    for split in ("train", "val"):
+    # A validation split celltune left empty because no group could be spared for it trains without one.
+    spared = found.splits is None and (groups or groups_csv)
+    for split in ("train",) if spared else ("train", "val"):
         if not out.splits.get(split):
             raise DataError(f"{root}: the {split} split has no images ({out.layout})")
     log.info("%s: %s, %d classes, %s", root, out.layout, len(out.class_names),

@@ -85,7 +85,8 @@ class CellDataModule(L.LightningDataModule):
         # Lightning calls this once per node before setup: one process decodes, the others find the cache built.
         if self.cached:
             for split in ("train", "val"):
-                self._cache(split)
+                if self.found.splits[split]:  # an empty validation split: a run without validation
+                    self._cache(split)
 
     def setup(self, stage: str | None = None) -> None:
         card, num_classes = self.card, len(self.found.class_names)
@@ -98,8 +99,9 @@ class CellDataModule(L.LightningDataModule):
         }
         for split, transform in transforms.items():
             samples = self.found.splits[split]
+            cached = self.cached and bool(samples)
             self.datasets[split] = (
-                CachedDataset(self._cache(split), samples, transform, num_classes=num_classes) if self.cached
+                CachedDataset(self._cache(split), samples, transform, num_classes=num_classes) if cached
                 else CellDataset(samples, transform, self.masks[split], channels=self.data.channels,
                                  intensity=self.data.intensity, num_classes=num_classes))
 

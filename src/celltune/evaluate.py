@@ -221,9 +221,10 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
     model.load_state_dict(best["state_dict"])
     # Temperature, thresholds and conformal scores from validation, kept in the checkpoint for evaluate and predict.
     val = found.splits["val"]
-    card = calibrated(card, val, raw_probs(model, card, val, masks=masks["val"], batch_size=batch_size, tta=tta),
-                      temperature=calibrate != "none")
-    replace_card(run_dir / BEST, card)
+    if val:
+        card = calibrated(card, val, raw_probs(model, card, val, masks=masks["val"], batch_size=batch_size, tta=tta),
+                          temperature=calibrate != "none")
+        replace_card(run_dir / BEST, card)
     split = "test" if found.splits.get("test") else "val"
     samples = found.splits[split]
     result, probs = score(model, card, samples, masks=masks[split], batch_size=batch_size, tta=tta,
@@ -233,7 +234,8 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
     write_scored(run_dir, split=split, result=result, probs=probs, samples=samples)
     train_seconds = sum(row["seconds"] for row in history)  # all epochs, across resumes
     run = RunMetrics(split=split, result=result, best_epoch=int(best["epoch"]) + 1,
-                     best_val=result_from_dict(best["val_metrics"]).headline(), epochs_run=len(history),
+                     best_val=result_from_dict(best["val_metrics"]).headline() if best["val_metrics"] else {},
+                     epochs_run=len(history),
                      train_seconds=train_seconds,
                      fit_images_per_second=sum(r["train_images"] for r in history) / train_seconds
                      if train_seconds else 0.0, weights=str(best.get("weights", "raw")))

@@ -210,13 +210,18 @@ class CellClassifier(L.LightningModule):
             ema_tracked = {"ema_val_loss": ema_loss, **self.ema_val_result.tracked("ema_val")}
             self.log_dict(ema_tracked)
             tracked |= ema_tracked
+        row = self.train_row()
+        self.epoch_row = {**{k: row[k] for k in ("epoch", "train_loss", "train_acc")}, **tracked,
+                          **{k: row[k] for k in ("lr", "seconds", "train_images")}}
+
+    def train_row(self) -> dict[str, float]:
+        """The epoch's history row from training alone (a run without validation has no other)."""
         # Every rank takes part in the gather; the sums are this epoch's training images, loss and right answers.
         sums = torch.tensor(self._train_sums, dtype=torch.float64, device=self.device)[None]  # (1, 3)
         loss_sum, correct, n = self._gather(sums).sum(0).tolist()
-        self.epoch_row = {"epoch": self.current_epoch + 1, "train_loss": loss_sum / max(n, 1),
-                          "train_acc": correct / max(n, 1), **tracked,
-                          "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
-                          "seconds": time.perf_counter() - self._epoch_start, "train_images": n}
+        return {"epoch": self.current_epoch + 1, "train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
+                "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                "seconds": time.perf_counter() - self._epoch_start, "train_images": n}
 
     def _scored(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, Result]:
         """(loss, result) of validation logits (N, C) against their labels."""

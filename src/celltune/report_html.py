@@ -81,8 +81,11 @@ def _summary(run: RunMetrics) -> str:
 
     rows = [[label, _fmt(value), ci(name)] for name, label, value in labelled(result)]
     selection = next(f.metadata["label"] for f in fields(result) if f.name == result.selection)
-    rows += [["test-time augmentation", result.tta, ""], ["best epoch", f"{run.best_epoch} of {run.epochs_run}", ""],
-             [f"best validation {selection}", _fmt(run.best_val.get(result.selection)), ""]]
+    rows += [["test-time augmentation", result.tta, ""]]
+    rows += ([["best epoch", f"{run.best_epoch} of {run.epochs_run}", ""],
+              [f"best validation {selection}", _fmt(run.best_val.get(result.selection)), ""]] if run.best_val else
+             [["validation", f"none (no group could be spared for it): the weights after the last of "
+                             f"{run.epochs_run} epochs", ""]])
     return html_table(["metric", "value", "95% confidence interval (bootstrap)"], rows) + _without_twins(run)
 
 

@@ -132,11 +132,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def make_trainer(config: TrainConfig, hardware: Hardware, *, run_dir: Path, callbacks: list[L.Callback],
-                 deadline: float | None = None) -> L.Trainer:
+                 deadline: float | None = None, validate: bool = True) -> L.Trainer:
     return L.Trainer(
         max_epochs=config.optim.epochs, accelerator=hardware.accelerator, devices=config.hardware.devices,
         num_nodes=config.hardware.num_nodes, strategy=config.hardware.strategy, precision=hardware.precision,
         logger=False, callbacks=[*callbacks, RunProgressBar(deadline)], num_sanity_val_steps=0,
         limit_train_batches=config.optim.max_steps_per_epoch or 1.0, log_every_n_steps=10, default_root_dir=run_dir,
+        limit_val_batches=1.0 if validate else 0,
         use_distributed_sampler=False,  # the data module shards (celltune.sampling)
         plugins=[AtomicCheckpointIO()])

@@ -96,7 +96,8 @@ def grouped_split(labels: list[int] | np.ndarray, groups: Sequence[str], *, frac
                   seed: int) -> list[list[int]]:
     """Train/val/test indices with every group in one part only, stratified as far as the groups allow. ``labels``:
     class indices, or a (N, labels) 0/1 matrix for multi-label images. Where too few groups are left for a part of
-    ``fractions``'s share, the part is one whole group, the nearest share there is (logged)."""
+    ``fractions``'s share, the part is one whole group, the nearest share there is (logged); where a single group is
+    left for training and validation, validation is empty (logged) and training runs without it."""
     labels = np.asarray(labels)
     n_groups = len(set(groups))
     if labels.ndim == 2:
@@ -106,12 +107,17 @@ def grouped_split(labels: list[int] | np.ndarray, groups: Sequence[str], *, frac
 
     parts: list[list[int]] = []
     rest = np.arange(len(labels))
-    for fraction, remaining in ((fractions[2], 1.0), (fractions[1], 1.0 - fractions[2])):
+    for name, fraction, remaining in (("test", fractions[2], 1.0), ("val", fractions[1], 1.0 - fractions[2])):
         if fraction <= 0:
             parts.insert(0, [])
             continue
         k = max(2, round(remaining / fraction))  # one fold of k is the part
         left = len(set(np.asarray(groups)[rest]))
+        if left == 1 and name == "val":  # the last group trains: the run goes without validation
+            log.warning("one group left for training and validation: none can be spared for validation, so training "
+                        "runs its epochs without one (no best epoch is chosen; the last epoch's weights are kept)")
+            parts.insert(0, [])
+            continue
         if left < 2:
             to_make = 1 + (fractions[1] > 0 and remaining == 1.0)  # this part, and val after test
             raise GroupSplitError(too_few_groups(

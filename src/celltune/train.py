@@ -102,6 +102,22 @@ def check_labels(config: TrainConfig, *, multilabel: bool) -> None:
                           f"{'multi' if multilabel else 'single'}-label data; choose from {', '.join(tracked)}")
 
 
+def check_validation(config: TrainConfig, found: LabelledSplits) -> bool:
+    """Whether the run validates: not when its split has no validation images (no group could be spared), and then
+    nothing may need it: early stopping, the plateau schedule. Runs on as many epochs as given either way."""
+    if found.splits.get("val"):
+        return True
+    needs = [flag for flag, used in (("--patience", config.optim.patience is not None),
+                                     ("--scheduler plateau", config.optim.scheduler == "plateau")) if used]
+    if needs:
+        raise ConfigError(f"{config.data.root}: no validation images (no group could be spared for them), but "
+                          f"{' and '.join(needs)} watch the validation loss; leave them out (the cosine schedule "
+                          "needs no validation), or give finer groups")
+    log.warning("no validation split: training runs %s epochs without validation and keeps the last epoch's weights",
+                config.optim.epochs or "its")
+    return False
+
+
 def model_card(config: TrainConfig, found: LabelledSplits, prep: Preprocessing, *, in_chans: int) -> ModelCard:
     """How the model sees images: the weights' statistics, or with ``intensity: dataset`` the training set's own
     per-channel mean/std (from a seeded sample of up to 256 images)."""
@@ -187,6 +203,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     if found is None:
         found = find_data(data)
     check_labels(config, multilabel=found.multilabel)
+    validate = check_validation(config, found)
     skipped: list[Path] = []
     if checks is None:
         found, checks, skipped = check_data(found, data)
@@ -249,7 +266,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
                                   max_epochs=min(given_epochs or MAX_EPOCHS, MAX_EPOCHS), path=run_dir / PLAN)
             callbacks.append(keeper)
         trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks,
-                               deadline=keeper.deadline if keeper else None)
+                               deadline=keeper.deadline if keeper else None, validate=validate)
         log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
                  config.hardware.devices, config.hardware.num_nodes)
     recorder = next(c for c in callbacks if isinstance(c, RunRecorder))

@@ -65,8 +65,10 @@ def print_run(run_dir: Path) -> None:
     selection = run.result.selection
     label = next(label for name, label, _ in labelled(run.result) if name == selection)
     print(f"\nrun directory: {run_dir}")
-    print(f"best epoch {run.best_epoch} of {run.epochs_run}, validation {label} {run.best_val[selection]:.4f}; "
-          f"{run.train_seconds:.0f} s, {run.fit_images_per_second:.1f} training images/s")
+    chosen = (f"best epoch {run.best_epoch} of {run.epochs_run}, validation {label} {run.best_val[selection]:.4f}"
+              if run.best_val else f"{run.epochs_run} epochs without validation (no group could be spared for it): "
+              "the last epoch's weights")
+    print(f"{chosen}; {run.train_seconds:.0f} s, {run.fit_images_per_second:.1f} training images/s")
     if run.weights == "ema":
         print("the best checkpoint holds the averaged (EMA) weights, which scored better on validation")
     if (run_dir / PLAN).is_file():
