@@ -15,18 +15,19 @@ from celltune.report import save_figure
 
 def plot_reliability(after: list[list[float]], before: list[list[float]] | None, out: BinaryIO) -> None:
     """Accuracy against confidence per bin (celltune.calibration.reliability), before and after temperature
-    scaling; a point's area grows with its images. On the diagonal a confidence means what it says."""
+    scaling; a disc's area grows with its images. On the diagonal a confidence means what it says."""
     fig = Figure(figsize=(4.2, 4.2))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
     total = sum(n for *_, n in after) or 1
-    for bins, label, colour in ((before, "before temperature scaling", "tab:orange"), (after, "as reported",
+    after_label = "after temperature scaling" if before else "the model's probabilities"
+    for bins, label, colour in ((before, "before temperature scaling", "tab:orange"), (after, after_label,
                                                                                      "tab:blue")):
         if not bins:
             continue
         conf, acc, n = [b[1] for b in bins], [b[2] for b in bins], [b[3] for b in bins]
-        ax.plot(conf, acc, color=colour, linewidth=1)
-        ax.scatter(conf, acc, s=[10 + 400 * k / total for k in n], color=colour, alpha=0.7, label=label)
+        ax.plot(conf, acc, color=colour, linewidth=1, marker="o", markersize=3, label=label)
+        ax.scatter(conf, acc, s=[10 + 400 * k / total for k in n], color=colour, alpha=0.4)
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence (top class probability)")
