@@ -39,7 +39,7 @@ def test_check_audits_the_groups_when_whole_groups_cannot_make_the_split(tmp_pat
     assert code == 1  # an error found, not a crash: every finding printed
     assert "ERROR   split: the train/val/test split cannot be made: 1 group(s) cannot give a 15% part with whole " \
            "groups (images per group: slide0 (8)); it needs 3" in out
-    assert "INFO    groups: 1 groups of 8-8 images" in out
+    assert "INFO    groups: 1 group of 8 images" in out
     codes = [f["code"] for f in json.loads(report.read_text())["findings"]]
     assert codes[0] == "split" and "groups" in codes
 

@@ -37,8 +37,10 @@ def group_findings(found: LabelledSplits) -> list[Finding]:
     sizes = Counter(str(s.group) for s in samples)
     rows = [f"{g}: {sizes[g]} images ({', '.join(f'{c} {n}' for c, n in sorted(per_group[g].items()))})"
             for g in sorted(sizes)]
-    out = [Finding("info", "groups", f"{len(sizes)} groups of {min(sizes.values())}-{max(sizes.values())} images "
-                   f"(median {median(sizes.values()):g}); --json lists each with its classes", "none needed", rows)]
+    low, high = min(sizes.values()), max(sizes.values())
+    how_many = (f"{len(sizes)} groups of {low}-{high} images (median {median(sizes.values()):g})" if len(sizes) > 1
+                else f"1 group of {high} images")
+    out = [Finding("info", "groups", f"{how_many}; --json lists each with its classes", "none needed", rows)]
     single = sorted(g for g, c in per_group.items() if len(c) == 1)
     if single and len(names) > 1 and not found.multilabel:
         out.append(Finding(
