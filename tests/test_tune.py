@@ -21,7 +21,7 @@ from celltune.tune import compatible, new_tune, read_settings, run_tune
 from celltune.tune_space import read_space, resolve_sizes
 from celltune.tune_study import FIRST_RUNG_EPOCHS, spent_seconds
 
-from conftest import quick_config
+from conftest import png, quick_config
 
 SPACE = """
 options:
@@ -239,3 +239,14 @@ def test_a_killed_search_loses_only_its_trial_in_flight_and_two_processes_finish
     assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
     assert all("winner: trial" in out for out in outputs)
     assert (tune_dir / "tune.html").is_file() and (tune_dir / "best.yaml").is_file()
+
+
+def test_a_search_on_data_with_no_validation_to_spare_is_refused_with_the_way_on(tmp_path):
+    root = tmp_path / "d"
+    for slide in (0, 1):
+        for cls in ("stroma", "tumour"):
+            for i in range(4):
+                png(root / cls / f"slide{slide}_{cls}_{i}.png", value=40 * slide + 90 * (cls == "tumour") + i)
+    with pytest.raises(ConfigError, match=r"no validation images .* a search chooses on validation; give finer "
+                       r"groups .*`celltune train`, which runs without validation"):
+        new_tune(quick_config(root, tmp_path, groups=r"(slide\d)_"), max_trials=2)

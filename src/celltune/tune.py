@@ -119,6 +119,10 @@ def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budg
         raise ExistsError(f"{tune_dir} exists; choose another --name, or --resume it")
     config = config.updated(data=str(Path(config.data.root).resolve()), time_budget=None)
     found, checks = _data(config)
+    if not found.splits.get("val"):
+        raise ConfigError(f"{config.data.root}: no validation images (no group could be spared for them), and a "
+                          "search chooses on validation; give finer groups (slides or fields rather than patients), "
+                          "or train once with `celltune train`, which runs without validation")
     native = 224  # the default space's models' native size; only caps sizes of large images
     size = image_size_for(((f.width, f.height) for f in checks.facts.values() if f.error is None), native)
     resolved = resolve_sizes(read_space(space), config.data.image_size or size.value)
