@@ -2,13 +2,15 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from celltune.calibration import MIN_IMAGES
-from celltune.checkpoint import read_checkpoint
+from celltune.calibration import MIN_IMAGES, with_temperature
+from celltune.checkpoint import ModelCard, read_checkpoint
 from celltune.data import discover
 from celltune.errors import DataError
-from celltune.evaluate import align_labels, calibrate_checkpoint, evaluate_checkpoint
+from celltune.evaluate import align_labels, calibrate_checkpoint, calibrated, evaluate_checkpoint
+from celltune.metrics import tune_thresholds
 from celltune.samples import LabelledSplits, Sample
 from celltune.train import fit
 
@@ -72,3 +74,21 @@ def test_training_calibrates_on_validation_and_scores_report_it(tmp_path):
     card, on_val = calibrate_checkpoint(run, data=data, calibrate="none")
     assert card.temperature is None and len(card.conformal_scores) == len(val) and on_val.num_samples == len(val)
     assert evaluate_checkpoint(run, data=data, split="test", bootstrap=0).prediction_sets is not None
+
+
+def test_multilabel_calibration_is_per_label_and_thresholds_are_tuned_after_it(tmp_path):
+    """Label 0 over-confident (logits x3), label 1 well calibrated: its own temperature each, and the thresholds are
+    tuned on the rescaled probabilities, as evaluate and predict will apply them."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3000, 2)) * 2
+    truth = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(int)
+    raw = (1 / (1 + np.exp(-z * np.array([3.0, 1.0])))).astype(np.float32)
+    samples = [Sample(tmp_path / f"{i}.png", [c for c in (0, 1) if truth[i, c]]) for i in range(3000)]
+    card = ModelCard("resnet18", ["a", "b"], [0.5] * 3, [0.25] * 3, 32, multilabel=True)
+    fitted = calibrated(card, samples, raw)
+    t0, t1 = fitted.temperature
+    assert t0 == pytest.approx(3.0, rel=0.15) and t1 == pytest.approx(1.0, rel=0.15)
+    assert fitted.conformal_scores is None  # sets are single-label
+    probs = with_temperature(raw, fitted.temperature, multilabel=True)
+    assert fitted.thresholds == tune_thresholds(truth, probs)
+    assert calibrated(card, samples, raw, temperature=False).temperature is None

@@ -126,6 +126,8 @@ def test_predict_on_the_onnx_export_equals_predict_on_the_run(run, exported, tin
     # The export's promise is on logits (TOLERANCE); softmax moves no probability by more than half the largest logit
     # change. 1e-6: the CSV's rounding to 6 decimals.
     assert np.abs(probs[0] - probs[1]).max() <= TOLERANCE / 2 + 1e-6
+    # The export's card carries the validation scores of prediction sets: ceil(4 * 0.5) = the 2nd of 0.2, 0.4, 0.6.
+    assert Predictor(onnx_path).set_limit(0.5) == Predictor(run, device=torch.device("cpu")).set_limit(0.5) == 0.4
     image = next(inputs_under(folder))
     assert main(["-q", "predict", str(onnx_path), str(image), "--topk", "2"]) == 0
     assert main(["-q", "predict", str(run), str(image), "--topk", "2"]) == 0
