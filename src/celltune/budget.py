@@ -205,15 +205,16 @@ class BudgetKeeper(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.limit_val_batches == 0:  # a run without validation: the epoch's end is where it is kept
-            self._val_start = time.monotonic()
-            self.on_validation_end(trainer, module)
+            self._kept(trainer, module, val_seconds=0.0)
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        now = time.monotonic()
-        self.val_seconds, self.validated = now - self._val_start, True
-        self.epoch_seconds.append(now - self._epoch_start)
+        if not trainer.sanity_checking:
+            self._kept(trainer, module, val_seconds=time.monotonic() - self._val_start)
+
+    def _kept(self, trainer: L.Trainer, module: L.LightningModule, *, val_seconds: float) -> None:
+        """An epoch ended and its weights are kept: the epochs still fitting, the plan changed if they differ."""
+        self.val_seconds, self.validated = val_seconds, True
+        self.epoch_seconds.append(time.monotonic() - self._epoch_start)
         # The mean of the epochs so far: one slow epoch (a busy moment) does not cut the run alone.
         epoch_seconds = sum(self.epoch_seconds) / len(self.epoch_seconds)
         done = trainer.current_epoch + 1

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from celltune.errors import ConfigError
+
 COVERAGES = (0.9, 0.95)  # what evaluate and the report measure
 
 
@@ -71,8 +73,6 @@ def prediction_sets(probs: np.ndarray, limit: float, u: np.ndarray, *, allow_emp
 
 
 def check_coverage(coverage: float) -> None:
-    from celltune.errors import ConfigError
-
     if not 0 < coverage < 1:
         raise ConfigError(f"--coverage {coverage}: give the share of images whose set must hold the true class, "
                           "between 0 and 1, such as 0.95")

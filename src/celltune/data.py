@@ -150,8 +150,8 @@ def discover(
             "(root/CLASS/*.png or root/train/CLASS/*.png) or give an ICPR-style CSV"
         )
     # A validation split celltune left empty because no group could be spared for it trains without one.
-    spared = found.splits is None and (groups or groups_csv)
-    for split in ("train",) if spared else ("train", "val"):
+    val_may_be_empty = found.splits is None and (groups or groups_csv)
+    for split in ("train",) if val_may_be_empty else ("train", "val"):
         if not out.splits.get(split):
             raise DataError(f"{root}: the {split} split has no images ({out.layout})")
     log.info("%s: %s, %d classes, %s", root, out.layout, len(out.class_names),
