@@ -43,3 +43,19 @@ def test_a_disc_resized_or_re_encoded_is_still_found(tmp_path):
     (tmp_path / "jpeg").mkdir()
     jpeg = _facts(tmp_path / "jpeg", [original], fmt="JPEG")
     assert [(i, j) for i, j, _ in near_pairs([png[0], jpeg[0], *png[2:]])] == [(0, 1)]
+
+
+def test_hash_candidates_pair_hashes_within_the_radius_and_cap_look_alikes():
+    """Hand-built 64-bit hashes: 0 and its copies with 3 and 10 bits set are within HASH_BITS (10) of each other
+    except 3 bits vs 10 bits where the bits differ (13); 11 bits set is out of reach of 0."""
+    from celltune.duplicates import HASH_BITS, hash_candidates
+
+    assert HASH_BITS == 10
+    three, ten, eleven = (1 << 3) - 1, ((1 << 10) - 1) << 20, (1 << 11) - 1
+    far = (1 << 64) - 1  # all 64 bits: no one's neighbour
+    hashes = np.array([0, three, ten, eleven, far], dtype=np.uint64)
+    # |three ^ eleven| = 8 bits, |ten ^ eleven| = 21, |three ^ ten| = 13
+    assert hash_candidates(hashes).tolist() == [[0, 1], [0, 2], [1, 3]]
+    # Forty identical look-alikes: each paired with its 3 closest only, never 40 * 39 / 2 pairs.
+    same = hash_candidates(np.zeros(40, dtype=np.uint64), neighbours=3)
+    assert 40 * 3 / 2 <= len(same) <= 40 * 3 and (same[:, 0] < same[:, 1]).all()

@@ -29,6 +29,10 @@ from celltune.samples import LabelledSplits, Sample
 _JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
 
 
+def _workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
 def _inspect_all(paths: list[Path]) -> list[ImageFacts]:
     return [inspect_image(p) for p in paths]
 
@@ -36,7 +40,7 @@ def _inspect_all(paths: list[Path]) -> list[ImageFacts]:
 def read_all(paths: Sequence[Path], *, workers: int | None = None,
              progress: Callable[[int], None] | None = None) -> dict[Path, ImageFacts]:
     """Every file decoded once, in worker processes (forked: they use PIL and numpy only) for large sets."""
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    workers = workers if workers is not None else _workers()
     chunks = [list(paths[i : i + 128]) for i in range(0, len(paths), 128)]
     out: dict[Path, ImageFacts] = {}
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
@@ -173,7 +177,7 @@ class _Checks:
 
     def _pairs(self, pairs: Sequence[tuple[Sample, ...]], kind: str, how: str) -> None:
         leak = [p for p in pairs if len({self.split_of[s.path] for s in p}) > 1]
-        within = [p for p in pairs if p not in leak]
+        within = [p for p in pairs if len({self.split_of[s.path] for s in p}) == 1]
         for found, level, where, fix in ((leak, "warning", "across splits (a leak: scored on images seen in "
                                           "training)", "keep one of each, or split so that copies stay together "
                                           "(--groups)"),
@@ -183,7 +187,7 @@ class _Checks:
                          f"{len(found)} {how} {where}", fix,
                          [" = ".join(f"{_rel(s.path, self.root)} ({self.split_of[s.path]})" for s in p) for p in found])
 
-    def duplicates(self, samples: list[Sample], facts: list[ImageFacts], *, near: bool) -> None:
+    def duplicates(self, samples: list[Sample], facts: list[ImageFacts], *, near: bool, workers: int) -> None:
         groups = [[samples[i] for i in g] for g in exact_groups(facts)]
         conflicting = [g for g in groups if len({s.label for s in g}) > 1]
         if conflicting:
@@ -191,9 +195,9 @@ class _Checks:
                      "keep the copy with the right label, or train on the data as published with --accept "
                      "label-conflict", [" = ".join(f"{_rel(s.path, self.root)} ({self._label(s)})" for s in g)
                                         for g in conflicting])
-        self._pairs([tuple(g) for g in groups if g not in conflicting], "exact", "groups of identical images")
+        self._pairs([tuple(g) for g in groups if len({s.label for s in g}) == 1], "exact", "groups of identical images")
         if near:
-            pairs = [(samples[i], samples[j]) for i, j, _ in near_pairs(facts)]
+            pairs = [(samples[i], samples[j]) for i, j, _ in near_pairs(facts, workers=workers)]
             disagree = [p for p in pairs if p[0].label != p[1].label]
             if disagree:
                 self.add("warning", "near-label-conflict", f"{len(disagree)} pair(s) of near-duplicate images stand "
@@ -201,8 +205,8 @@ class _Checks:
                          "look at each pair: keep the copy with the right label, or remove both", [" = ".join(
                              f"{_rel(s.path, self.root)} ({self._label(s)}, {self.split_of[s.path]})" for s in p)
                              for p in disagree])
-            self._pairs([p for p in pairs if p not in disagree], "near", "pairs of near-duplicate images (resized, "
-                        "re-encoded, shifted or the same cell captured twice)")
+            self._pairs([p for p in pairs if p[0].label == p[1].label], "near", "pairs of near-duplicate images "
+                        "(resized, re-encoded, shifted or the same cell captured twice)")
 
 
 def needed_images(val_fraction: float, test_fraction: float) -> int:
@@ -234,7 +238,7 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
         checks.masks(finder, sizes=not quick)
     samples = list(files)
     first = [facts[files[s][0]] for s in samples]
-    checks.duplicates(samples, first, near=not quick)
+    checks.duplicates(samples, first, near=not quick, workers=workers if workers is not None else _workers())
     if not quick:
         checks.non_images()
         checks.hidden()

@@ -1,8 +1,8 @@
 """Duplicate images: exact ones (the same decoded pixels, whatever the file) and near ones (the same image resized,
 re-encoded or slightly shifted, or the same cell captured twice).
 
-A near-duplicate pair has perceptual hashes (imagehash's pHash of the grey thumbnail) within ``HASH_BITS`` of 64 bits,
-confirmed by the fine detail of the two thumbnails (each minus its blur) correlating at least ``DETAIL_CORRELATION``
+A near-duplicate pair has perceptual hashes (imagehash's pHash of the grey thumbnail, computed as each file is read)
+within ``HASH_BITS`` of 64 bits, one image among the other's closest ``NEIGHBOURS``, confirmed by the fine detail of the two thumbnails (each minus its blur) correlating at least ``DETAIL_CORRELATION``
 at the best alignment within ``SHIFT`` pixels, away from the cells' outlines. The hash pairs any two cells of a
 similar shape, and so does the detail of their outlines: two different round cells of the same size have the same
 sharp rim. What the same cell has twice, and two cells never, is the texture inside and around it, or for a copy its
@@ -11,8 +11,10 @@ very noise; so only the pixels off both outlines are compared, and a pair with t
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -23,6 +25,8 @@ DETAIL_CORRELATION = 0.85
 SHIFT = 2  # pixels of the thumbnail either way
 OUTLINE = 0.35  # on an outline: the blurred thumbnail's gradient above this share of its largest (and next to it)
 MIN_COMPARED = 0.2  # the share of the thumbnail that must lie off both outlines for a pair to be confirmed
+NEIGHBOURS = 16  # each image's closest hashes within HASH_BITS that are confirmed (on HEp-2 a copy is among its 3)
+SEARCH_BREADTH = 64  # candidates the graph index keeps while it searches (faiss efSearch): its recall
 
 
 def exact_groups(facts: Sequence[ImageFacts]) -> list[list[int]]:
@@ -34,12 +38,31 @@ def exact_groups(facts: Sequence[ImageFacts]) -> list[list[int]]:
     return [members for members in by_hash.values() if len(members) > 1]
 
 
-def perceptual_hashes(thumbs: np.ndarray) -> np.ndarray:
-    """(N,) uint64 pHash of (N, 32, 32) uint8 grey thumbnails, as imagehash.phash computes it."""
-    import imagehash
-    from PIL import Image
+def hash_candidates(hashes: np.ndarray, *, neighbours: int = NEIGHBOURS) -> np.ndarray:
+    """(P, 2) index pairs i < j of (N,) uint64 hashes within ``HASH_BITS`` of each other, each image paired with at
+    most its ``neighbours`` closest: a graph index (faiss's binary HNSW) finds them in about N log N instead of
+    comparing all N^2 / 2 pairs. Look-alike cells (small, smooth, round) can all stand within the hash radius of
+    each other, so an exhaustive list would itself grow as N^2; a copy sits among its closest few hashes."""
+    import faiss
 
-    return np.array([int(str(imagehash.phash(Image.fromarray(t))), 16) for t in thumbs], dtype=np.uint64)
+    if len(hashes) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    codes = np.ascontiguousarray(hashes.astype(">u8").view(np.uint8).reshape(-1, 8))  # (N, 8) bytes, 64 bits
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # a graph built in one thread is the same on every machine
+    try:
+        index = faiss.IndexBinaryHNSW(64, 16)
+        index.hnsw.efConstruction = 40
+        index.add(codes)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    index.hnsw.efSearch = max(SEARCH_BREADTH, neighbours + 1)
+    distances, found = index.search(codes, min(neighbours + 1, len(hashes)))  # (N, k): the image itself among them
+    rows = np.repeat(np.arange(len(hashes))[:, None], found.shape[1], axis=1)
+    other = (found >= 0) & (found != rows)  # among equal hashes the image itself need not come first
+    keep = other & (np.cumsum(other, axis=1) <= neighbours) & (distances <= HASH_BITS)
+    pairs = np.sort(np.stack([rows[keep], found[keep]], axis=1), axis=1)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
 def _details(thumbs: np.ndarray) -> np.ndarray:
@@ -64,44 +87,61 @@ def _outlines(thumbs: np.ndarray) -> np.ndarray:
 
 def _best_correlation(a: np.ndarray, b: np.ndarray, keep_a: np.ndarray, keep_b: np.ndarray) -> np.ndarray:
     """(P,) the highest correlation of each pair of (P, S, S) images over shifts of up to SHIFT pixels, over the
-    pixels that both (P, S, S) ``keep`` masks keep; -1 where fewer than ``MIN_COMPARED`` of them are kept."""
-    size = a.shape[-1]
-    best = np.full(len(a), -1.0)
+    pixels that both (P, S, S) ``keep`` masks keep; -1 where fewer than ``MIN_COMPARED`` of them are kept.
+
+    Each shift needs six sums over the pixels both keep (their count, each image's values and squares, the cross
+    products), all read off one (P, 3, 3) product of [keep, value, value^2] stacks."""
+    size, count = a.shape[-1], len(a)
+    ka, kb = keep_a.astype(np.float32), keep_b.astype(np.float32)
+    left = np.stack([ka, a * ka, a * a * ka], axis=1, dtype=np.float32)  # (P, 3, S, S)
+    right = np.stack([kb, b * kb, b * b * kb], axis=1, dtype=np.float32)
+    best = np.full(count, -1.0)
     for dy in range(-SHIFT, SHIFT + 1):
         for dx in range(-SHIFT, SHIFT + 1):
             ya, xa = slice(max(dy, 0), size + min(dy, 0)), slice(max(dx, 0), size + min(dx, 0))
             yb, xb = slice(max(-dy, 0), size + min(-dy, 0)), slice(max(-dx, 0), size + min(-dx, 0))
-            keep = (keep_a[:, ya, xa] & keep_b[:, yb, xb]).reshape(len(a), -1)
-            count = keep.sum(1)
-            aa, bb = a[:, ya, xa].reshape(len(a), -1) * keep, b[:, yb, xb].reshape(len(b), -1) * keep
-            aa = (aa - (aa.sum(1) / np.maximum(count, 1))[:, None]) * keep
-            bb = (bb - (bb.sum(1) / np.maximum(count, 1))[:, None]) * keep
-            norm = np.sqrt((aa * aa).sum(1) * (bb * bb).sum(1)) + 1e-6
-            corr = np.where(count >= MIN_COMPARED * size * size, (aa * bb).sum(1) / norm, -1.0)
+            sums = np.einsum("pin,pjn->pij", np.ascontiguousarray(left[:, :, ya, xa]).reshape(count, 3, -1),
+                             np.ascontiguousarray(right[:, :, yb, xb]).reshape(count, 3, -1)).astype(np.float64)
+            n, sa, sb, sab = sums[:, 0, 0], sums[:, 1, 0], sums[:, 0, 1], sums[:, 1, 1]
+            n_ = np.maximum(n, 1)
+            cov = sab - sa * sb / n_
+            var_a, var_b = np.maximum(sums[:, 2, 0] - sa**2 / n_, 0), np.maximum(sums[:, 0, 2] - sb**2 / n_, 0)
+            corr = np.where(n >= MIN_COMPARED * size * size, cov / (np.sqrt(var_a * var_b) + 1e-6), -1.0)
             best = np.maximum(best, corr)
     return best
 
 
-def near_pairs(facts: Sequence[ImageFacts], *, chunk: int = 4096) -> list[tuple[int, int, float]]:
-    """(i, j, detail correlation) of near-duplicate pairs that are not exact duplicates, i < j."""
+_SHARED: dict[str, np.ndarray] = {}  # what forked confirmation workers read: details and masks, set before the fork
+
+
+def _confirm(pairs: np.ndarray) -> np.ndarray:
+    details, keep = _SHARED["details"], _SHARED["keep"]
+    i, j = pairs[:, 0], pairs[:, 1]
+    return _best_correlation(details[i], details[j], keep[i], keep[j])
+
+
+def near_pairs(facts: Sequence[ImageFacts], *, chunk: int = 2048, workers: int = 1) -> list[tuple[int, int, float]]:
+    """(i, j, detail correlation) of near-duplicate pairs that are not exact duplicates, i < j; the candidate pairs
+    are confirmed in ``workers`` forked processes."""
     readable = [i for i, f in enumerate(facts) if f.error is None and f.thumb is not None]
     if len(readable) < 2:
         return []
-    thumbs = np.stack([facts[i].thumb for i in readable])  # type: ignore[misc]
-    hashes = perceptual_hashes(thumbs)
-    candidates = []
-    for k in range(len(hashes) - 1):  # (N^2 / 2 hash comparisons, vectorised per row)
-        close = np.flatnonzero(np.bitwise_count(hashes[k] ^ hashes[k + 1 :]) <= HASH_BITS) + k + 1
-        candidates += [(k, int(m)) for m in close if facts[readable[k]].sha1 != facts[readable[m]].sha1]
-    if not candidates:
+    hashes = np.array([facts[i].phash for i in readable], dtype=np.uint64)
+    pairs = hash_candidates(hashes)
+    sha1 = np.array([facts[i].sha1 for i in readable])
+    pairs = pairs[sha1[pairs[:, 0]] != sha1[pairs[:, 1]]]
+    if not len(pairs):
         return []
-    details, keep = _details(thumbs), ~_outlines(thumbs)
-    pairs = np.array(candidates)
-    out = []
-    for start in range(0, len(pairs), chunk):
-        part = pairs[start : start + chunk]
-        i, j = part[:, 0], part[:, 1]
-        corr = _best_correlation(details[i], details[j], keep[i], keep[j])
-        out += [(readable[i], readable[j], float(c)) for (i, j), c in zip(part, corr, strict=True)
-                if c >= DETAIL_CORRELATION]
-    return out
+    thumbs = np.stack([facts[i].thumb for i in readable])  # type: ignore[misc]
+    _SHARED.update(details=_details(thumbs), keep=~_outlines(thumbs))
+    parts = [pairs[start : start + chunk] for start in range(0, len(pairs), chunk)]
+    try:
+        if workers > 1 and len(parts) > 1:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                corr = np.concatenate(list(pool.map(_confirm, parts)))
+        else:
+            corr = np.concatenate([_confirm(part) for part in parts])
+    finally:
+        _SHARED.clear()
+    return [(readable[i], readable[j], float(c)) for (i, j), c in zip(pairs, corr, strict=True)
+            if c >= DETAIL_CORRELATION]

@@ -257,10 +257,13 @@ class ImageFacts:
     frames: int = 1
     sha1: str = ""  # of the decoded pixels, shape and mode: equal for the same image saved in another file or format
     thumb: np.ndarray | None = None  # (THUMB, THUMB) uint8 grey, LANCZOS-resized as imagehash's phash does
+    phash: int = 0  # imagehash's 64-bit perceptual hash of the thumbnail
 
 
 def inspect_image(path: Path) -> ImageFacts:
     """Decode ``path`` fully (a truncated file fails here, not in the middle of training) and describe it."""
+    import imagehash
+
     try:
         if path.stat().st_size == 0:
             return ImageFacts(path, error="empty file (0 bytes)")
@@ -270,10 +273,11 @@ def inspect_image(path: Path) -> ImageFacts:
             grey = array if array.ndim == 2 else array[..., :3].mean(axis=-1)
             scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
             thumb = Image.fromarray((grey.astype(np.float64) / scale * 255).round().clip(0, 255).astype(np.uint8))
+            thumb = thumb.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
             return ImageFacts(path, width=img.width, height=img.height, mode=img.mode, bits=bits,
                               format=fmt or path.suffix.lstrip(".").upper(), frames=frames,
                               sha1=hashlib.sha1(array.tobytes() + f"{array.shape}{img.mode}".encode()).hexdigest(),
-                              thumb=np.asarray(thumb.resize((THUMB, THUMB), Image.Resampling.LANCZOS)))
+                              thumb=np.asarray(thumb), phash=int(str(imagehash.phash(thumb)), 16))
     except DataError as err:
         return ImageFacts(path, error=str(err).removeprefix(f"{path}: "))
     except OSError as err:  # stat of a file that went away
