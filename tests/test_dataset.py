@@ -35,13 +35,13 @@ def test_targets_are_class_indices_or_multi_hot_vectors():
 def test_cached_dataset_serves_uint8_images_and_pickles_small(tiny_data, tmp_path):
     samples = discover(tiny_data).splits["val"]
     path = build_cache(samples, size=24, channels=None, intensity="scale", cache_dir=tmp_path)
-    array = np.load(path, mmap_mode="r")
+    array = path.array()
     dataset = CachedDataset(path, samples, num_classes=6)
     image, label = dataset[5]
     assert image.dtype == torch.uint8 and torch.equal(image, torch.from_numpy(np.array(array[5])))
     assert label == samples[5].label and len(dataset) == len(samples)
-    clone = pickle.loads(pickle.dumps(dataset))  # no array inside: workers and ddp_spawn open their own
-    assert clone._array is None and torch.equal(clone[5][0], image)
+    clone = pickle.loads(pickle.dumps(dataset))  # no open file inside: workers and ddp_spawn open their own
+    assert clone._files is None and torch.equal(clone[5][0], image)
 
 
 def test_with_index_adds_each_items_position(tiny_data):

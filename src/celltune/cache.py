@@ -1,10 +1,13 @@
-"""Decode once: small images brought to the training size by the eval preset's geometry and kept as one uint8
-memory-mapped array on disk (read through ``dataset.CachedDataset``).
+"""Decode once: images brought to the training size by the eval preset's geometry and kept on disk as uint8, in
+shards of plain ``.npy`` files (read through ``dataset.CachedDataset``, one image per positioned read, so a process's
+resident memory does not grow with the cache).
 
-The file name is a hash of every input file's path, size and modification time plus the preprocessing (size,
+The directory name is a hash of every input file's path, size and modification time plus the preprocessing (size,
 channels, intensity step, masks), so changing a file, a mask or an option builds a new cache instead of reusing a stale
-one. Augmentation then runs on whole batches straight from the array. Values are stored with 8 bits per channel after
-the intensity step (use ``percentile`` intensity for dim 16-bit data).
+one. Worker processes decode (a DataLoader), the main process appends their batches to the shards in order, and the
+finished directory is renamed into place, so a reader never sees half a cache. Augmentation then runs on whole batches
+straight from the shards. Values are stored with 8 bits per channel after the intensity step (use ``percentile``
+intensity for dim 16-bit data).
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from celltune.errors import WriteError
+from celltune.errors import ConfigError, WriteError
 from celltune.images import ChannelFiles, load_input
 from celltune.progress import bar
 from celltune.samples import Sample
@@ -27,8 +32,10 @@ from celltune.transforms import eval_geometry
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-AUTO_LIMIT_BYTES = 2 * 1024**3  # "auto" caches datasets up to this size at the training resolution
+FORMAT = 2
+SHARD_BYTES = 512 * 1024**2  # images per shard file: as many as fit in this
+SPARE_BYTES = 1024**3  # left free on the cache's disk after building it
+INDEX = "index.json"
 
 
 def default_cache_dir() -> Path:
@@ -47,36 +54,134 @@ def cache_key(samples: list[Sample], masks: list[Path] | None, preprocessing: di
     return h.hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class ImageCache:
+    """A built cache: ``count`` images of ``shape`` (C, S, S) uint8, ``per_shard`` in each ``shard-NNNNN.npy`` of
+    ``directory`` (the last one holds the rest). Plain data, so it pickles small into loader workers."""
+
+    directory: Path
+    count: int
+    shape: tuple[int, int, int]
+    per_shard: int
+
+    @property
+    def shards(self) -> list[Path]:
+        return [self.directory / f"shard-{k:05d}.npy" for k in range(-(-self.count // self.per_shard))]
+
+    @classmethod
+    def open(cls, directory: Path) -> ImageCache:
+        index = json.loads((directory / INDEX).read_text())
+        return cls(directory, index["count"], tuple(index["shape"]), index["per_shard"])
+
+    def array(self) -> np.ndarray:
+        """(N, C, S, S): every image, memory-mapped shard by shard and joined (a copy: for small caches and tests)."""
+        return np.concatenate([np.load(s, mmap_mode="r") for s in self.shards])
+
+
+def bytes_needed(images: int, *, in_chans: int, size: int) -> int:
+    return images * in_chans * size * size
+
+
+def free_bytes(directory: Path) -> int:
+    """Free space on the disk that holds ``directory`` (or would: its nearest existing parent)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+def fits(needed: int, directory: Path) -> bool:
+    return needed + SPARE_BYTES <= free_bytes(directory)
+
+
+def space_error(needed: int, directory: Path) -> ConfigError:
+    return ConfigError(f"{directory}: the image cache needs {needed / 1e9:.2f} GB and {SPARE_BYTES / 1e9:.1f} GB "
+                       f"to spare, but the disk has {free_bytes(directory) / 1e9:.2f} GB free; free some space, give "
+                       "--cache-dir on a larger disk, or train with --cache off (every epoch then decodes the files)")
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Each sample as the cache stores it: (C, size, size) uint8 after the intensity step, mask and eval geometry."""
+
+    def __init__(self, samples: list[Sample], *, size: int, channels: list[str] | None, intensity: str,
+                 masks: list[Path] | None, interpolation: str) -> None:
+        self.samples, self.channels, self.intensity, self.masks = samples, channels, intensity, masks
+        self.geometry = eval_geometry(image_size=size, interpolation=interpolation)  # short side, centre-crop
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image = load_input(self.samples[i].path, channels=self.channels, intensity=self.intensity,
+                           mask=self.masks[i] if self.masks else None)
+        return (self.geometry(image).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _write_shards(tmp: Path, decoded: _Decoded, shape: tuple[int, int, int], per_shard: int, workers: int) -> None:
+    """Append the decoded batches, in order, to shard files under ``tmp``: plain sequential writes, so neither the
+    page cache of a memory map nor the whole array ever sits in this process."""
+    loader = torch.utils.data.DataLoader(decoded, batch_size=64, num_workers=workers, shuffle=False)
+    shard, left, k = None, 0, 0
+    try:
+        with bar(len(decoded), "caching") as progress:
+            for batch in loader:  # (B, C, S, S) uint8
+                rows = batch.numpy()
+                while len(rows):
+                    if left == 0:
+                        if shard:
+                            shard.close()
+                        count = min(per_shard, len(decoded) - k * per_shard)
+                        shard = (tmp / f"shard-{k:05d}.npy").open("wb")
+                        np.lib.format.write_array_header_1_0(shard, {"descr": "|u1", "fortran_order": False,
+                                                                     "shape": (count, *shape)})
+                        left, k = count, k + 1
+                    take = rows[:left]
+                    shard.write(np.ascontiguousarray(take).tobytes())  # type: ignore[union-attr]
+                    left, rows = left - len(take), rows[len(take):]
+                    progress.update(len(take))
+    finally:
+        if shard:
+            shard.close()
+
+
 def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None, intensity: str,
-                masks: list[Path] | None = None, interpolation: str = "bilinear",
-                cache_dir: Path | None = None) -> Path:
-    """The path of a (N, C, size, size) uint8 ``.npy`` for ``samples``, built unless an up-to-date one exists."""
+                masks: list[Path] | None = None, interpolation: str = "bilinear", cache_dir: Path | None = None,
+                workers: int | None = None, shard_bytes: int = SHARD_BYTES) -> ImageCache:
+    """The cache of ``samples``, built unless an up-to-date one exists; refused before building when the disk lacks
+    the space. ``workers`` decoding processes (default: up to 4)."""
     preprocessing = {"size": size, "channels": channels, "intensity": intensity, "interpolation": interpolation}
     directory = cache_dir or default_cache_dir()
-    path = directory / f"{cache_key(samples, masks, preprocessing)}.npy"
-    if path.is_file():
+    path = directory / cache_key(samples, masks, preprocessing)
+    if (path / INDEX).is_file():
         log.info("image cache hit: %s", path)
-        return path
-    first = load_input(samples[0].path, channels=channels, intensity=intensity, mask=masks[0] if masks else None)
-    geometry = eval_geometry(image_size=size, interpolation=interpolation)  # resize the short side, centre-crop
-    tmp = path.with_suffix(f".{os.getpid()}.partial")
+        return ImageCache.open(path)
+    decoded = _Decoded(samples, size=size, channels=channels, intensity=intensity, masks=masks,
+                       interpolation=interpolation)
+    first = decoded[0]
+    shape = (first.shape[0], size, size)
+    needed = bytes_needed(len(samples), in_chans=shape[0], size=size)
+    if not fits(needed, directory):
+        raise space_error(needed, directory)
+    per_shard = max(1, shard_bytes // (shape[0] * size * size))
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    tmp = directory / f"{path.name}.{os.getpid()}.partial"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                          shape=(len(samples), len(first), size, size))
-        with bar(len(samples), "caching") as progress:
-            for i, s in enumerate(samples):
-                image = first if i == 0 else load_input(s.path, channels=channels, intensity=intensity,
-                                                         mask=masks[i] if masks else None)
-                array[i] = (geometry(image).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-                progress.update()
-        array.flush()
-        del array
-        tmp.replace(path)  # atomic: a reader never sees a half-written cache
+        tmp.mkdir(parents=True)
+        _write_shards(tmp, decoded, shape, per_shard, workers if len(samples) > 256 else 0)
+        (tmp / INDEX).write_text(json.dumps({"format": FORMAT, "count": len(samples), "shape": list(shape),
+                                             "per_shard": per_shard, **preprocessing}) + "\n")
+        try:
+            tmp.rename(path)  # atomic: a reader never sees a half-written cache
+        except OSError:
+            if not (path / INDEX).is_file():  # not another process that finished the same cache first
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except OSError as err:  # a full disk, a read-only folder, a file where the folder should be
         with suppress(OSError):
-            tmp.unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(f"{directory}: cannot write the image cache ({err}); free some space, choose another "
                          "--cache-dir, or train with --cache off") from err
-    log.info("image cache built: %s (%d images, %.1f MB)", path, len(samples), path.stat().st_size / 1e6)
-    return path
+    cache = ImageCache.open(path)
+    log.info("image cache built: %s (%d images in %d shards, %.1f MB)", path, len(samples), len(cache.shards),
+             needed / 1e6)
+    return cache

@@ -74,8 +74,8 @@ class DataConfig:
     accept: list[str] | None = option(None, "data-check errors to train with anyway: label-conflict (training "
                                       "copies under another label than their twin in val/test are left out of "
                                       "training; the scored splits stay as published), group-across-splits")
-    cache: Literal["auto", "on", "off"] = option("auto", "decoded, resized uint8 image cache on disk (auto: datasets "
-                                                 "up to 2 GiB at the training size)")
+    cache: Literal["auto", "on", "off"] = option("auto", "decoded, resized uint8 image cache on disk (auto: when it "
+                                                 "fits on the disk with 1 GB to spare)")
     cache_dir: str | None = option(None, "where the image cache goes (default: $CELLTUNE_CACHE_DIR or "
                                    "~/.cache/celltune)")
 

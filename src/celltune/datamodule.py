@@ -1,22 +1,23 @@
 """The data side of training as a LightningDataModule: datasets, loaders, the cache decision and the batch transforms.
 
-Small datasets come from the decoded uint8 cache (``celltune.cache``) as uint8 batches; after the transfer to the
-device ``on_after_batch_transfer`` augments training batches whole (``BatchAugment``; image by image in the workers
-with RandAugment, which has no batch form) and normalises validation ones (``NormalizeBatch``). Others are read from
-their files and transformed image by image. The training order and every random draw come from counters
-(``celltune.sampling``), so a resumed run repeats the uninterrupted one exactly; the data module shards the images
-between DDP processes itself.
+Datasets that fit on the cache's disk come from the decoded uint8 cache (``celltune.cache``) as uint8 batches; after
+the transfer to the device ``on_after_batch_transfer`` augments training batches whole (``BatchAugment``; image by
+image in the workers with RandAugment, which has no batch form) and normalises validation ones (``NormalizeBatch``).
+Others are read from their files and transformed image by image. The training order and every random draw come from
+counters (``celltune.sampling``), so a resumed run repeats the uninterrupted one exactly; the data module shards the
+images between DDP processes itself.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from celltune.cache import AUTO_LIMIT_BYTES, build_cache
+from celltune.cache import SPARE_BYTES, ImageCache, build_cache, bytes_needed, default_cache_dir, fits, space_error
 from celltune.checkpoint import ModelCard
 from celltune.config import Augment, DataConfig
 from celltune.data import mask_paths
@@ -25,6 +26,8 @@ from celltune.runtime import default_num_workers
 from celltune.samples import LabelledSplits
 from celltune.sampling import BATCH, EpochSampler, Keyed, Progress, ResumableLoader, derive_seed
 from celltune.transforms import BatchAugment, NormalizeBatch, eval_transform, train_transform
+
+log = logging.getLogger(__name__)
 
 
 def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
@@ -35,9 +38,20 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
 
 
 def use_cache(data: DataConfig, found: LabelledSplits, *, image_size: int, in_chans: int) -> bool:
-    """``cache: on``, or ``auto`` with the training and validation images under the size limit at ``image_size``."""
-    images = len(found.splits["train"]) + len(found.splits["val"])
-    return data.cache == "on" or (data.cache == "auto" and images * in_chans * image_size**2 <= AUTO_LIMIT_BYTES)
+    """``cache: on`` (refused when the disk lacks the space), or ``auto`` where the training and validation images
+    at ``image_size`` fit on the cache's disk with space to spare."""
+    if data.cache == "off":
+        return False
+    needed = bytes_needed(len(found.splits["train"]) + len(found.splits["val"]), in_chans=in_chans, size=image_size)
+    directory = Path(data.cache_dir) if data.cache_dir else default_cache_dir()
+    if fits(needed, directory):  # a cache already built counts again: simpler than finding it, and rarely matters
+        return True
+    if data.cache == "on":
+        raise space_error(needed, directory)
+    log.warning("image cache off: it needs %.2f GB on %s, more than the disk has free with %.1f GB to spare; every "
+                "epoch decodes the files (--cache-dir on a larger disk caches them)", needed / 1e9, directory,
+                SPARE_BYTES / 1e9)
+    return False
 
 
 class CellDataModule(L.LightningDataModule):
@@ -75,7 +89,7 @@ class CellDataModule(L.LightningDataModule):
     def class_weights(self) -> torch.Tensor:
         return class_weights(self.found.class_indices("train"), len(self.found.class_names))
 
-    def _cache(self, split: str) -> Path:
+    def _cache(self, split: str) -> ImageCache:
         return build_cache(self.found.splits[split], size=self.card.image_size, channels=self.data.channels,
                            intensity=self.data.intensity, masks=self.masks[split],
                            interpolation=self.card.interpolation,

@@ -3,11 +3,14 @@ with labels encoded as the loss wants them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from celltune.cache import ImageCache
+from celltune.errors import DataError
 from celltune.images import load_input
 from celltune.samples import Sample, multi_hot
 
@@ -49,26 +52,48 @@ class CachedDataset(torch.utils.data.Dataset):
     any (per-image uint8 augmentation, with RandAugment). Batches are then augmented and normalised whole, on the
     device, by ``transforms.BatchAugment`` or ``transforms.NormalizeBatch``.
 
-    The array is opened lazily in each process, so the dataset pickles small (DataLoader workers, ddp_spawn).
+    Each image is one positioned read from its shard (the page cache keeps what is read often; nothing is mapped into
+    the process), and the shards are opened lazily in each process, so the dataset pickles small (DataLoader workers,
+    ddp_spawn).
     """
 
-    def __init__(self, cache: Path, samples: list[Sample], transform=None, *, num_classes: int = 0) -> None:
+    def __init__(self, cache: ImageCache, samples: list[Sample], transform=None, *, num_classes: int = 0) -> None:
         self.cache = cache
         self.labels = [s.label for s in samples]
         self.transform = transform
         self.num_classes = num_classes
-        self._array: np.ndarray | None = None
+        self._files: list[tuple[int, int]] | None = None  # (file descriptor, header bytes) per shard
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}
+        return {**self.__dict__, "_files": None}
+
+    def __del__(self) -> None:
+        for fd, _ in self._files or []:
+            os.close(fd)
+
+    def _open(self) -> list[tuple[int, int]]:
+        files = []
+        for shard in self.cache.shards:
+            with shard.open("rb") as f:
+                np.lib.format.read_magic(f)
+                np.lib.format.read_array_header_1_0(f)
+                header = f.tell()
+            files.append((os.open(shard, os.O_RDONLY), header))
+        return files
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
-        if self._array is None:
-            self._array = np.load(self.cache, mmap_mode="r")
-        image = torch.from_numpy(np.array(self._array[i]))  # (C, size, size) uint8
+        if self._files is None:
+            self._files = self._open()
+        fd, header = self._files[i // self.cache.per_shard]
+        size = int(np.prod(self.cache.shape))
+        buffer = bytearray(size)
+        if os.preadv(fd, [buffer], header + (i % self.cache.per_shard) * size) != size:
+            raise DataError(f"{self.cache.directory}: a shard of the image cache is shorter than its index says; "
+                            "delete the folder to build it again")
+        image = torch.frombuffer(buffer, dtype=torch.uint8).view(self.cache.shape)  # (C, size, size)
         if self.transform is not None:
             image = self.transform(image)
         return image, encode_target(self.labels[i], self.num_classes)
