@@ -173,3 +173,32 @@ def test_two_slides_cross_validate_without_validation(tmp_path):
     found = discover_pool(root, groups=r"(slide\d+)_")
     plan = plan_folds(found, folds=fold_count("groups", found), seed=0, val_fraction=0.15)
     assert [(len(f["train"]), len(f["val"]), len(f["test"])) for f in plan] == [(8, 0, 8), (8, 0, 8)]
+
+
+def test_folds_run_as_separate_jobs_then_collected_match_the_plan(patients, tmp_path, capsys):
+    """A cluster's way: plan, run each fold on its own (in any order, as array jobs would), collect."""
+    common = ["--model", "mobilenet_v2", "--no-pretrained", "--image-size", "16", "--epochs", "1", "--batch-size", "8",
+              "--max-steps-per-epoch", "1", "--num-workers", "0", "--bootstrap", "0"]
+    assert main(["-q", "cv", "--data", str(patients), "--folds", "2", "--plan-only", "--out-dir", str(tmp_path),
+                 "--name", "jobs", *common]) == 0
+    parent = tmp_path / "jobs"
+    assert "--fold K" in capsys.readouterr().out and (parent / PLAN).is_file()
+    assert not any(parent.glob("fold-*"))  # planned only
+    assert main(["-q", "cv", "--data", str(patients), "--fold", "1", *common]) == 2
+    assert main(["-q", "cv", "--resume", str(parent), "--fold", "3"]) == 2
+    errors = capsys.readouterr().err
+    assert "--resume CV_DIR --fold K" in errors and "folds 1 to 2" in errors
+    assert main(["-q", "cv", "--resume", str(parent), "--fold", "2"]) == 0  # in any order, as array jobs run
+    assert (parent / "fold-2" / "metrics.json").is_file() and not (parent / "fold-1").exists()
+    assert not (parent / "cv.json").exists()  # a single fold writes no summary
+    assert main(["-q", "cv", "--collect", str(parent)]) != 0
+    assert "fold(s) 1 of 2 not finished" in capsys.readouterr().err
+    assert main(["-q", "cv", "--resume", str(parent), "--fold", "1"]) == 0
+    assert main(["-q", "cv", "--collect", str(parent)]) == 0
+    s = json.loads((parent / "cv.json").read_text())
+    plan = json.loads((parent / PLAN).read_text())["plan"]
+    with (parent / "oof_predictions.csv").open() as f:
+        oof = list(csv.DictReader(f))
+    assert [row["fold"] for row in s["per_fold"]] == [1, 2] and s["images"] == 60
+    assert {(r["fold"], r["path"]) for r in oof} == {(str(k), p) for k, fold in enumerate(plan, 1) for p in fold["test"]}
+    assert "mean +- std" in capsys.readouterr().out

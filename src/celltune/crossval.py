@@ -99,39 +99,64 @@ def _fold_state(fold_dir: Path) -> str:
     return "fresh"
 
 
-def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | None = None) -> Path:
-    """Cross-validate ``config`` (its data split into ``folds`` folds; ``"groups"``: one fold per group, each held
-    out in turn); returns the parent directory. With a time budget, each fold still to train gets an equal share of
-    what is left of it, less the summary's time."""
-    began = time.monotonic()
-    from celltune.recipes import load_config, save_config
-    from celltune.train import budget_seconds, check_data, fit
+def _open(config: TrainConfig, folds: int | str, resume: str | Path | None) -> tuple[TrainConfig, Path, dict]:
+    """The configuration, directory and fold plan of a cross-validation: a new one planned and saved, or the one in
+    ``resume``."""
+    from celltune.recipes import load_config
 
-    if resume is not None:
-        parent = Path(resume)
-        if not (parent / PLAN).is_file():
-            raise MissingError(f"{parent / PLAN}: nothing to resume; not a cross-validation directory")
-        config = load_config(parent / "config.yaml")
-        saved = json.loads((parent / PLAN).read_text())
-    else:
+    if resume is None:
         name = config.output.name or f"cv-{config.model.name.replace(':', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
         parent = Path(config.output.out_dir) / name
         if parent.exists():
             raise ConfigError(f"{parent} exists; choose another --name, or --resume it")
+        return config, parent, {}
+    parent = Path(resume)
+    if not (parent / PLAN).is_file():
+        raise MissingError(f"{parent / PLAN}: nothing to resume; not a cross-validation directory")
+    return load_config(parent / "config.yaml"), parent, json.loads((parent / PLAN).read_text())
+
+
+def _data(config: TrainConfig):
+    from celltune.train import check_data
+
     data = config.data
     found = discover_pool(data.root, label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv,
                           choice=ClassChoice.of(data))
     found, checks, _ = check_data(found, data)
-    if resume is None:
+    return found, checks
+
+
+def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | None = None, fold: int | None = None,
+           plan_only: bool = False) -> Path:
+    """Cross-validate ``config`` (its data split into ``folds`` folds; ``"groups"``: one fold per group, each held
+    out in turn); returns the parent directory. With a time budget, each fold still to train gets an equal share of
+    what is left of it, less the summary's time. ``plan_only``: save the plan and stop; ``fold``: train that fold
+    of the plan in ``resume`` alone (a job of a cluster array, with a share of the budget), no summary."""
+    began = time.monotonic()
+    from celltune.recipes import save_config
+    from celltune.train import budget_seconds, fit
+
+    config, parent, saved = _open(config, folds, resume)
+    if fold is not None and not saved:
+        raise ConfigError("--fold K trains one fold of a planned cross-validation: plan it first (celltune cv --data "
+                          "DATA --folds N --plan-only), then run celltune cv --resume CV_DIR --fold K for each K")
+    found, checks = _data(config)
+    if not saved:
         folds = fold_count(folds, found)
-        saved = {"folds": folds, "seed": data.seed,
-                 "plan": plan_folds(found, folds=folds, seed=data.seed, val_fraction=data.val_fraction)}
+        saved = {"folds": folds, "seed": config.data.seed,
+                 "plan": plan_folds(found, folds=folds, seed=config.data.seed, val_fraction=config.data.val_fraction)}
         parent.mkdir(parents=True)
         save_config(config, parent / "config.yaml")
         (parent / PLAN).write_text(json.dumps(saved) + "\n")
+    if plan_only:
+        return parent
+    if fold is not None and not 1 <= fold <= saved["folds"]:
+        raise ConfigError(f"--fold {fold}: {parent} has folds 1 to {saved['folds']}")
     start = time.perf_counter()
-    for k, fold in enumerate(saved["plan"], start=1):
+    for k, fold_plan in enumerate(saved["plan"], start=1):
         fold_dir = parent / f"fold-{k}"
+        if fold is not None and k != fold:
+            continue
         state = _fold_state(fold_dir)
         log.info("cross-validation fold %d of %d: %s", k, saved["folds"], state)
         if state == "done":
@@ -140,15 +165,38 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | No
             shutil.rmtree(fold_dir)  # only what a run writes before its first epoch (checked above)
         fold_config = config.updated(out_dir=str(parent), name=fold_dir.name)
         if config.optim.time_budget and state == "fresh":
-            left = began + budget_seconds(config) - SUMMARY_SECONDS - time.monotonic()
-            share = left / sum(_fold_state(parent / f"fold-{j}") != "done" for j in range(k, saved["folds"] + 1))
+            if fold is not None:
+                share = budget_seconds(config) / saved["folds"]
+            else:
+                left = began + budget_seconds(config) - SUMMARY_SECONDS - time.monotonic()
+                share = left / sum(_fold_state(parent / f"fold-{j}") != "done" for j in range(k, saved["folds"] + 1))
             fold_config = fold_config.updated(time_budget=f"{max(share, 1.0):.1f}s")
             log.info("fold %d: %.0f s of the time budget", k, share)
-        fit(fold_config, found=_fold_splits(found, fold, k, saved["folds"]), checks=checks,
+        fit(fold_config, found=_fold_splits(found, fold_plan, k, saved["folds"]), checks=checks,
             resume=fold_dir if state == "resumable" else None)
+    if fold is not None:
+        return parent
+    return _write_summary(parent, config, saved, found, checks, wall=time.perf_counter() - start)
+
+
+def collect_cv(parent: str | Path) -> Path:
+    """The summary of a cross-validation whose folds ran on their own (``--fold``): cv.json, cv.html,
+    oof_predictions.csv and label_issues.csv, once every fold is done."""
+    config, parent, saved = _open(TrainConfig(), 0, parent)
+    missing = [k for k in range(1, saved["folds"] + 1) if _fold_state(parent / f"fold-{k}") != "done"]
+    if missing:
+        raise MissingError(f"{parent}: fold(s) {', '.join(map(str, missing))} of {saved['folds']} not finished; run "
+                           f"celltune cv --resume {parent} --fold K for each, then collect again")
+    found, checks = _data(config)
+    return _write_summary(parent, config, saved, found, checks, wall=None)
+
+
+def _write_summary(parent: Path, config: TrainConfig, saved: dict, found: LabelledSplits, checks,
+                   *, wall: float | None) -> Path:
     summary = summarize_cv(parent, folds=saved["folds"], found=found, bootstrap=config.eval.bootstrap,
-                           seed=data.seed, twinned=twins_in_folds(saved["plan"], found, checks.facts))
-    summary["wall_seconds_this_session"] = time.perf_counter() - start
+                           seed=config.data.seed, twinned=twins_in_folds(saved["plan"], found, checks.facts))
+    if wall is not None:
+        summary["wall_seconds_this_session"] = wall
     if found.left_out_classes:
         summary["classes_left_out"] = found.left_out_classes
     (parent / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -28,13 +28,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     import json
 
-    from celltune.crossval import run_cv
+    from celltune.crossval import collect_cv, run_cv
     from celltune.errors import ConfigError
 
-    if args.resume and (given_options(args) or args.recipe):
-        raise ConfigError("--resume continues a cross-validation as it was set up: give it alone")
-    config = _train_config(argparse.Namespace(**{**vars(args), "resume": None}))
-    parent = run_cv(config, folds=args.folds, resume=args.resume)
+    if (args.resume or args.collect) and (given_options(args) or args.recipe):
+        raise ConfigError("--resume and --collect take a cross-validation as it was set up: give them alone")
+    if args.fold is not None and not args.resume:
+        raise ConfigError("--fold K trains one fold of a planned cross-validation: celltune cv --resume CV_DIR "
+                          "--fold K (plan one with celltune cv --data DATA --folds N --plan-only)")
+    if args.collect:
+        parent = collect_cv(args.collect)
+    else:
+        config = _train_config(argparse.Namespace(**{**vars(args), "resume": None}))
+        parent = run_cv(config, folds=args.folds, resume=args.resume, fold=args.fold, plan_only=args.plan_only)
+        if args.plan_only:
+            folds = json.loads((parent / "cv_plan.json").read_text())["folds"]
+            print(f"planned {folds} folds: {parent}\nrun each fold (any machine that sees this folder), e.g. as a "
+                  f"SLURM array 1-{folds}:\n  celltune cv --resume {parent} --fold K\nthen:\n  celltune cv "
+                  f"--collect {parent}")
+            return 0
+        if args.fold is not None:
+            print(f"fold {args.fold} done: {parent / f'fold-{args.fold}'}\nwhen every fold is done: celltune cv "
+                  f"--collect {parent}")
+            return 0
     s = json.loads((parent / "cv.json").read_text())
     widths = {m: max(len(s["labels"][m]), 17) + 3 for m in s["headline"]}
     print(f"\n{s['folds']}-fold cross-validation, {s['images']} images: {parent}\n")
@@ -92,6 +108,12 @@ def register(sub) -> None:
     p.add_argument("--recipe", "--config", dest="recipe", metavar="NAME|FILE",
                    help="a packaged recipe or a YAML file; flags given here override it")
     p.add_argument("--resume", metavar="CV_DIR", help="continue a killed cross-validation with its unfinished folds")
+    p.add_argument("--plan-only", action="store_true",
+                   help="plan the folds (CV_DIR/cv_plan.json) and stop, for folds run as separate jobs")
+    p.add_argument("--fold", type=int, metavar="K", help="with --resume CV_DIR: train fold K of its plan alone "
+                   "(one job of a cluster array; with a time budget, its share of it), no summary")
+    p.add_argument("--collect", metavar="CV_DIR", help="the summary (cv.json, cv.html, out-of-fold predictions, "
+                   "label issues) of a cross-validation whose folds were run with --fold")
     add_config_flags(p)
     p.set_defaults(func=cmd_cv)
 
