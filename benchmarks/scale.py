@@ -44,8 +44,11 @@ def _draw_chunk(args: tuple[Path, int, int]) -> int:
 
     pool, chunk, seed = args
     rng = np.random.default_rng([seed, chunk])
+    indices = range(chunk * CHUNK, (chunk + 1) * CHUNK)
+    if all((pool / CLASSES[i % len(CLASSES)] / f"cell{i:07d}.png").is_file() for i in indices):
+        return 0
     written = 0
-    for i in range(chunk * CHUNK, (chunk + 1) * CHUNK):
+    for i in indices:
         pattern = CLASSES[i % len(CLASSES)]
         path = pool / pattern / f"cell{i:07d}.png"
         image = draw_cell(pattern, size=96 if i % 4 == 3 else 64, rng=rng)  # drawn even if on disk: same rng path
