@@ -2,15 +2,17 @@
 re-encoded or slightly shifted, or the same cell captured twice).
 
 A near-duplicate pair has perceptual hashes (imagehash's pHash of the grey thumbnail, computed as each file is read)
-within ``HASH_BITS`` of 64 bits, one image among the other's closest ``NEIGHBOURS``, confirmed by the fine detail of the two thumbnails (each minus its blur) correlating at least ``DETAIL_CORRELATION``
-at the best alignment within ``SHIFT`` pixels, away from the cells' outlines. The hash pairs any two cells of a
-similar shape, and so does the detail of their outlines: two different round cells of the same size have the same
-sharp rim. What the same cell has twice, and two cells never, is the texture inside and around it, or for a copy its
-very noise; so only the pixels off both outlines are compared, and a pair with too few of them is not confirmed.
+within ``HASH_BITS`` of 64 bits, one image among the other's closest ``NEIGHBOURS``, confirmed by the fine detail of
+the two thumbnails (each minus its blur) correlating at least ``DETAIL_CORRELATION`` at the best alignment within
+``SHIFT`` pixels, away from the cells' outlines. The hash pairs any two cells of a similar shape, and so does the
+detail of their outlines: two different round cells of the same size have the same sharp rim. What the same cell has
+twice, and two cells never, is the texture inside and around it, or for a copy its very noise; so only the pixels off
+both outlines are compared, and a pair with too few of them is not confirmed.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,7 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from celltune.images import ImageFacts
+from celltune.images import THUMB, ImageFacts
+
+log = logging.getLogger(__name__)
 
 HASH_BITS = 10
 DETAIL_CORRELATION = 0.85
@@ -132,8 +136,15 @@ def near_pairs(facts: Sequence[ImageFacts], *, chunk: int = 2048, workers: int =
     pairs = pairs[sha1[pairs[:, 0]] != sha1[pairs[:, 1]]]
     if not len(pairs):
         return []
-    thumbs = np.stack([facts[i].thumb for i in readable])  # type: ignore[misc]
-    _SHARED.update(details=_details(thumbs), keep=~_outlines(thumbs))
+    # Only the images in a candidate pair, a block at a time: the filters' temporaries are several times the result.
+    used, pairs = np.unique(pairs, return_inverse=True)
+    pairs = pairs.reshape(-1, 2)
+    details = np.empty((len(used), THUMB, THUMB), dtype=np.float32)
+    keep = np.empty((len(used), THUMB, THUMB), dtype=bool)
+    for start in range(0, len(used), 4096):
+        thumbs = np.stack([facts[readable[k]].thumb for k in used[start : start + 4096]])  # type: ignore[misc]
+        details[start : start + 4096], keep[start : start + 4096] = _details(thumbs), ~_outlines(thumbs)
+    _SHARED.update(details=details, keep=keep)
     parts = [pairs[start : start + chunk] for start in range(0, len(pairs), chunk)]
     try:
         if workers > 1 and len(parts) > 1:
@@ -143,5 +154,8 @@ def near_pairs(facts: Sequence[ImageFacts], *, chunk: int = 2048, workers: int =
             corr = np.concatenate([_confirm(part) for part in parts])
     finally:
         _SHARED.clear()
-    return [(readable[i], readable[j], float(c)) for (i, j), c in zip(pairs, corr, strict=True)
-            if c >= DETAIL_CORRELATION]
+    found = [(readable[used[i]], readable[used[j]], float(c)) for (i, j), c in zip(pairs, corr, strict=True)
+             if c >= DETAIL_CORRELATION]
+    log.info("near-duplicates: %d of %d candidate pairs confirmed among %d images", len(found), len(pairs),
+             len(readable))
+    return found
