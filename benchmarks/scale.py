@@ -13,8 +13,9 @@ largest of its workers):
 - ``check``: ``celltune check OUT/nN --json``, every finding included (near-duplicates too).
 - ``cache``: the decoded uint8 cache of the N images at 64 px (``celltune.cache.build_cache``), built from nothing.
 - ``epoch``: ``--steps`` training steps of mobilenet_v2 at 64 px, batch 64, from the cache through the DataModule
-  ``celltune train`` builds, against the same steps on batches already in memory (the model-only limit), measured in
-  the same process one after the other; the table gives the ratio, and an epoch's time as N / (images/s).
+  ``celltune train`` builds, against the same steps on random batches of the cache already in memory (the model-only
+  limit), in turns (who goes first alternates) for three rounds in one process; the table gives the median of the
+  rounds' ratios, and an epoch's time as N / (images/s).
 - ``predict``: ``celltune predict RUN OUT/nN --output preds.csv`` with a checkpoint trained for two steps.
 
 Results are appended to ``OUT/results.jsonl``; ``--table`` prints the README's growth table from it.
@@ -132,9 +133,12 @@ def stage_cache(root: Path, out: Path, size: int) -> dict:
                                                                        2))
 
 
-def stage_epoch(root: Path, out: Path, size: int, steps: int, warmup: int = 3) -> dict:
-    """``steps`` training steps from the cache through the DataModule and Trainer ``fit`` uses, then the same steps
-    on batches already in memory (the model-only limit), in this one process."""
+def stage_epoch(root: Path, out: Path, size: int, steps: int, rounds: int = 3, warmup: int = 3) -> dict:
+    """``steps`` training steps from the cache through the DataModule and Trainer ``fit`` uses, then (or first: the
+    order alternates) the same steps on batches already in memory (the model-only limit), ``rounds`` times in this
+    one process; this machine drifts between minutes, so each round gives a ratio and the median counts."""
+    import statistics
+
     import lightning as L
     import torch
     from throughput import _Clock, plain_train
@@ -154,40 +158,52 @@ def stage_epoch(root: Path, out: Path, size: int, steps: int, warmup: int = 3) -
                                "optimizer": "adamw", "lr": 1e-3, "scheduler": "none", "cache": "on",
                                "cache_dir": str(out / "cache" / root.name)})
     model, prep = create_model("mobilenet_v2", num_classes=len(found.class_names), pretrained=True)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
     card = ModelCard(model_name="mobilenet_v2", class_names=found.class_names, mean=list(prep.mean),
                      std=list(prep.std), image_size=size)
     channels_last = resolve_hardware(config.hardware).channels_last
     splits = LabelledSplits(found.class_names, {"train": found.samples, "val": []})
     datamodule = CellDataModule(splits, data=config.data, augment=config.augment, card=card, batch_size=64,
                                 num_workers=config.hardware.num_workers, accelerator="cpu", channels_last=channels_last)
-    datamodule.prepare_data()  # the cache stage built it: a hit
-    module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment, channels_last=channels_last)
-    clock = _Clock(warmup)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        callbacks=[clock, RunProgressBar()], enable_model_summary=False, limit_val_batches=0,
-                        limit_train_batches=warmup + steps)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    celltune = clock.seen / (clock.end - clock.start)
-    setup = time.perf_counter() - start - (clock.end - clock.start)
-    model.load_state_dict(initial)
-    normalize = datamodule.normalize_batch
+    datamodule.prepare_data()  # the cache stage built it: a hit
     cached = CachedDataset(datamodule._cache("train"), found.samples)
     rng = np.random.default_rng(0)
-    batches = []
+    batches = []  # random images from the whole cache, decoded and normalised in memory
     for _ in range(warmup + steps):
         index = rng.choice(len(found.samples), 64, replace=False)
-        images = torch.stack([cached[int(i)][0] for i in index])
-        x = normalize(images)
+        x = datamodule.normalize_batch(torch.stack([cached[int(i)][0] for i in index]))  # type: ignore[misc]
         batches.append((x.contiguous(memory_format=torch.channels_last) if channels_last else x,
                         torch.tensor([found.samples[int(i)].label for i in index])))
-    model_only = plain_train(model.to(memory_format=torch.channels_last) if channels_last else model, batches,
-                             warmup=warmup)
-    n = len(found.samples)
-    return _usage(time.perf_counter() - start, images_per_s=round(celltune, 1), model_only_per_s=round(model_only, 1),
-                  ratio=round(celltune / model_only, 3), epoch_seconds=round(n / celltune, 1),
-                  setup_seconds=round(setup, 1))
+
+    def celltune_rate() -> float:
+        module = CellClassifier(model, card=card, optim=config.optim, augment=config.augment,
+                                channels_last=channels_last)
+        clock = _Clock(warmup)
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            callbacks=[clock, RunProgressBar()], enable_model_summary=False, limit_val_batches=0,
+                            limit_train_batches=warmup + steps)
+        trainer.fit(module, datamodule=datamodule)
+        return clock.seen / (clock.end - clock.start)
+
+    def model_only_rate() -> float:
+        return plain_train(model.to(memory_format=torch.channels_last) if channels_last else model, batches,
+                           warmup=warmup)
+
+    rates = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            c = celltune_rate()
+            m = model_only_rate()
+        else:
+            m = model_only_rate()
+            c = celltune_rate()
+        rates.append((c, m))
+    ratio = statistics.median(c / m for c, m in rates)
+    celltune = statistics.median(c for c, _ in rates)
+    return _usage(time.perf_counter() - start, images_per_s=round(celltune, 1),
+                  model_only_per_s=round(statistics.median(m for _, m in rates), 1), ratio=round(ratio, 3),
+                  round_ratios=[round(c / m, 3) for c, m in rates],
+                  epoch_seconds=round(len(found.samples) / celltune, 1))
 
 
 def _model(out: Path, size: int) -> Path:
