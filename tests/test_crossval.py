@@ -200,5 +200,6 @@ def test_folds_run_as_separate_jobs_then_collected_match_the_plan(patients, tmp_
     with (parent / "oof_predictions.csv").open() as f:
         oof = list(csv.DictReader(f))
     assert [row["fold"] for row in s["per_fold"]] == [1, 2] and s["images"] == 60
-    assert {(r["fold"], r["path"]) for r in oof} == {(str(k), p) for k, fold in enumerate(plan, 1) for p in fold["test"]}
+    planned = {(str(k), path) for k, fold in enumerate(plan, 1) for path in fold["test"]}
+    assert {(r["fold"], r["path"]) for r in oof} == planned
     assert "mean +- std" in capsys.readouterr().out

@@ -142,7 +142,7 @@ def near_pairs(facts: Sequence[ImageFacts], *, chunk: int = 2048, workers: int =
     details = np.empty((len(used), THUMB, THUMB), dtype=np.float32)
     keep = np.empty((len(used), THUMB, THUMB), dtype=bool)
     for start in range(0, len(used), 4096):
-        thumbs = np.stack([facts[readable[k]].thumb for k in used[start : start + 4096]])  # type: ignore[misc]
+        thumbs = np.stack([facts[readable[k]].thumb for k in used[start : start + 4096]])
         details[start : start + 4096], keep[start : start + 4096] = _details(thumbs), ~_outlines(thumbs)
     _SHARED.update(details=details, keep=keep)
     parts = [pairs[start : start + chunk] for start in range(0, len(pairs), chunk)]
