@@ -16,7 +16,8 @@ from PIL import Image
 from celltune.checkpoint import load_checkpoint
 from celltune.cli import main
 from celltune.errors import CheckpointError, MissingError
-from celltune.export import CARD_KEY, OPSET, TOLERANCE, ExportError, export_run, read_onnx_card
+from celltune.export import OPSET, TOLERANCE, ExportError, export_run
+from celltune.onnx_model import CARD_KEY, read_onnx_card
 from celltune.predict import Predictor, inputs_under
 from celltune.predictions_csv import predict_to_csv
 from celltune.recipes import save_config

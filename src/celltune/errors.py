@@ -54,3 +54,7 @@ class ExistsError(CelltuneError, FileExistsError):
 
 class WriteError(CelltuneError, OSError):
     """An output that could not be written (a full disk, a read-only folder); what was there before is kept."""
+
+
+class ExportError(CelltuneError, RuntimeError):
+    """An export that could not be written, or that does not compute what the PyTorch model computes."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,21 +22,17 @@ import torch
 from torch import nn
 
 from celltune.checkpoint import ModelCard, load_checkpoint, resolve_checkpoint
-from celltune.errors import CelltuneError, CheckpointError, ConfigError
+from celltune.errors import CelltuneError, CheckpointError, ConfigError, ExportError
 from celltune.modelzoo import PackageInfo
+from celltune.onnx_model import CARD_KEY, card_from_json, card_json, onnx_session
 
 log = logging.getLogger(__name__)
 
 Format = Literal["onnx", "pt2", "bioimageio"]
 # keep celltune.cli.exports.FORMATS in step
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "pt2": ".pt2", "bioimageio": ".zip"}
-CARD_KEY = "celltune_card"
 OPSET = 18
 TOLERANCE = 1e-4  # max abs logit difference accepted between an export and the PyTorch model
-
-
-class ExportError(CelltuneError, RuntimeError):
-    """An export that could not be written, or that does not compute what the PyTorch model computes."""
 
 
 @dataclass(frozen=True)
@@ -53,22 +49,14 @@ class ExportCheck:
     warnings: tuple[str, ...] = ()  # bioimageio: what the zoo would still ask for (license, authors, citation)
 
 
-def card_json(card: ModelCard) -> str:
-    return json.dumps(asdict(card))
-
-
-def card_from_json(text: str) -> ModelCard:
-    return ModelCard(**json.loads(text))
-
-
 def check_inputs(checkpoint: Path, card: ModelCard, saved: dict, *, n: int = 8) -> tuple[torch.Tensor, str]:
     """(N, C, H, W) float32 model inputs: ``n`` test (or validation) images spread over the run's split,
     preprocessed as its card says, or, when the run's data is gone, uniform noise in [0, 1] normalised the same
     way."""
     from celltune.data import discover_as_trained
     from celltune.images import load_input
-    from celltune.predict import card_transform
     from celltune.recipes import load_config
+    from celltune.transforms import card_transform
 
     try:
         config = load_config(checkpoint.parent / "config.yaml")
@@ -121,43 +109,6 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, example: torch.Te
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-
-
-def read_onnx_card(path: Path) -> ModelCard:
-    import onnx
-
-    try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception as err:  # a torn or foreign file: onnx raises DecodeError, ValueError ...
-        raise CheckpointError(f"{path}: not a readable ONNX model ({err}); export it again with celltune export") \
-            from None
-    if CARD_KEY not in props:
-        raise CheckpointError(f"{path}: an ONNX model without celltune's metadata ({CARD_KEY}); export it with "
-                              "celltune export RUN --format onnx")
-    return card_from_json(props[CARD_KEY])
-
-
-def onnx_session(path: Path):
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as err:
-        raise CheckpointError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0]}); export it "
-                              "again with celltune export") from None
-
-
-class OnnxModule(nn.Module):
-    """An exported ONNX model run by onnxruntime, called like the PyTorch one: (B, C, H, W) -> (B, classes) logits."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.session = onnx_session(path)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
 
 
 def _check_onnx(path: Path, inputs: torch.Tensor) -> np.ndarray:

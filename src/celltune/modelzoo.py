@@ -22,7 +22,7 @@ from torch import nn
 
 from celltune import models
 from celltune.checkpoint import ModelCard
-from celltune.errors import ConfigError
+from celltune.errors import ConfigError, ExportError
 from celltune.modelzoo_files import identifiers, run_metrics, write_parts
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,6 @@ def verify(path: Path) -> tuple[str, str, list[str]]:
     validation's warnings). A failure of either is an ``ExportError``."""
     from bioimageio.core import test_model
     from bioimageio.spec import load_description
-
-    from celltune.export import ExportError
 
     validation = load_description(path, perform_io_checks=True).validation_summary
     if validation.status == "failed":

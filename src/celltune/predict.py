@@ -21,7 +21,7 @@ from celltune.errors import ConfigError, DataError, MissingError
 from celltune.imagefiles import is_hidden, is_image_file
 from celltune.images import load_input, names_channel_files
 from celltune.samples import Sample
-from celltune.transforms import TTA_VIEWS, NormalizeBatch, eval_transform
+from celltune.transforms import TTA_VIEWS, NormalizeBatch, card_transform
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ def predict_probs(model: nn.Module, loader: Iterable, *, device: torch.device | 
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def card_transform(card: ModelCard):
-    return eval_transform(image_size=card.image_size, mean=tuple(card.mean), std=tuple(card.std),
-                          interpolation=card.interpolation)
-
-
 def make_loader(samples: list[Sample], card: ModelCard, *, batch_size: int = 64, num_workers: int = 0,
                 masks: list[Path] | None = None):
     dataset = CellDataset(samples, card_transform(card), masks, channels=card.channels, intensity=card.intensity,
@@ -104,7 +99,7 @@ class Predictor:
     def __init__(self, checkpoint: str | Path, device: torch.device | None = None, tta: str = "none",
                  calibrate: str = "temperature") -> None:
         if Path(checkpoint).suffix.lower() == ".onnx":  # an export: onnxruntime, the card from its metadata
-            from celltune.export import OnnxModule, read_onnx_card
+            from celltune.onnx_model import OnnxModule, read_onnx_card
 
             self.card = read_onnx_card(Path(checkpoint))
             self.model: nn.Module = OnnxModule(Path(checkpoint))

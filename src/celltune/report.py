@@ -1,8 +1,11 @@
-"""Files a run leaves behind: history CSV, metrics JSON, curve and confusion-matrix plots (matplotlib OO API)."""
+"""Files a run leaves behind: history CSV, metrics JSON, curve and confusion-matrix plots (matplotlib OO API), and the
+HTML pieces (an image inlined as base64, a table) every offline page is made of."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import json
 from pathlib import Path
 from typing import BinaryIO
@@ -85,3 +88,13 @@ def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path | Bin
         ax.set_title(title)
     save_figure(fig, path)
     return path
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"

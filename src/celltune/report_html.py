@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -15,7 +14,7 @@ from PIL import Image
 from celltune.class_choice import describe
 from celltune.images import read_image
 from celltune.metrics import ClassificationResult, MultilabelResult, RunMetrics, labelled
-from celltune.report import plot_confusion
+from celltune.report import html_table, img_tag, plot_confusion
 from celltune.report_trust import calibration_html, sets_html
 from celltune.samples import Sample
 
@@ -33,10 +32,6 @@ th:first-child, td:first-child { text-align: left; }
 .cams figcaption { font-size: 13px; }
 pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
 """
-
-
-def img_tag(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _png_file(path: Path) -> bytes:
@@ -58,12 +53,6 @@ def worst_misclassified(samples: list[Sample], probs: np.ndarray,
     wrong = [(i, s.label) for i, s in enumerate(samples) if isinstance(s.label, int) and predicted[i] != s.label]
     wrong.sort(key=lambda x: -probs[x[0], predicted[x[0]]])
     return [(samples[i], true, int(predicted[i]), float(probs[i, predicted[i]])) for i, true in wrong[:k]]
-
-
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _fmt(x: float | int | str | None) -> str:

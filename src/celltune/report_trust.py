@@ -10,7 +10,7 @@ from typing import BinaryIO
 from matplotlib.figure import Figure
 
 from celltune.metrics import Result
-from celltune.report import save_figure
+from celltune.report import html_table, img_tag, save_figure
 
 
 def plot_reliability(after: list[list[float]], before: list[list[float]] | None, out: BinaryIO) -> None:
@@ -39,7 +39,6 @@ def plot_reliability(after: list[list[float]], before: list[list[float]] | None,
 
 def calibration_html(result: Result) -> str:
     """The calibration section: the temperature, the error before and after it, the reliability diagram."""
-    from celltune.report_html import html_table, img_tag  # which imports this module
 
     info = result.calibration
     if not info:
@@ -67,7 +66,6 @@ def calibration_html(result: Result) -> str:
 def sets_html(result: Result) -> str:
     """The prediction-set section: for each coverage, how often the set held the true class and how large sets
     were, overall and per class."""
-    from celltune.report_html import html_table
 
     summaries = result.prediction_sets
     if not summaries:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import torch
 from torch.nn import functional as F
 from torchvision.transforms import InterpolationMode, v2
 
 from celltune.config import Augment, TtaMode
+
+if TYPE_CHECKING:
+    from celltune.checkpoint import ModelCard
 
 
 def eval_geometry(*, image_size: int, interpolation: str = "bilinear") -> v2.Compose:
@@ -29,6 +32,12 @@ def eval_transform(
     *, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], interpolation: str = "bilinear"
 ) -> v2.Compose:
     return v2.Compose([eval_geometry(image_size=image_size, interpolation=interpolation), v2.Normalize(mean, std)])
+
+
+def card_transform(card: ModelCard):
+    """The eval preset a checkpoint or export's card describes: its size, statistics and interpolation."""
+    return eval_transform(image_size=card.image_size, mean=tuple(card.mean), std=tuple(card.std),
+                          interpolation=card.interpolation)
 
 
 def train_transform(
