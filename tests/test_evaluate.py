@@ -10,7 +10,7 @@ from celltune.checkpoint import ModelCard, read_checkpoint
 from celltune.data import discover
 from celltune.errors import DataError
 from celltune.evaluate import align_labels, calibrate_checkpoint, calibrated, evaluate_checkpoint
-from celltune.metrics import tune_thresholds
+from celltune.metrics_multilabel import tune_thresholds
 from celltune.samples import LabelledSplits, Sample
 from celltune.train import fit
 

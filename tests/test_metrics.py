@@ -10,10 +10,9 @@ from celltune.metrics import (
     classification_metrics,
     confusion_matrix,
     labelled,
-    multilabel_metrics,
     result_from_dict,
-    tune_thresholds,
 )
+from celltune.metrics_multilabel import multilabel_metrics, tune_thresholds
 from celltune.stats import bootstrap_intervals
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from celltune.metrics import classification_metrics, multilabel_metrics
+from celltune.metrics import classification_metrics
+from celltune.metrics_multilabel import multilabel_metrics
 from celltune.stats import (
     bootstrap_intervals,
     mcnemar_exact,

@@ -41,7 +41,7 @@ _EXPORTS = {
     "PackageInfo": "celltune.modelzoo",
     "explain_images": "celltune.explain",
     "classification_metrics": "celltune.metrics",
-    "multilabel_metrics": "celltune.metrics",
+    "multilabel_metrics": "celltune.metrics_multilabel",
 }
 __all__ = [
     "CelltuneError",
@@ -75,7 +75,8 @@ if TYPE_CHECKING:
     from celltune.evaluate import evaluate_checkpoint
     from celltune.explain import explain_images
     from celltune.export import export_run
-    from celltune.metrics import classification_metrics, multilabel_metrics
+    from celltune.metrics import classification_metrics
+    from celltune.metrics_multilabel import multilabel_metrics
     from celltune.models import available_models, create_model
     from celltune.modelzoo import PackageInfo
     from celltune.predict import Predictor

@@ -32,9 +32,9 @@ from celltune.metrics import (
     RunMetrics,
     classification_metrics,
     labelled,
-    multilabel_metrics,
     with_intervals,
 )
+from celltune.metrics_multilabel import multilabel_metrics
 from celltune.samples import LabelledSplits, Sample, multi_hot
 from celltune.splits import kfold
 from celltune.stats import bootstrap_intervals

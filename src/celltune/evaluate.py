@@ -21,13 +21,12 @@ from celltune.metrics import (
     Result,
     RunMetrics,
     classification_metrics,
-    multilabel_metrics,
     result_from_dict,
-    tune_thresholds,
     with_calibration,
     with_intervals,
     with_tta,
 )
+from celltune.metrics_multilabel import multilabel_metrics, tune_thresholds
 from celltune.predict import Prediction, make_loader, predict_probs
 from celltune.predictions_csv import write_predictions_csv
 from celltune.report import plot_confusion, plot_curves, write_history, write_json

@@ -22,7 +22,8 @@ from torchvision.ops import sigmoid_focal_loss
 
 from celltune.checkpoint import ModelCard
 from celltune.config import Augment, OptimConfig
-from celltune.metrics import Result, classification_metrics, multilabel_metrics
+from celltune.metrics import Result, classification_metrics
+from celltune.metrics_multilabel import multilabel_metrics
 from celltune.sampling import STEP, derive_seed, seed_everything_from
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {

@@ -3,7 +3,7 @@ resampled within their class, so every class keeps its count), paired bootstrap 
 two models scored on the same images, and McNemar's exact test on their right/wrong answers.
 
 Every resample is scored by the same functions that score the images once (``metrics.confusion_scores`` and
-``metrics.label_scores``), on all resamples at once: each resample is a vector of counts, one per image.
+``metrics_multilabel.label_scores``), on all resamples at once: each resample is a vector of counts, one per image.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from math import comb
 
 import numpy as np
 
-from celltune.metrics import confusion_scores, label_scores
+from celltune.metrics import confusion_scores
+from celltune.metrics_multilabel import label_scores
 
 RESAMPLES = 1000
 LEVEL = 0.95
