@@ -250,3 +250,24 @@ def test_a_search_on_data_with_no_validation_to_spare_is_refused_with_the_way_on
     with pytest.raises(ConfigError, match=r"no validation images .* a search chooses on validation; give finer "
                        r"groups .*`celltune train`, which runs without validation"):
         new_tune(quick_config(root, tmp_path, groups=r"(slide\d)_"), max_trials=2)
+
+
+def test_two_joiners_failing_the_same_orphan_at_once_both_go_on(tmp_path, monkeypatch):
+    """The second joiner still sees the orphan running (it listed the trials first): no error, one record."""
+    import socket
+
+    from celltune.tune_study import fail_orphans
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    trial = study.ask()
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", ended.pid)
+    stale = study.get_trials(deepcopy=True, states=(TrialState.RUNNING,))
+    fail_orphans(study)  # the first joiner
+    monkeypatch.setattr(study, "get_trials", lambda **_: stale)
+    fail_orphans(study)  # the second, with its view from before the first's update
+    (recorded,) = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 'study.db'}").trials
+    assert recorded.state == TrialState.FAIL
+    assert recorded.user_attrs["error"] == f"interrupted: its process ({ended.pid}) ended"

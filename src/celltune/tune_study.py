@@ -73,8 +73,11 @@ def fail_orphans(study: optuna.Study) -> None:
         pid = trial.user_attrs.get("pid")
         if trial.user_attrs.get("host") != socket.gethostname() or pid is None or _alive(int(pid)):
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted: its process ({pid}) ended")
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)  # another joiner may be first
+        try:  # processes joining at the same moment both find the orphan: the first to record it wins
+            study._storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted: its process ({pid}) ended")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         log.warning("trial %d was left running by process %s, which has ended: recorded as failed",
                     trial.number, pid)
 
