@@ -10,7 +10,6 @@ training runs before its first epoch: reading every image once, classes, masks, 
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,30 +22,28 @@ from celltune.duplicates import exact_groups, near_pairs
 from celltune.findings import Audit, Finding
 from celltune.group_audit import group_findings, source_name_findings
 from celltune.imagefiles import IMAGE_SUFFIXES, hidden_under, is_hidden
-from celltune.images import ChannelFiles, ImageFacts, inspect_image
+from celltune.images import ChannelFiles, ImageFacts, decoding_workers, inspect_image
 from celltune.samples import LabelledSplits, Sample
 
 _JUNK = {".ds_store", "thumbs.db", "desktop.ini"}
 
 
-def _workers() -> int:
-    return min(4, os.cpu_count() or 1)
+def _inspect_all(paths: list[Path], phash: bool) -> list[ImageFacts]:
+    return [inspect_image(p, phash=phash) for p in paths]
 
 
-def _inspect_all(paths: list[Path]) -> list[ImageFacts]:
-    return [inspect_image(p) for p in paths]
-
-
-def read_all(paths: Sequence[Path], *, workers: int | None = None,
-             progress: Callable[[int], None] | None = None) -> dict[Path, ImageFacts]:
-    """Every file decoded once, in worker processes (forked: they use PIL and numpy only) for large sets."""
-    workers = workers if workers is not None else _workers()
+def read_all(paths: Sequence[Path], *, workers: int | None = None, progress: Callable[[int], None] | None = None,
+             phash: bool = True) -> dict[Path, ImageFacts]:
+    """Every file decoded once, in worker processes (forked: they use PIL and numpy only) for large sets; ``phash``:
+    with the perceptual hashes near-duplicate search needs."""
+    workers = workers if workers is not None else decoding_workers()
     chunks = [list(paths[i : i + 128]) for i in range(0, len(paths), 128)]
     out: dict[Path, ImageFacts] = {}
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
             if workers > 1 and len(chunks) > 2 else None)
     try:
-        for facts in (pool.map(_inspect_all, chunks) if pool else map(_inspect_all, chunks)):
+        flags = [phash] * len(chunks)
+        for facts in (pool.map(_inspect_all, chunks, flags) if pool else map(_inspect_all, chunks, flags)):
             out.update((f.path, f) for f in facts)
             if progress:
                 progress(len(facts))
@@ -228,8 +225,9 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
     files = {s: channel_files.of(s.path) or [s.path] for s in found.samples}
     finder = MaskFinder(root, Path(mask_dir)) if mask_dir else None
     masks = [c[0] for s in files if finder and len(c := finder.candidates(s.path)) == 1]
+    workers = workers if workers is not None else decoding_workers()
     facts = read_all([p for paths in files.values() for p in paths] + ([] if quick else masks), workers=workers,
-                     progress=progress)
+                     progress=progress, phash=not quick)
     checks = _Checks(found, root, facts, files, fractions)
     checks.unreadable()
     checks.classes()
@@ -238,7 +236,7 @@ def audit(found: LabelledSplits, root: str | Path, *, mask_dir: str | Path | Non
         checks.masks(finder, sizes=not quick)
     samples = list(files)
     first = [facts[files[s][0]] for s in samples]
-    checks.duplicates(samples, first, near=not quick, workers=workers if workers is not None else _workers())
+    checks.duplicates(samples, first, near=not quick, workers=workers)
     if not quick:
         checks.non_images()
         checks.hidden()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from celltune.errors import ConfigError, WriteError
-from celltune.images import ChannelFiles, load_input
+from celltune.images import ChannelFiles, decoding_workers, load_input
 from celltune.progress import bar
 from celltune.samples import Sample
 from celltune.transforms import eval_geometry
@@ -63,6 +63,10 @@ class ImageCache:
     count: int
     shape: tuple[int, int, int]
     per_shard: int
+
+    @property
+    def image_bytes(self) -> int:
+        return int(np.prod(self.shape))
 
     @property
     def shards(self) -> list[Path]:
@@ -162,8 +166,8 @@ def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None,
     needed = bytes_needed(len(samples), in_chans=shape[0], size=size)
     if not fits(needed, directory):
         raise space_error(needed, directory)
-    per_shard = max(1, shard_bytes // (shape[0] * size * size))
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    per_shard = max(1, shard_bytes // bytes_needed(1, in_chans=shape[0], size=size))
+    workers = decoding_workers() if workers is None else workers
     tmp = directory / f"{path.name}.{os.getpid()}.partial"
     try:
         tmp.mkdir(parents=True)

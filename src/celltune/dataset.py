@@ -88,7 +88,7 @@ class CachedDataset(torch.utils.data.Dataset):
         if self._files is None:
             self._files = self._open()
         fd, header = self._files[i // self.cache.per_shard]
-        size = int(np.prod(self.cache.shape))
+        size = self.cache.image_bytes
         buffer = bytearray(size)
         if os.preadv(fd, [buffer], header + (i % self.cache.per_shard) * size) != size:
             raise DataError(f"{self.cache.directory}: a shard of the image cache is shorter than its index says; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -257,11 +258,17 @@ class ImageFacts:
     frames: int = 1
     sha1: str = ""  # of the decoded pixels, shape and mode: equal for the same image saved in another file or format
     thumb: np.ndarray | None = None  # (THUMB, THUMB) uint8 grey, LANCZOS-resized as imagehash's phash does
-    phash: int = 0  # imagehash's 64-bit perceptual hash of the thumbnail
+    phash: int | None = None  # imagehash's 64-bit perceptual hash of the thumbnail, when asked for
 
 
-def inspect_image(path: Path) -> ImageFacts:
-    """Decode ``path`` fully (a truncated file fails here, not in the middle of training) and describe it."""
+def decoding_workers() -> int:
+    """How many processes decode files at once by default (the audit's reads, the cache's build)."""
+    return min(4, os.cpu_count() or 1)
+
+
+def inspect_image(path: Path, *, phash: bool = True) -> ImageFacts:
+    """Decode ``path`` fully (a truncated file fails here, not in the middle of training) and describe it; ``phash``:
+    with the perceptual hash near-duplicate search compares (a DCT per image that training's checks do not need)."""
     import imagehash
 
     try:
@@ -277,7 +284,8 @@ def inspect_image(path: Path) -> ImageFacts:
             return ImageFacts(path, width=img.width, height=img.height, mode=img.mode, bits=bits,
                               format=fmt or path.suffix.lstrip(".").upper(), frames=frames,
                               sha1=hashlib.sha1(array.tobytes() + f"{array.shape}{img.mode}".encode()).hexdigest(),
-                              thumb=np.asarray(thumb), phash=int(str(imagehash.phash(thumb)), 16))
+                              thumb=np.asarray(thumb),
+                              phash=int(str(imagehash.phash(thumb)), 16) if phash else None)
     except DataError as err:
         return ImageFacts(path, error=str(err).removeprefix(f"{path}: "))
     except OSError as err:  # stat of a file that went away

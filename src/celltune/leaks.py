@@ -47,7 +47,7 @@ def read_twins(found: LabelledSplits, split: str) -> list[bool]:
         return [False] * len(found.splits[split])
     files = ChannelFiles()
     pair = LabelledSplits(found.class_names, {"train": found.splits["train"], split: found.splits[split]})
-    facts = read_all([p for s in pair.samples for p in files.of(s.path) or [s.path]])
+    facts = read_all([p for s in pair.samples for p in files.of(s.path) or [s.path]], phash=False)
     return twins_in_training(pair, facts)[split]
 
 
