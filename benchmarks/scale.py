@@ -38,20 +38,27 @@ import numpy as np
 CHUNK = 1000
 
 
+def _cell(pool: Path, i: int) -> tuple[str, Path]:
+    """Cell i's pattern and file: the patterns take turns."""
+    from celltune.synthetic import CLASSES
+
+    pattern = CLASSES[i % len(CLASSES)]
+    return pattern, pool / pattern / f"cell{i:07d}.png"
+
+
 def _draw_chunk(args: tuple[Path, int, int]) -> int:
     from PIL import Image
 
-    from celltune.synthetic import CLASSES, draw_cell
+    from celltune.synthetic import draw_cell
 
     pool, chunk, seed = args
     rng = np.random.default_rng([seed, chunk])
     indices = range(chunk * CHUNK, (chunk + 1) * CHUNK)
-    if all((pool / CLASSES[i % len(CLASSES)] / f"cell{i:07d}.png").is_file() for i in indices):
+    if all(_cell(pool, i)[1].is_file() for i in indices):
         return 0
     written = 0
     for i in indices:
-        pattern = CLASSES[i % len(CLASSES)]
-        path = pool / pattern / f"cell{i:07d}.png"
+        pattern, path = _cell(pool, i)
         image = draw_cell(pattern, size=96 if i % 4 == 3 else 64, rng=rng)  # drawn even if on disk: same rng path
         if not path.is_file():
             tmp = path.with_suffix(".part")

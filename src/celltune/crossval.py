@@ -99,18 +99,19 @@ def _fold_state(fold_dir: Path) -> str:
     return "fresh"
 
 
-def _open(config: TrainConfig, folds: int | str, resume: str | Path | None) -> tuple[TrainConfig, Path, dict]:
-    """The configuration, directory and fold plan of a cross-validation: a new one planned and saved, or the one in
-    ``resume``."""
+def _new_parent(config: TrainConfig) -> Path:
+    name = config.output.name or f"cv-{config.model.name.replace(':', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
+    parent = Path(config.output.out_dir) / name
+    if parent.exists():
+        raise ConfigError(f"{parent} exists; choose another --name, or --resume it")
+    return parent
+
+
+def _planned(parent: str | Path) -> tuple[TrainConfig, Path, dict]:
+    """The configuration, directory and fold plan of the cross-validation in ``parent``."""
     from celltune.recipes import load_config
 
-    if resume is None:
-        name = config.output.name or f"cv-{config.model.name.replace(':', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
-        parent = Path(config.output.out_dir) / name
-        if parent.exists():
-            raise ConfigError(f"{parent} exists; choose another --name, or --resume it")
-        return config, parent, {}
-    parent = Path(resume)
+    parent = Path(parent)
     if not (parent / PLAN).is_file():
         raise MissingError(f"{parent / PLAN}: nothing to resume; not a cross-validation directory")
     return load_config(parent / "config.yaml"), parent, json.loads((parent / PLAN).read_text())
@@ -136,7 +137,7 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | No
     from celltune.recipes import save_config
     from celltune.train import budget_seconds, fit
 
-    config, parent, saved = _open(config, folds, resume)
+    config, parent, saved = _planned(resume) if resume is not None else (config, _new_parent(config), {})
     if fold is not None and not saved:
         raise ConfigError("--fold K trains one fold of a planned cross-validation: plan it first (celltune cv --data "
                           "DATA --folds N --plan-only), then run celltune cv --resume CV_DIR --fold K for each K")
@@ -182,7 +183,7 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, resume: str | Path | No
 def collect_cv(parent: str | Path) -> Path:
     """The summary of a cross-validation whose folds ran on their own (``--fold``): cv.json, cv.html,
     oof_predictions.csv and label_issues.csv, once every fold is done."""
-    config, parent, saved = _open(TrainConfig(), 0, parent)
+    config, parent, saved = _planned(parent)
     missing = [k for k in range(1, saved["folds"] + 1) if _fold_state(parent / f"fold-{k}") != "done"]
     if missing:
         raise MissingError(f"{parent}: fold(s) {', '.join(map(str, missing))} of {saved['folds']} not finished; run "

@@ -21,8 +21,8 @@ from celltune.config import TrainConfig
 from celltune.errors import CelltuneError
 from celltune.metrics import RunMetrics
 from celltune.recipes import load_config
-from celltune.report import read_json, save_figure
-from celltune.report_html import STYLE, html_table, img_tag
+from celltune.report import html_table, img_tag, read_json, save_figure
+from celltune.report_html import STYLE
 from celltune.tune_study import trial_seconds
 
 try:
