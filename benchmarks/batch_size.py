@@ -1,5 +1,6 @@
 """Training images/s against batch size on this machine: where a CPU's throughput peaks at each image size, against
-the batch celltune picks on a CPU (``celltune.defaults.batch_size_for``: 64 unless memory or the data ask for less).
+the batch celltune picks on a CPU (``celltune.training.defaults.batch_size_for``: 64 unless memory or the data ask for
+less).
 
     python benchmarks/batch_size.py [--model mobilenet_v2] [--sizes 64 96 128 224] [--batches 8 16 32 64] [--repeats 3]
 
@@ -21,7 +22,7 @@ from typing import TypeVar
 import torch
 from throughput import plain_train
 
-from celltune.models import create_model
+from celltune.models.factory import create_model
 
 K = TypeVar("K")
 

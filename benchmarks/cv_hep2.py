@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from celltune.cli import main as celltune
-from celltune.data import discover
+from celltune.data.discovery import discover
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from celltune.checkpoint import read_checkpoint, resolve_checkpoint
-from celltune.data import discover_as_trained
-from celltune.explain import draw, explain_batch
-from celltune.predict import Predictor
-from celltune.recipes import load_config
+from celltune.config.recipes import load_config
+from celltune.data.discovery import discover_as_trained
+from celltune.explain.heatmaps import draw, explain_batch
+from celltune.models.checkpoint import read_checkpoint, resolve_checkpoint
+from celltune.predict.predictor import Predictor
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import sys
 import torch
 from batch_size import measure, median_rates
 
-from celltune.models import create_model
+from celltune.models.factory import create_model
 
 
 def main() -> int:

@@ -20,11 +20,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_args
 
-from celltune.budget import PLAN
 from celltune.config import DEFAULT_MODEL, Augment, DataConfig, TrainConfig, TtaMode, config_from_dict
-from celltune.flags import add_flags
-from celltune.recipes import load_config
-from celltune.train import fit
+from celltune.config.flags import add_flags
+from celltune.config.recipes import load_config
+from celltune.training.budget import PLAN
+from celltune.training.fit import fit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
 # The model of the chosen recipe: the best validation ACA of the candidates in the README's HEp-2 table.

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from celltune.config import DEFAULT_MODEL, config_from_dict
-from celltune.synthetic import HPA_CHANNELS, make_multilabel_dataset
-from celltune.train import fit
+from celltune.data.synthetic import HPA_CHANNELS, make_multilabel_dataset
+from celltune.training.fit import fit
 
 
 def main() -> int:

@@ -27,10 +27,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from suite import DATASETS
 
-from celltune.audit import read_all
-from celltune.data import discover_pool
-from celltune.duplicates import near_pairs
-from celltune.report import save_figure
+from celltune.audit.check import read_all
+from celltune.audit.duplicates import near_pairs
+from celltune.data.discovery import discover_pool
+from celltune.reports.run_files import save_figure
 
 
 def write_discs(root: Path, n: int, seed: int = 0) -> list[Path]:

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from celltune.export import export_run
-from celltune.predict import Predictor, inputs_under
-from celltune.predictions_csv import predict_to_csv
+from celltune.export.formats import export_run
+from celltune.predict.predictor import Predictor, inputs_under
+from celltune.predict.to_csv import predict_to_csv
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014" / "test"
 

@@ -3,15 +3,15 @@
 
     python benchmarks/scale.py [--sizes 10000 30000 100000 300000] [--out runs/scale] [--steps 60]
 
-The cells are the synthetic module's six HEp-2-like patterns (``celltune.synthetic.draw_cell``), one in four at 96 px
-and the others at 64 px, drawn once into ``OUT/pool`` by worker processes (seeded per chunk of 1,000, so the same
+The cells are the synthetic module's six HEp-2-like patterns (``celltune.data.synthetic.draw_cell``), one in four at 96
+px and the others at 64 px, drawn once into ``OUT/pool`` by worker processes (seeded per chunk of 1,000, so the same
 whatever the number of workers) and hard-linked into one class-folder tree per N (``OUT/nN``), each holding the first N.
 
 Each stage runs in a fresh process and reports its wall time and peak resident memory (the main process, and the
 largest of its workers):
 
 - ``check``: ``celltune check OUT/nN --json``, every finding included (near-duplicates too).
-- ``cache``: the decoded uint8 cache of the N images at 64 px (``celltune.cache.build_cache``), built from nothing.
+- ``cache``: the decoded uint8 cache of the N images at 64 px (``celltune.data.cache.build_cache``), built from nothing.
 - ``epoch``: ``--steps`` training steps of mobilenet_v2 at 64 px, batch 64, from the cache through the DataModule
   ``celltune train`` builds, against the same steps on random batches of the cache already in memory (the model-only
   limit), in turns (who goes first alternates) for three rounds in one process; the table gives the median of the
@@ -40,7 +40,7 @@ CHUNK = 1000
 
 def _cell(pool: Path, i: int) -> tuple[str, Path]:
     """Cell i's pattern and file: the patterns take turns."""
-    from celltune.synthetic import CLASSES
+    from celltune.data.synthetic import CLASSES
 
     pattern = CLASSES[i % len(CLASSES)]
     return pattern, pool / pattern / f"cell{i:07d}.png"
@@ -49,7 +49,7 @@ def _cell(pool: Path, i: int) -> tuple[str, Path]:
 def _draw_chunk(args: tuple[Path, int, int]) -> int:
     from PIL import Image
 
-    from celltune.synthetic import draw_cell
+    from celltune.data.synthetic import draw_cell
 
     pool, chunk, seed = args
     rng = np.random.default_rng([seed, chunk])
@@ -70,7 +70,7 @@ def _draw_chunk(args: tuple[Path, int, int]) -> int:
 
 def generate(out: Path, largest: int, *, seed: int = 0, workers: int = 2) -> Path:
     """OUT/pool with the first ``largest`` cells (rounded up to whole chunks), drawn where missing."""
-    from celltune.synthetic import CLASSES
+    from celltune.data.synthetic import CLASSES
 
     pool = out / "pool"
     for pattern in CLASSES:
@@ -120,7 +120,7 @@ def stage_check(root: Path, out: Path) -> dict:
 
 
 def _samples(root: Path):
-    from celltune.data import discover_pool
+    from celltune.data.discovery import discover_pool
 
     return discover_pool(root)
 
@@ -128,7 +128,7 @@ def _samples(root: Path):
 def stage_cache(root: Path, out: Path, size: int) -> dict:
     import shutil
 
-    from celltune.cache import build_cache
+    from celltune.data.cache import build_cache
 
     found = _samples(root)
     cache_dir = out / "cache" / root.name
@@ -150,14 +150,14 @@ def stage_epoch(root: Path, out: Path, size: int, steps: int, rounds: int = 3, w
     import torch
     from throughput import _Clock, plain_train
 
-    from celltune.checkpoint import ModelCard
     from celltune.config import config_from_dict
-    from celltune.datamodule import CellDataModule
-    from celltune.dataset import CachedDataset
-    from celltune.models import create_model
-    from celltune.module import CellClassifier
-    from celltune.runtime import RunProgressBar, resolve_hardware
-    from celltune.samples import LabelledSplits
+    from celltune.data.dataset import CachedDataset
+    from celltune.data.samples import LabelledSplits
+    from celltune.models.checkpoint import ModelCard
+    from celltune.models.factory import create_model
+    from celltune.training.datamodule import CellDataModule
+    from celltune.training.module import CellClassifier
+    from celltune.training.runtime import RunProgressBar, resolve_hardware
 
     torch.manual_seed(0)
     found = _samples(root)

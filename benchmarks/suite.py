@@ -29,13 +29,13 @@ from typing import Any
 
 from hep2 import CHOSEN_MODEL, FOUNDATION
 
-from celltune.budget import parse_duration
-from celltune.checkpoint import BEST, read_checkpoint
 from celltune.config import TrainConfig, config_from_dict, flat_names
+from celltune.config.recipes import load_config
 from celltune.errors import CelltuneError
-from celltune.metrics import result_from_dict
-from celltune.recipes import load_config
-from celltune.train import fit
+from celltune.metrics.results import result_from_dict
+from celltune.models.checkpoint import BEST, read_checkpoint
+from celltune.training.budget import parse_duration
+from celltune.training.fit import fit
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 RESULTS = "results.jsonl"
@@ -45,7 +45,7 @@ RESULTS = "results.jsonl"
 class Dataset:
     name: str
     folder: str  # under DATA
-    metric: str  # the headline number: a field of celltune.metrics.ClassificationResult
+    metric: str  # the headline number: a field of celltune.metrics.results.ClassificationResult
     label: str
     published: str  # for reference: their protocol, not this suite's
     groups: str | None = None  # kept whole in every split (the data README's pattern)

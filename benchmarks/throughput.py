@@ -38,15 +38,15 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from celltune.checkpoint import ModelCard
 from celltune.config import TrainConfig, config_from_dict
-from celltune.data import discover
-from celltune.datamodule import CellDataModule
-from celltune.models import create_model
-from celltune.module import CellClassifier
-from celltune.predict import predict_probs
-from celltune.runtime import RunProgressBar, resolve_hardware
-from celltune.samples import LabelledSplits
+from celltune.data.discovery import discover
+from celltune.data.samples import LabelledSplits
+from celltune.models.checkpoint import ModelCard
+from celltune.models.factory import create_model
+from celltune.predict.predictor import predict_probs
+from celltune.training.datamodule import CellDataModule
+from celltune.training.module import CellClassifier
+from celltune.training.runtime import RunProgressBar, resolve_hardware
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
 

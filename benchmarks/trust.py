@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 from suite import DATASETS
 
-from celltune import conformal
-from celltune.calibration import calibration_error, uncalibrated, with_temperature
-from celltune.checkpoint import load_checkpoint
 from celltune.config import DataConfig, config_from_dict
-from celltune.crossval import run_cv
-from celltune.data import discover_as_trained, discover_pool
-from celltune.evaluate import align_labels, calibrated, raw_probs
-from celltune.recipes import load_config
+from celltune.config.recipes import load_config
+from celltune.data.discovery import discover_as_trained, discover_pool
+from celltune.evaluation.evaluate import align_labels, calibrated, raw_probs
+from celltune.metrics import conformal
+from celltune.metrics.calibration import calibration_error, uncalibrated, with_temperature
+from celltune.models.checkpoint import load_checkpoint
+from celltune.training.crossval import run_cv
 
 
 def flipped_copy(source: Path, target: Path, *, share: float, seed: int) -> set[str]:

@@ -12,7 +12,7 @@ from hypothesis import settings
 from PIL import Image
 
 from celltune.config import TrainConfig, config_from_dict
-from celltune.synthetic import make_dataset
+from celltune.data.synthetic import make_dataset
 
 SHARED_HEP2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hep2_icpr2014"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -108,8 +108,8 @@ def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 3
     the answers are decisive."""
     import torch
 
-    from celltune.checkpoint import ModelCard, save_checkpoint
-    from celltune.models import create_model
+    from celltune.models.checkpoint import ModelCard, save_checkpoint
+    from celltune.models.factory import create_model
 
     in_chans = len(card["channels"]) if card.get("channels") else 3
     torch.manual_seed(seed)
@@ -125,7 +125,7 @@ def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 3
 
 def train_only(config: TrainConfig):
     """``fit`` without its last part (scoring the test split, plots, report): the prepared run, trained."""
-    from celltune.train import prepare
+    from celltune.training.fit import prepare
 
     run = prepare(config)
     run.trainer.fit(run.module, datamodule=run.datamodule)

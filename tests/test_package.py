@@ -1,6 +1,7 @@
 """The package's face: version, public names, declared dependencies."""
 
 import ast
+import importlib
 import importlib.metadata
 import re
 import sys
@@ -20,7 +21,7 @@ def test_version_and_public_names():
             "Predictor"} <= set(celltune.__all__)
     for name in celltune.__all__:
         assert getattr(celltune, name) is not None, name
-    assert celltune.fit.__module__ == "celltune.train"
+    assert celltune.fit.__module__ == "celltune.training.fit"
 
 
 def _third_party_imports() -> set[str]:
@@ -73,7 +74,7 @@ def _imports_of_each_module() -> dict[str, set[str]]:
 def test_no_module_imports_itself_back_through_others():
     """No import circle, lazy imports included: the package facade (celltune/__init__) aside, which re-exports."""
     graph = {m: deps - {"celltune"} for m, deps in _imports_of_each_module().items() if m != "celltune"}
-    assert "celltune.export" in graph["celltune.cli.exports"] and graph["celltune.modelzoo"]  # the scan sees them
+    assert "celltune.export.formats" in graph["celltune.cli.exports"] and graph["celltune.export.modelzoo"]  # seen
     circles = []
     for start in graph:
         seen, stack = set(), [(start, (start,))]
@@ -86,3 +87,79 @@ def test_no_module_imports_itself_back_through_others():
                     seen.add(dep)
                     stack.append((dep, (*path, dep)))
     assert circles == []
+
+
+def _subpackage_of(module: str) -> str:
+    """celltune.data.images -> celltune.data; a top-level module (celltune.errors) is its own room."""
+    return ".".join(module.split(".")[:2])
+
+
+def _allowed_imports() -> dict[str, set[str]]:
+    """Each subpackage's ``May import:`` line, read from its docstring: the one place the rule is written."""
+    allowed = {}
+    for init in SRC.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        match = re.search(r"^May import: (.*?)(?:\n\n|\Z)", doc, re.M | re.S)
+        assert match, f"{init}: its docstring says what lives there, and ends with a 'May import:' line"
+        allowed[f"celltune.{init.parent.name}"] = set(re.findall(r"celltune(?:\.\w+)?", match.group(1)))
+    return allowed
+
+
+def test_each_subpackage_imports_only_the_rooms_its_docstring_names():
+    allowed = _allowed_imports()
+    assert {"celltune.data", "celltune.models", "celltune.training", "celltune.cli"} <= set(allowed)
+    shared = {"celltune._moved"}  # the old paths' shim, imported by every package that had a module's name
+    wrong = []
+    for module, deps in _imports_of_each_module().items():
+        room = _subpackage_of(module)
+        if room == "celltune.cli" or module in ("celltune.__init__", "celltune.__main__"):
+            continue
+        may = allowed.get(room, set()) | {room} | shared  # a top-level module (errors, progress) may import nothing
+        wrong += [f"{module} imports {dep}" for dep in deps if _subpackage_of(dep) not in may]
+    assert wrong == []
+
+
+def test_nothing_but_the_entry_point_imports_the_command_line():
+    importers = [m for m, deps in _imports_of_each_module().items()
+                 if any(_subpackage_of(d) == "celltune.cli" for d in deps) and _subpackage_of(m) != "celltune.cli"]
+    assert importers == ["celltune.__main__"]
+
+
+def test_no_module_is_over_300_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}
+
+
+def test_tests_mirror_the_package():
+    """tests/data/test_images.py tests celltune/data/images.py: every test file names a module or a subpackage."""
+    tests = Path(__file__).resolve().parent
+    modules = {p.relative_to(SRC).with_suffix("") for p in SRC.rglob("*.py")}
+    rooms = {p.relative_to(SRC) for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    orphans = []
+    for test in tests.rglob("test_*.py"):
+        rel = test.relative_to(tests)
+        name = rel.with_name(rel.stem.removeprefix("test_"))
+        if name not in modules and rel.parent not in rooms | {Path(".")}:
+            orphans.append(str(rel))
+    assert orphans == []
+
+
+def test_old_module_paths_still_import_with_a_warning(recwarn):
+    import warnings
+
+    import celltune.training.fit
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("celltune.train")
+        from celltune.data import discover
+        from celltune.metrics import classification_metrics
+    assert old is celltune.training.fit and old.__name__ == "celltune.training.fit"  # the module itself, not a copy
+    assert classification_metrics.__module__ == "celltune.metrics.classification"
+    assert discover.__module__ == "celltune.data.discovery"
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert any("celltune.train moved to celltune.training.fit" in m for m in messages)
+    assert any("celltune.metrics.classification_metrics moved" in m for m in messages)
+    from celltune.data import images  # a submodule is found as usual, without a warning
+
+    assert images.__name__ == "celltune.data.images"

@@ -15,6 +15,10 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from celltune import _moved
+
+_moved.install()  # celltune 0.1's module paths (celltune.train, ...) still import, with a warning
+
 try:
     __version__ = version("celltune")
 except PackageNotFoundError:  # running from a source tree that was never installed
@@ -23,25 +27,25 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # public name -> the module that holds it
 _EXPORTS = {
     "TrainConfig": "celltune.config",
-    "load_config": "celltune.recipes",
+    "load_config": "celltune.config.recipes",
     "config_from_dict": "celltune.config",
-    "recipe_names": "celltune.recipes",
+    "recipe_names": "celltune.config.recipes",
     "CelltuneError": "celltune.errors",
     "DataError": "celltune.errors",
-    "discover": "celltune.data",
-    "summarize": "celltune.data",
-    "create_model": "celltune.models",
-    "available_models": "celltune.models",
-    "fit": "celltune.train",
-    "evaluate_checkpoint": "celltune.evaluate",
-    "load_checkpoint": "celltune.checkpoint",
-    "Predictor": "celltune.predict",
-    "predict_to_csv": "celltune.predictions_csv",
-    "export_run": "celltune.export",
-    "PackageInfo": "celltune.modelzoo",
-    "explain_images": "celltune.explain",
-    "classification_metrics": "celltune.metrics",
-    "multilabel_metrics": "celltune.metrics_multilabel",
+    "discover": "celltune.data.discovery",
+    "summarize": "celltune.data.discovery",
+    "create_model": "celltune.models.factory",
+    "available_models": "celltune.models.factory",
+    "fit": "celltune.training.fit",
+    "evaluate_checkpoint": "celltune.evaluation.evaluate",
+    "load_checkpoint": "celltune.models.checkpoint",
+    "Predictor": "celltune.predict.predictor",
+    "predict_to_csv": "celltune.predict.to_csv",
+    "export_run": "celltune.export.formats",
+    "PackageInfo": "celltune.export.modelzoo",
+    "explain_images": "celltune.explain.heatmaps",
+    "classification_metrics": "celltune.metrics.classification",
+    "multilabel_metrics": "celltune.metrics.multilabel",
 }
 __all__ = [
     "CelltuneError",
@@ -68,21 +72,21 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from celltune.checkpoint import load_checkpoint
     from celltune.config import TrainConfig, config_from_dict
-    from celltune.data import discover, summarize
+    from celltune.config.recipes import load_config, recipe_names
+    from celltune.data.discovery import discover, summarize
     from celltune.errors import CelltuneError, DataError
-    from celltune.evaluate import evaluate_checkpoint
-    from celltune.explain import explain_images
-    from celltune.export import export_run
-    from celltune.metrics import classification_metrics
-    from celltune.metrics_multilabel import multilabel_metrics
-    from celltune.models import available_models, create_model
-    from celltune.modelzoo import PackageInfo
-    from celltune.predict import Predictor
-    from celltune.predictions_csv import predict_to_csv
-    from celltune.recipes import load_config, recipe_names
-    from celltune.train import fit
+    from celltune.evaluation.evaluate import evaluate_checkpoint
+    from celltune.explain.heatmaps import explain_images
+    from celltune.export.formats import export_run
+    from celltune.export.modelzoo import PackageInfo
+    from celltune.metrics.classification import classification_metrics
+    from celltune.metrics.multilabel import multilabel_metrics
+    from celltune.models.checkpoint import load_checkpoint
+    from celltune.models.factory import available_models, create_model
+    from celltune.predict.predictor import Predictor
+    from celltune.predict.to_csv import predict_to_csv
+    from celltune.training.fit import fit
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,8 @@
 """``celltune <verb>``: the only place that parses flags and prints. Each family of verbs is a module here that adds
 its subcommands; only torch-free modules are imported at start-up (config, flags, errors), so ``--help`` answers at
 once, and each verb imports what it runs.
+
+May import: anything; nothing but ``celltune.__main__`` imports celltune.cli
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines already
     try:
         if getattr(args, "max_image_pixels", None) is not None:  # train's comes with its config
-            from celltune.images import set_max_image_pixels
+            from celltune.data.images import set_max_image_pixels
 
             set_max_image_pixels(args.max_image_pixels)
         return args.func(args)

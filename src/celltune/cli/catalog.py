@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from celltune.recipes import recipe_names, recipe_summary
+from celltune.config.recipes import recipe_names, recipe_summary
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from celltune.models import available_models
+    from celltune.models.factory import available_models
 
     print("\n".join(n for n in available_models() if args.filter in n))
     return 0

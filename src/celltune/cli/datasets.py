@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from celltune.class_choice import CHOICE_FIELDS, ClassChoice, describe
 from celltune.config import DataConfig
-from celltune.flags import add_flags
+from celltune.config.flags import add_flags
+from celltune.data.class_choice import CHOICE_FIELDS, ClassChoice, describe
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from celltune.data import discover, summarize
+    from celltune.data.discovery import discover, summarize
 
     s = summarize(discover(args.data, seed=args.seed, groups=args.groups, groups_csv=args.groups_csv,
                            choice=ClassChoice.of(args)))
@@ -36,12 +36,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from celltune.audit import audit
-    from celltune.data import discover, discover_pool
+    from celltune.audit.check import audit
+    from celltune.audit.findings import format_findings
+    from celltune.audit.groups import split_finding
+    from celltune.audit.label_issues import label_issue_finding
+    from celltune.data.discovery import discover, discover_pool
     from celltune.errors import GroupSplitError
-    from celltune.findings import format_findings
-    from celltune.group_audit import split_finding
-    from celltune.label_issues import label_issue_finding
     from celltune.progress import bar
 
     where = {"label_names": args.label_names, "groups": args.groups, "groups_csv": args.groups_csv,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-METHODS = ("gradcam", "gradcam++", "eigencam")  # celltune.cam.METHODS, named here so that --help imports no torch
+METHODS = ("gradcam", "gradcam++", "eigencam")  # explain.cam.METHODS; named here: --help imports no torch
 SHOWN = 20  # images listed one per line; more are summed up
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from celltune.explain import explain_images
+    from celltune.explain.heatmaps import explain_images
 
     inputs = [Path(p) for p in args.images]
     run = Path(args.run)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("onnx", "pt2", "bioimageio")  # celltune.export.SUFFIXES, named here so that --help imports no torch
+FORMATS = ("onnx", "pt2", "bioimageio")  # celltune.export.formats.SUFFIXES, named here so that --help imports no torch
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from celltune.export import export_run
-    from celltune.modelzoo import PackageInfo
+    from celltune.export.formats import export_run
+    from celltune.export.modelzoo import PackageInfo
 
     info = PackageInfo(license=args.license, authors=tuple(args.author or ()), cite_doi=args.cite_doi)
     check = export_run(args.run, format=args.format, out=args.out, tolerance=args.tolerance, info=info)

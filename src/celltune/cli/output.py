@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from celltune.metrics import Result
+    from celltune.metrics.results import Result
 
 
 def _cell(value: object, width: int) -> str:
@@ -17,7 +17,7 @@ def _cell(value: object, width: int) -> str:
 
 def format_result(result: Result) -> str:
     """The headline numbers, the per-class table and (single-label) the confusion matrix, as text."""
-    from celltune.metrics import labelled
+    from celltune.metrics.results import labelled
 
     headline = result.headline()
 
@@ -54,10 +54,10 @@ def format_result(result: Result) -> str:
 
 
 def print_run(run_dir: Path) -> None:
-    from celltune.budget import PLAN, clock
-    from celltune.metrics import RunMetrics, labelled
-    from celltune.report import read_json
-    from celltune.runtime import global_rank
+    from celltune.metrics.results import RunMetrics, labelled
+    from celltune.reports.run_files import read_json
+    from celltune.training.budget import PLAN, clock
+    from celltune.training.runtime import global_rank
 
     if global_rank() != 0:
         return  # another process of a distributed run (torchrun, SLURM, Lightning's ddp): rank 0 reports
@@ -95,7 +95,7 @@ def format_calibration(result: Result) -> str:
 
 
 def format_sets(summaries: list[dict]) -> str:
-    """How prediction sets did (celltune.conformal.set_summary), as text: each coverage, then per class at the
+    """How prediction sets did (celltune.metrics.conformal.set_summary), as text: each coverage, then per class at the
     last."""
     lines = ["prediction sets (split conformal, calibrated on validation):"]
     for s in summaries:

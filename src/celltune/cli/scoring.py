@@ -8,11 +8,11 @@ from typing import get_args
 
 from celltune.cli.output import format_calibration, format_result
 from celltune.config import DataConfig, EvalConfig, Split
-from celltune.flags import add_flags
+from celltune.config.flags import add_flags
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from celltune.evaluate import evaluate_checkpoint
+    from celltune.evaluation.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split, out_dir=args.out_dir,
                                  batch_size=args.batch_size, tta=args.tta, mask_dir=args.mask_dir,
@@ -25,8 +25,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from celltune.calibration import MIN_IMAGES
-    from celltune.evaluate import calibrate_checkpoint
+    from celltune.evaluation.evaluate import calibrate_checkpoint
+    from celltune.metrics.calibration import MIN_IMAGES
 
     card, result = calibrate_checkpoint(args.checkpoint, data=args.data, batch_size=args.batch_size, tta=args.tta,
                                         mask_dir=args.mask_dir, calibrate=args.calibrate)
@@ -42,7 +42,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from celltune.compare import compare_runs
+    from celltune.evaluation.compare import compare_runs
 
     c = compare_runs(args.run_a, args.run_b, data=args.data, split=args.split, batch_size=args.batch_size,
                      tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap, twins=args.twins,
@@ -68,8 +68,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from celltune.errors import ExistsError
-    from celltune.predict import Predictor, inputs_under, require_inputs
-    from celltune.predictions_csv import predict_to_csv
+    from celltune.predict.predictor import Predictor, inputs_under, require_inputs
+    from celltune.predict.to_csv import predict_to_csv
     from celltune.progress import bar
 
     predictor = Predictor(args.checkpoint, tta=args.tta, calibrate=args.calibrate)

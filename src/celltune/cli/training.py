@@ -7,8 +7,8 @@ from pathlib import Path
 
 from celltune.cli.output import print_run
 from celltune.config import OptimConfig, TrainConfig, config_from_dict
-from celltune.flags import add_config_flags, add_flags, given_options
-from celltune.recipes import load_config
+from celltune.config.flags import add_config_flags, add_flags, given_options
+from celltune.config.recipes import load_config
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -19,7 +19,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from celltune.train import fit
+    from celltune.training.fit import fit
 
     print_run(fit(_train_config(args), resume=args.resume))
     return 0
@@ -28,8 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     import json
 
-    from celltune.crossval import collect_cv, run_cv
     from celltune.errors import ConfigError
+    from celltune.training.crossval import collect_cv, run_cv
 
     if (args.resume or args.collect) and (given_options(args) or args.recipe):
         raise ConfigError("--resume and --collect take a cross-validation as it was set up: give them alone")
@@ -72,8 +72,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from celltune.demo import demo_config
-    from celltune.train import fit
+    from celltune.training.demo import demo_config
+    from celltune.training.fit import fit
 
     config = demo_config(data=args.data, workdir=Path(args.workdir), epochs=args.epochs,
                          max_steps_per_epoch=args.max_steps_per_epoch)

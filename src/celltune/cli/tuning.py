@@ -1,4 +1,4 @@
-"""``celltune tune``: search for this dataset's best recipe within a time budget (``celltune.tune``)."""
+"""``celltune tune``: search for this dataset's best recipe within a time budget (``celltune.tuning.search``)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
-from celltune.flags import add_config_flags, given_options
+from celltune.config.flags import add_config_flags, given_options
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     import optuna
 
     from celltune.config import config_from_dict
+    from celltune.config.recipes import load_config
     from celltune.errors import ConfigError
-    from celltune.recipes import load_config
-    from celltune.tune import new_tune, run_tune
+    from celltune.tuning.search import new_tune, run_tune
 
     optuna.logging.disable_default_handler()  # Optuna's lines through celltune's logging (and -q)
     optuna.logging.enable_propagation()
@@ -60,7 +60,7 @@ def register(sub) -> None:
     p.add_argument("--recipe", "--config", dest="recipe", metavar="NAME|FILE",
                    help="the base recipe: a packaged recipe or a YAML file; flags given here override it")
     p.add_argument("--space", metavar="FILE", help="the search space, a YAML file (default: the packaged "
-                   "tune_space.yaml, which documents the format)")
+                   "celltune/tuning/space.yaml, which documents the format)")
     p.add_argument("--trial-budget", metavar="DURATION", help="each trial's time budget (default: a quarter of "
                    "--time-budget; without either, trials run --epochs)")
     p.add_argument("--trials", type=int, metavar="N", help="stop after N trials (all processes together)")

@@ -1,0 +1,228 @@
+"""What a finished search leaves: the winner scored once on test (``winner.json``), its recipe as ``best.yaml``,
+every trial as data (``tune.json``) and one offline page (``tune.html``): each trial's recipe, its validation curve,
+where and why it stopped, and which settings mattered (Optuna's fANOVA importance)."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial, TrialState
+
+from celltune.config import TrainConfig
+from celltune.config.recipes import load_config
+from celltune.errors import CelltuneError
+from celltune.metrics.results import RunMetrics
+from celltune.reports.html import STYLE
+from celltune.reports.run_files import html_table, img_tag, read_json, save_figure
+from celltune.tuning.study import trial_seconds
+
+try:
+    import fcntl  # POSIX; elsewhere processes finishing at the same moment may both score the winner
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+WINNER = "winner.json"
+
+
+def why_stopped(trial: FrozenTrial) -> str:
+    epochs = trial.user_attrs.get("epochs")
+    if trial.state == TrialState.COMPLETE:
+        return f"ran its {epochs} epochs"
+    if trial.state == TrialState.PRUNED and "too_short" in trial.user_attrs:
+        return f"pruned before training: {trial.user_attrs['too_short']}"
+    if trial.state == TrialState.PRUNED:
+        return (f"pruned after epoch {trial.user_attrs.get('pruned_after', trial.last_step)}: behind the trials "
+                "that reached that epoch")
+    if trial.state == TrialState.FAIL:
+        return f"failed: {trial.user_attrs.get('error', 'see the log')}"
+    return trial.state.name.lower()
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every trial as plain data, in the order they began."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING:
+            continue
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+                     "curve": {int(k): v for k, v in sorted(t.intermediate_values.items())},
+                     "epochs": t.user_attrs.get("epochs"), "why": why_stopped(t), "seconds": trial_seconds(t),
+                     "run_dir": t.user_attrs.get("run_dir")})
+    return rows
+
+
+def importance(study: optuna.Study) -> dict[str, float] | str:
+    """{setting: share of the variance of the validation score it explains}, or why there is none yet."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 3:
+        return f"{len(complete)} completed trial(s): importance needs at least 3"
+    try:
+        shares = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        return {k: float(v) for k, v in shares.items()}
+    except (RuntimeError, ValueError) as err:
+        return f"not computed: {err}"
+
+
+def score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
+    """The winner's validation and (once per winner) test headline numbers, and how far validation overstated test.
+    Processes that finish at once take turns (a lock file), so the test split is scored once."""
+    with (tune_dir / "winner.lock").open("w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _score_winner(tune_dir, winner, config, has_test=has_test)
+
+
+def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
+    saved = read_json(tune_dir / WINNER) if (tune_dir / WINNER).is_file() else {}
+    if saved.get("trial") == winner.number:
+        return saved
+    run_dir = Path(winner.user_attrs["run_dir"])
+    val = RunMetrics.from_dict(read_json(run_dir / "metrics.json"))
+    out: dict[str, Any] = {"trial": winner.number, "run_dir": str(run_dir), "params": winner.params,
+                           "selection": val.result.selection, "val": val.result.headline(), "test": None}
+    if has_test:
+        from celltune.evaluation.evaluate import evaluate_checkpoint
+
+        try:
+            test = evaluate_checkpoint(run_dir, data=config.data.root, split="test", seed=config.data.seed,
+                                       out_dir=tune_dir / "winner", tta=config.eval.tta,
+                                       mask_dir=config.data.mask_dir, bootstrap=config.eval.bootstrap, twins=True)
+        except CelltuneError as err:  # e.g. an unreadable test image that --skip-unreadable let training pass
+            log.warning("the winner could not be scored on test: %s; `celltune evaluate %s --split test` after "
+                        "fixing it", err, run_dir)
+            out["test_error"] = str(err)
+        else:
+            out["test"] = test.headline()
+            out["test_ci"] = getattr(test, "ci", None)
+            out["test_without_twins"] = test.without_twins
+            out["overstated_by"] = {k: out["val"][k] - v for k, v in out["test"].items()}
+    _replace_text(tune_dir / WINNER, json.dumps(out, indent=2, default=str) + "\n")
+    return out
+
+
+def write_best_recipe(tune_dir: Path, winner: FrozenTrial) -> Path:
+    """best.yaml: the winner's config with its epochs fixed at those it ran, no time budget, a new run name."""
+    run_dir = Path(winner.user_attrs["run_dir"])
+    config = load_config(run_dir / "config.yaml").updated(
+        time_budget=None, epochs=int(winner.user_attrs["epochs"]), name=None, out_dir="runs")
+    path = tune_dir / "best.yaml"
+    header = (f"# celltune tune's winner: trial {winner.number} of {tune_dir} (validation score "
+              f"{winner.value:.4f}).\n# Rerun it with `celltune train --recipe {path}`; flags given there override "
+              "it.\n")
+    path.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path
+
+
+def plot_curves(rows: list[dict[str, Any]], winner: int | None) -> bytes:
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    for row in rows:
+        if not row["curve"]:
+            continue
+        epochs, values = list(row["curve"]), list(row["curve"].values())
+        style = {"linewidth": 2.5, "color": "black"} if row["trial"] == winner else {"linewidth": 1, "alpha": 0.7}
+        ax.plot(epochs, values, linestyle="--" if row["state"] == "pruned" else "-", **style,
+                label=f"trial {row['trial']}" + (" (winner)" if row["trial"] == winner else ""))
+        if row["state"] == "pruned":
+            ax.plot(epochs[-1], values[-1], "x", color="red")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("best validation score so far")
+    ax.set_title("every trial (dashed and x: pruned there)")
+    ax.grid(alpha=0.3)
+    if len(rows) <= 12:
+        ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    save_figure(fig, buf)
+    return buf.getvalue()
+
+
+def plot_importance(shares: dict[str, float]) -> bytes:
+    fig = Figure(figsize=(5, 0.4 * len(shares) + 1))
+    ax = fig.add_subplot()
+    names = list(shares)[::-1]
+    ax.barh(names, [shares[n] for n in names])
+    ax.set_xlabel("share of the validation score's variance")
+    buf = io.BytesIO()
+    save_figure(fig, buf)
+    return buf.getvalue()
+
+
+def _winner_html(winner: dict[str, Any] | None) -> str:
+    if winner is None:
+        return "<p>No trial has completed yet: no winner.</p>"
+    lines = [f"<p>Trial {winner['trial']} ({html.escape(winner['run_dir'])}), chosen on validation "
+             f"({winner['selection']}).</p>"]
+    rows = [[name, f"{v:.4f}", "–" if winner["test"] is None else f"{winner['test'][name]:.4f}",
+             "–" if winner["test"] is None else f"{winner['overstated_by'][name]:+.4f}"]
+            for name, v in winner["val"].items()]
+    lines.append(html_table(["", "validation", "test (scored once)", "validation minus test"], rows))
+    clean = winner.get("test_without_twins")
+    if clean and clean.get("images"):
+        lines.append(f"<p>{clean['left_out']} test images have an exact copy among the training images; on the "
+                     f"other {clean['images']}: " + ", ".join(f"{name} {clean[name]:.4f}" for name in winner["val"]
+                                                              if name in clean) + ".</p>")
+    if winner.get("test_error"):
+        lines.append(f"<p>Not scored on test: {html.escape(winner['test_error'])}</p>")
+    elif winner["test"] is None:
+        lines.append("<p>This data has no test split: the validation score, which chose the winner, overstates "
+                     "what to expect on new images.</p>")
+    return "".join(lines)
+
+
+def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None,
+                      shares: dict[str, float] | str) -> Path:
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
+    trials = html_table(["trial", "state", "validation", "epochs", "seconds", "why it stopped", "recipe"], [
+        [str(r["trial"]), r["state"], "–" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"] or "–"),
+         "–" if r["seconds"] is None else f"{r['seconds']:.0f}", r["why"],
+         ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())]
+        for r in rows])
+    winner_trial = winner["trial"] if winner else None
+    matter = (f"<p>{html.escape(shares)}</p>" if isinstance(shares, str) else
+              img_tag(plot_importance(shares), "setting importance"))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>celltune tune</title><style>{STYLE}</style>"
+            f"</head><body><h1>celltune tune: {html.escape(str(tune_dir))}</h1>"
+            f"<p>{len(rows)} trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} "
+            f"failed, {counts['running']} running.</p><h2>Winner</h2>{_winner_html(winner)}"
+            f"<h2>Curves</h2>{img_tag(plot_curves(rows, winner_trial), 'validation curves')}"
+            f"<h2>Which settings mattered</h2>{matter}<h2>Trials</h2>{trials}</body></html>")
+    path = tune_dir / "tune.html"
+    _replace_text(path, page)
+    return path
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole: several processes may finish at once, and a reader never sees half a file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
+    """Score the winner, write best.yaml, tune.json and tune.html; returns tune.json's data."""
+    rows = trial_rows(study)
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    winner = None
+    if complete:
+        best = max(complete, key=lambda t: t.value if t.value is not None else float("-inf"))
+        winner = score_winner(tune_dir, best, config, has_test=has_test)
+        write_best_recipe(tune_dir, best)
+    else:
+        log.warning("%s: no trial completed; no winner", tune_dir)
+    shares = importance(study)
+    summary = {"trials": rows, "winner": winner, "importance": shares}
+    _replace_text(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_tune_report(tune_dir, rows, winner, shares)
+    return summary
