@@ -20,6 +20,7 @@ from celltune.config.sections import (
     OutputConfig,
     Precision,
     Split,
+    Tracker,
     TtaMode,
     option,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "OutputConfig",
     "Precision",
     "Split",
+    "Tracker",
     "TrainConfig",
     "TtaMode",
     "close_matches",

@@ -62,7 +62,9 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: ty
         elif get_origin(base) is Literal:
             parser.add_argument(flag, choices=get_args(base), **common)
         elif get_origin(base) is list:
-            parser.add_argument(flag, type=_parse(tp, name), metavar="A,B,...", **common)
+            item = get_args(base)[0]
+            metavar = "|".join(get_args(item)) + ",..." if get_origin(item) is Literal else "A,B,..."
+            parser.add_argument(flag, type=_parse(tp, name), metavar=metavar, **common)
         else:
             metavar = {int: "N", float: "X"}.get(base, name.split("_")[-1].upper())
             parser.add_argument(flag, type=_parse(tp, name), metavar=metavar, **common)

@@ -20,6 +20,7 @@ DEFAULT_EPOCHS = 10
 Split = Literal["train", "val", "test"]
 TtaMode = Literal["none", "flips", "dihedral"]
 Intensity = Literal["scale", "percentile", "dataset"]
+Tracker = Literal["csv", "tensorboard", "mlflow"]
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
 
 
@@ -185,3 +186,9 @@ class OutputConfig:
     name: str | None = option(None, "run directory name (default: MODEL-TIMESTAMP); never overwritten")
     checkpoint_every: str | None = option(None, "also write last.ckpt inside long epochs every this long (10m, 30s, "
                                           "1h), so a killed run loses at most that much (default: at epoch ends)")
+    logger: list[Tracker] | None = option(None, "also log the run to these trackers through Lightning's loggers: csv "
+                                          "(RUN/csv/), tensorboard (RUN/tensorboard/), mlflow (OUT_DIR/mlflow.db, "
+                                          "or --tracking-uri); the run directory stays the record")
+    tracking_uri: str | None = option(None, "MLflow tracking server or store (http://host:5000, file:/path, "
+                                      "sqlite:///path/mlflow.db; default: sqlite:///OUT_DIR/mlflow.db)")
+    experiment: str = option("celltune", "the MLflow experiment's name")

@@ -147,7 +147,8 @@ def coerce(value: Any, tp: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list):
             raise ValueError("expected a list (or comma-separated values)")
-        return [str(x).strip() for x in items]
+        item = (get_args(base) or (str,))[0]
+        return [coerce(str(x).strip(), item) for x in items]
     if base is bool:
         if isinstance(value, bool):
             return value

@@ -61,6 +61,7 @@ class _Result:
     multilabel: ClassVar[bool]
     selection: ClassVar[str]  # the headline number that picks the best epoch
     row_type: ClassVar[type]
+    ci: dict[str, list[float]]
 
     def headline(self) -> dict[str, float]:
         """{field name: value} of the headline numbers."""
@@ -70,6 +71,15 @@ class _Result:
         """The headline numbers by their tracking names (``val_acc``, ``val_aca``, ...)."""
         return {f"{prefix}_{f.metadata['short']}": getattr(self, f.name)
                 for f in fields(self) if "short" in f.metadata}  # type: ignore[arg-type]
+
+    def tracked_intervals(self, prefix: str) -> dict[str, float]:
+        """The bootstrap intervals (``ci``) by tracking name: ``test_aca_ci_low``, ``test_aca_ci_high``, ..."""
+        out: dict[str, float] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            if "short" in f.metadata and f.name in self.ci:
+                low, high = self.ci[f.name]
+                out |= {f"{prefix}_{f.metadata['short']}_ci_low": low, f"{prefix}_{f.metadata['short']}_ci_high": high}
+        return out
 
     @classmethod
     def tracked_names(cls, prefix: str = "val") -> list[str]:

@@ -16,6 +16,7 @@ from celltune.config import OptimConfig
 from celltune.data.sampling import gather_objects, rng_states, set_rng_states
 from celltune.models.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.reports.run_files import write_history
+from celltune.training import tracking
 from celltune.training.budget import parse_duration
 from celltune.training.datamodule import CellDataModule
 from celltune.training.module import CellClassifier
@@ -72,6 +73,7 @@ class RunRecorder(L.Callback):
         self.history.append(row)
         if trainer.is_global_zero:
             write_history(self.run_dir / "history.csv", self.history)
+            tracking.log_epoch(trainer.loggers, row)
             log.info("epoch %d: %s", row["epoch"], {k: round(v, 4) for k, v in row.items()})
 
     # The run's own state travels in Lightning's checkpoint, so --resume continues the history and the best score;

@@ -4,6 +4,7 @@ its first half, everything built before training starts."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -27,6 +28,7 @@ from celltune.models.checkpoint import BEST, ModelCard
 from celltune.models.factory import create_model
 from celltune.models.weights import Preprocessing
 from celltune.reports.run_files import read_history, write_json
+from celltune.training import tracking
 from celltune.training.budget import (
     MAX_EPOCHS,
     PLAN,
@@ -167,8 +169,11 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
             keeper = BudgetKeeper(plan, deadline=started + plan.budget_seconds,
                                   max_epochs=min(given_epochs or MAX_EPOCHS, MAX_EPOCHS), path=run_dir / PLAN)
             callbacks.append(keeper)
+        loggers = tracking.make_loggers(config.output, run_dir)
+        if global_rank() == 0:
+            tracking.start(loggers, config, run_dir, resumed=resume is not None)
         trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks,
-                               deadline=keeper.deadline if keeper else None, validate=validate)
+                               deadline=keeper.deadline if keeper else None, validate=validate, loggers=loggers)
         log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
                  config.hardware.devices, config.hardware.num_nodes)
     recorder = next(c for c in callbacks if isinstance(c, RunRecorder))
@@ -176,7 +181,8 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
                        twins_in_training(found, checks.facts))
 
 
-BEFORE_TRAINING = ("config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt", PLAN)  # what prepare writes
+BEFORE_TRAINING = ("config.yaml", "dataset.json", "data_checks.json", "skipped_files.txt", PLAN,  # what prepare writes
+                   tracking.TRACKING)
 
 
 @contextmanager
@@ -190,6 +196,8 @@ def discarded_on_failure(run_dir: Path, *, fresh: bool, started: Callable[[], bo
         if fresh and global_rank() == 0 and not started():
             for name in BEFORE_TRAINING:
                 (run_dir / name).unlink(missing_ok=True)
+            for folder in tracking.FOLDERS:
+                shutil.rmtree(run_dir / folder, ignore_errors=True)
             with suppress(OSError):
                 run_dir.rmdir()  # only if empty
         raise
@@ -221,6 +229,7 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
                history=history, batch_size=run.datamodule.batch_size * 2, tta=run.config.eval.tta,
                bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed, twinned=run.twinned,
                calibrate=run.config.eval.calibrate)
+    tracking.finish(run.trainer.loggers, run.run_dir)
     if run.keeper is not None:  # the plan as kept, and how the run ended against it
         plan, elapsed = run.keeper.plan, time.monotonic() - run.started
         write_json(run.run_dir / PLAN, {**plan.to_dict(), "epochs_run": len(history),

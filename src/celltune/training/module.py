@@ -171,7 +171,7 @@ class CellClassifier(L.LightningModule):
         correct = ((logits > 0) == (labels > 0.5)).float().mean(1).sum() if self.multilabel else (
             logits.argmax(1) == truth).sum()
         self._train_sums = [a + b for a, b in zip(self._train_sums, (loss.item() * n, correct.item(), n), strict=True)]
-        self.log("loss", loss, prog_bar=True)
+        self.log("loss", loss, prog_bar=True, logger=False)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -204,13 +204,13 @@ class CellClassifier(L.LightningModule):
         logits = self._gather(torch.cat([o[0] for o in outputs])).cpu()[first]
         loss, result = self._scored(logits, labels)
         tracked = {"val_loss": loss, **result.tracked("val")}
-        self.log_dict(tracked, prog_bar=True)
+        self.log_dict(tracked, prog_bar=True, logger=False)  # trackers get the history rows
         self.val_result = result
         if self.ema is not None:
             ema_logits = self._gather(torch.cat([o[3] for o in outputs])).cpu()[first]  # type: ignore[misc]
             ema_loss, self.ema_val_result = self._scored(ema_logits, labels)
             ema_tracked = {"ema_val_loss": ema_loss, **self.ema_val_result.tracked("ema_val")}
-            self.log_dict(ema_tracked)
+            self.log_dict(ema_tracked, logger=False)
             tracked |= ema_tracked
         row = self.train_row()
         self.epoch_row = {**{k: row[k] for k in ("epoch", "train_loss", "train_acc")}, **tracked,

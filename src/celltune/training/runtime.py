@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -132,11 +133,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def make_trainer(config: TrainConfig, hardware: Hardware, *, run_dir: Path, callbacks: list[L.Callback],
-                 deadline: float | None = None, validate: bool = True) -> L.Trainer:
+                 deadline: float | None = None, validate: bool = True,
+                 loggers: list[Logger] | None = None) -> L.Trainer:
     return L.Trainer(
         max_epochs=config.optim.epochs, accelerator=hardware.accelerator, devices=config.hardware.devices,
         num_nodes=config.hardware.num_nodes, strategy=config.hardware.strategy, precision=hardware.precision,
-        logger=False, callbacks=[*callbacks, RunProgressBar(deadline)], num_sanity_val_steps=0,
+        logger=loggers or False, callbacks=[*callbacks, RunProgressBar(deadline)], num_sanity_val_steps=0,
         limit_train_batches=config.optim.max_steps_per_epoch or 1.0, log_every_n_steps=10, default_root_dir=run_dir,
         limit_val_batches=1.0 if validate else 0,
         use_distributed_sampler=False,  # the data module shards (celltune.data.sampling)

@@ -1,0 +1,77 @@
+"""--logger: the real CSV, TensorBoard and MLflow writers, read back from a temporary folder."""
+
+import csv
+import json
+
+import pytest
+
+from celltune.config import config_from_dict
+from celltune.errors import ConfigError
+from celltune.training import tracking
+from celltune.training.fit import fit
+
+from conftest import history, quick_config
+
+
+def test_parameters_are_the_config_flat_by_section():
+    config = config_from_dict({"data": "cells", "lr": 0.02, "channels": "red,green", "logger": "csv,mlflow"})
+    params = tracking.parameters(config)
+    assert params["optim.lr"] == 0.02 and params["data.channels"] == "red,green"
+    assert params["output.logger"] == "csv,mlflow" and params["data.root"] == "cells"
+    assert len(params) == sum(len(section) for section in config.to_dict().values())
+
+
+def test_an_unknown_tracker_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="choose from csv, tensorboard, mlflow"):
+        config_from_dict({"data": "cells", "logger": "csv,wandb"})
+
+
+@pytest.mark.slow
+def test_every_tracker_gets_the_epochs_the_final_scores_and_mlflow_the_files(tiny_data, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = fit(quick_config(tiny_data, tmp_path / "runs", epochs=2, logger=["csv", "tensorboard", "mlflow"],
+                           experiment="cells", bootstrap=50))
+    rows = history(run)
+    scores = json.loads((run / "metrics.json").read_text())
+    split = scores["split"]
+
+    with (run / "csv" / "metrics.csv").open() as f:
+        logged = list(csv.DictReader(f))
+    epochs = [r for r in logged if r.get("val_aca")]
+    assert [float(r["val_aca"]) for r in epochs] == pytest.approx([float(r["val_aca"]) for r in rows])
+    assert float(next(r for r in logged if r.get(f"{split}_aca"))[f"{split}_aca"]) == pytest.approx(
+        scores["mean_class_accuracy"])
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_aca")] == [1, 2]
+    assert events.Scalars(f"{split}_aca_ci_low")[0].value == pytest.approx(scores["ci"]["mean_class_accuracy"][0])
+
+    kept = json.loads((run / tracking.TRACKING).read_text())
+    assert kept["tracking_uri"] == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"  # beside the runs by default
+    run_id, client = kept["mlflow_run_id"], MlflowClient(tracking_uri=kept["tracking_uri"])
+    mlflow_run = client.get_run(run_id)
+    assert mlflow_run.info.run_name == run.name
+    assert client.get_experiment(mlflow_run.info.experiment_id).name == "cells"
+    assert mlflow_run.data.params["optim.epochs"] == "2" and mlflow_run.data.params["data.root"] == str(tiny_data)
+    assert [m.value for m in client.get_metric_history(run_id, "val_aca")] == pytest.approx(
+        [float(r["val_aca"]) for r in rows])
+    low, high = scores["ci"]["accuracy"]
+    assert mlflow_run.data.metrics[f"{split}_acc"] == pytest.approx(scores["accuracy"])
+    assert (mlflow_run.data.metrics[f"{split}_acc_ci_low"], mlflow_run.data.metrics[f"{split}_acc_ci_high"]) == \
+        pytest.approx((low, high))
+    assert {"report.html", "best.pt", "metrics.json"} <= {a.path for a in client.list_artifacts(run_id)}
+    assert (tmp_path / "runs" / "mlartifacts").is_dir()
+
+
+def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path):
+    config = config_from_dict({"data": "cells", "out_dir": str(tmp_path), "logger": "mlflow"})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = tracking.make_loggers(config.output, run_dir)
+    tracking.start(first, config, run_dir, resumed=False)
+    again = tracking.make_loggers(config.output, run_dir)
+    tracking.start(again, config, run_dir, resumed=True)  # parameters: logged once, by the first
+    assert again[0].run_id == first[0].run_id  # type: ignore[attr-defined]
