@@ -14,7 +14,7 @@ at batch 128, weight decay 2e-5, 300-epoch cosine stepped per epoch after 5 warm
 decoding with PIL, fp32, best checkpoint by validation top-1), with the model, offline weights and image size of the
 celltune run before it on the same dataset (so only the recipe differs), trained on the same training images (those
 celltune's ``--accept`` leaves out are left out) until the budget runs out; its scoring comes after and is not
-counted. All three are scored with celltune.metrics.results on the dataset's headline number; lines go to
+counted. All three are scored with celltune.metrics.classification on the dataset's headline number; lines go to
 OUT/results.jsonl and the table is suite.py's (OUT/suite.md).
 """
 
@@ -46,7 +46,7 @@ from celltune.metrics.results import result_from_dict
 from celltune.metrics.stats import bootstrap_intervals
 from celltune.models.factory import create_model
 from celltune.training.budget import parse_duration
-from celltune.training.fit import check_data, find_data
+from celltune.training.preflight import check_data, find_data
 from celltune.tuning.search import new_tune, run_tune
 
 log = logging.getLogger("budget")

@@ -26,9 +26,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # public name -> the module that holds it
 _EXPORTS = {
-    "TrainConfig": "celltune.config",
+    "TrainConfig": "celltune.config.train_config",
     "load_config": "celltune.config.recipes",
-    "config_from_dict": "celltune.config",
+    "config_from_dict": "celltune.config.train_config",
     "recipe_names": "celltune.config.recipes",
     "CelltuneError": "celltune.errors",
     "DataError": "celltune.errors",

@@ -104,12 +104,16 @@ def install() -> None:
         sys.meta_path.append(_OldPaths())  # last: a module that exists is always found first
 
 
+def _submodule(package: str, name: str) -> bool:
+    return hasattr(sys.modules.get(package), "__path__") and importlib.util.find_spec(f"{package}.{name}") is not None
+
+
 def forward(package: str, *homes: str) -> Callable[[str], Any]:
-    """A package's ``__getattr__``: its submodules as usual; another public name from ``homes`` (where the old
-    module of the package's name went), with a warning."""
+    """A module's ``__getattr__``: a package's submodules as usual; another public name from ``homes`` (where the
+    old module of that name, or part of it, went), with a warning."""
 
     def __getattr__(name: str) -> Any:
-        if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is None:
+        if not name.startswith("_") and not _submodule(package, name):
             for home in homes:
                 module = importlib.import_module(home)
                 if hasattr(module, name):

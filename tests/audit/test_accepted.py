@@ -7,7 +7,7 @@ import pytest
 from celltune.config import DataConfig
 from celltune.data.discovery import discover
 from celltune.errors import ConfigError, DataError
-from celltune.training.fit import check_data
+from celltune.training.preflight import check_data
 
 from conftest import png
 

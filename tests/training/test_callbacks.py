@@ -53,7 +53,8 @@ def test_the_recorder_saves_whichever_weights_scored_better(better, tmp_path):
     module.val_result, module.ema_val_result = (poor, good) if better == "ema" else (good, poor)
     module.epoch_row = {"epoch": 1}
     recorder = RunRecorder(tmp_path, card=card, extra={})
-    recorder.on_validation_end(SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=0), module)
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=0, loggers=[])
+    recorder.on_validation_end(trainer, module)
     saved = torch.load(tmp_path / BEST, weights_only=True)
     kept = module.ema.module if better == "ema" else model
     assert saved["weights"] == better and torch.equal(saved["state_dict"]["weight"], kept.weight)

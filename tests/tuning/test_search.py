@@ -54,15 +54,15 @@ def scored_by_lr(monkeypatch):
 @pytest.mark.slow
 def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_once_on_test(
         tiny_data, tmp_path, scored_by_lr, monkeypatch):
-    from celltune.training import fit as train
-    real_prepare = train.prepare
+    from celltune.training import fit
+    real_prepare = fit.prepare
 
     def prepare(config, **kwargs):
         if config.optim.lr == 0.005:
             raise RuntimeError("a crash in the middle of a trial")
         return real_prepare(config, **kwargs)
 
-    monkeypatch.setattr(train, "prepare", prepare)
+    monkeypatch.setattr(fit, "prepare", prepare)
     (tmp_path / "space.yaml").write_text(SPACE)
     base = quick_config(tiny_data, tmp_path, name="search", epochs=4, freeze_backbone=True, bootstrap=0)
     tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=4)
@@ -109,11 +109,11 @@ def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_o
 
 @pytest.mark.slow
 def test_three_failures_in_a_row_stop_the_search_with_the_error_and_the_way_on(tiny_data, tmp_path, monkeypatch):
-    from celltune.training import fit as train
+    from celltune.training import fit
     def prepare(config, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(train, "prepare", prepare)
+    monkeypatch.setattr(fit, "prepare", prepare)
     (tmp_path / "space.yaml").write_text("options:\n  lr: {choices: [0.01, 0.001]}\n")
     tune_dir = new_tune(quick_config(tiny_data, tmp_path, name="broken"), space=tmp_path / "space.yaml",
                         max_trials=10)
@@ -159,7 +159,7 @@ def _write(tmp_path, text):
 def test_trials_whose_budget_holds_no_epoch_are_pruned_and_the_search_stops_saying_what_to_give(
         tiny_data, tmp_path, monkeypatch):
     from celltune.errors import TooShortError
-    from celltune.training import fit as train
+    from celltune.training import fit
     from celltune.tuning.report import why_stopped
 
     budgets = []
@@ -169,7 +169,7 @@ def test_trials_whose_budget_holds_no_epoch_are_pruned_and_the_search_stops_sayi
         raise TooShortError(f"--time-budget {config.optim.time_budget}: not one epoch fits; give at least 1:35",
                             needed_seconds=95.0)
 
-    monkeypatch.setattr(train, "prepare", prepare)
+    monkeypatch.setattr(fit, "prepare", prepare)
     (tmp_path / "space.yaml").write_text(SPACE)
     tune_dir = new_tune(quick_config(tiny_data, tmp_path, name="short"), space=tmp_path / "space.yaml",
                         trial_budget="90s", max_trials=10)

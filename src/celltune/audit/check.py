@@ -3,8 +3,8 @@
 Errors stop training: files that cannot be read, non-image files among the images, classes that are empty or too
 small for the split, missing masks or masks of another size, groups that span pre-made splits, one image under two
 labels. Warnings: duplicates and near-duplicates (across splits first: a leak), image properties or file names that
-give the class away, class imbalance. Information: hidden files skipped (``imagefiles``). ``quick`` is the part
-training runs before its first epoch: reading every image once, classes, masks, groups and exact duplicates.
+give the class away, class imbalance. Information: hidden files skipped (``celltune.data.imagefiles``). ``quick`` is
+the part training runs before its first epoch: reading every image once, classes, masks, groups and exact duplicates.
 """
 
 from __future__ import annotations

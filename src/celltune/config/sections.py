@@ -1,4 +1,5 @@
-"""Typed training configuration in sections, parsed once at the edge (recipe, YAML file, flags); plain data elsewhere.
+"""The option fields of a run, one frozen dataclass per section; parsed once at the edge (recipe, YAML file, flags) by
+``celltune.config.train_config``, plain data elsewhere.
 
 Every option is one field below: its metadata holds the help text, its type the parsing and (for a ``Literal``) the
 choices. ``celltune train``'s flags are generated from these fields (``celltune.config.flags``), one argument group per

@@ -47,7 +47,7 @@ class TrainConfig:
         return config_from_dict(merge(self.to_dict(), nest(options, "updated")), source="updated")
 
 
-# --- sections and flat names, derived from the fields above ---------------------------------------------------------
+# --- sections and flat names, derived from TrainConfig and its sections' fields ----------------------------------
 
 
 @functools.cache

@@ -1,5 +1,5 @@
 """Data: finding images and their labels (layouts, samples, discovery, class choice), reading pixels (images,
-imagefiles, csvfiles), splitting (splits), the datasets, the image cache, the resumable sampling order, the
+image_facts, imagefiles, csvfiles), splitting (splits), the datasets, the image cache, the resumable sampling order, the
 transforms (the one pixels pipeline) and the synthetic cells the tests and the demo use.
 
 May import: celltune.config, celltune.models, celltune.errors, celltune.progress

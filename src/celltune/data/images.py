@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps
 
+from celltune._moved import forward
 from celltune.data.imagefiles import IMAGE_SUFFIXES, is_image_file
 from celltune.errors import DataError
 
@@ -247,3 +248,7 @@ def load_input(path: Path, *, channels: list[str] | None = None, intensity: str 
     if mask is not None:
         image = apply_mask(image, mask)
     return image
+
+
+# celltune 0.1 read each file's facts here (now celltune.data.image_facts): those names, for one release
+__getattr__ = forward(__name__, "celltune.data.image_facts")

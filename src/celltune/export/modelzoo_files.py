@@ -114,7 +114,7 @@ def documentation(card: ModelCard, metrics: dict | None, names: list[str]) -> st
     ci = metrics.get("ci") or {}
     kind = MultilabelResult if metrics.get("multilabel") else ClassificationResult
     for key, label in ((f.name, f.metadata["label"]) for f in fields(kind) if "label" in f.metadata):
-        if isinstance(metrics.get(key), float):  # the headline numbers; metrics.py names them
+        if isinstance(metrics.get(key), float):  # the headline numbers; metrics/results.py names them
             interval = f"{ci[key][0]:.4f} .. {ci[key][1]:.4f}" if key in ci else ""
             lines.append(f"| {label} | {metrics[key]:.4f} | {interval} |")
     per_class = metrics.get("per_class") or {}

@@ -1,8 +1,10 @@
-"""Metrics as typed results computed from predictions; nothing here prints, draws or writes.
+"""Metrics as typed results (computed from predictions by ``classification`` and ``multilabel``); nothing here
+prints, draws or writes.
 
 A result is a frozen dataclass: headline numbers, per-class rows and (single-label) the confusion matrix. Each scalar
 field carries its display label, and a headline number its short name (``aca`` -> ``val_aca`` in the per-epoch
-history). The CLI, the HTML report, the plots and the tracking read those, so a metric is added here and nowhere else.
+history). The CLI, the HTML report, the plots and the tracking read those, so a metric is declared here (and
+computed in classification.py or multilabel.py).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 resampled within their class, so every class keeps its count), paired bootstrap intervals of the difference between
 two models scored on the same images, and McNemar's exact test on their right/wrong answers.
 
-Every resample is scored by the same functions that score the images once (``metrics.confusion_scores`` and
-``metrics_multilabel.label_scores``), on all resamples at once: each resample is a vector of counts, one per image.
+Every resample is scored by the same functions that score the images once (``classification.confusion_scores`` and
+``multilabel.label_scores``), on all resamples at once: each resample is a vector of counts, one per image.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Inference: class probabilities for datasets, single images and folders (``predictions_csv`` writes them as a
-table)."""
+"""Inference: class probabilities for datasets, single images and folders (``to_csv`` writes them as a table)."""
 
 from __future__ import annotations
 

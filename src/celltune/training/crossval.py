@@ -113,7 +113,7 @@ def _planned(parent: str | Path) -> tuple[TrainConfig, Path, dict]:
 
 
 def _data(config: TrainConfig):
-    from celltune.training.fit import check_data
+    from celltune.training.preflight import check_data
 
     data = config.data
     found = discover_pool(data.root, label_names=data.label_names, groups=data.groups, groups_csv=data.groups_csv,

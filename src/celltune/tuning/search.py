@@ -143,7 +143,7 @@ def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
     """``space`` without the choices and sets that training refuses with the base recipe ``config`` (Mixup with
     ``--balance loss``, ``--freeze-stride`` with ``--freeze-backbone``, Mixup on multi-label data, a model name
     nobody knows ...), each left out with a warning; a searched option left with nothing is an error."""
-    from celltune.training.fit import check, check_labels
+    from celltune.training.preflight import check, check_labels
 
     def refusal(options: dict[str, Any]) -> str | None:
         try:
@@ -278,7 +278,7 @@ def _seconds(text: str | None, flag: str) -> float | None:
 
 def _data(config: TrainConfig) -> tuple[LabelledSplits, Any]:
     """The data's splits (as ``celltune train`` makes them) and its quick checks, once per process."""
-    from celltune.training.fit import check_data, find_data
+    from celltune.training.preflight import check_data, find_data
 
     found, checks, _ = check_data(find_data(config.data), config.data)
     return found, checks
