@@ -104,8 +104,8 @@ def test_a_cache_larger_than_one_shard_is_split_and_read_back_across_the_boundar
 def test_a_cache_the_disk_cannot_hold_is_refused_before_building_naming_the_space(tmp_path, monkeypatch):
     import pytest
 
-    from celltune.data import cache as cache_module
     from celltune.config import DataConfig
+    from celltune.data import cache as cache_module
     from celltune.errors import ConfigError
     from celltune.training.datamodule import use_cache
 
