@@ -3,7 +3,6 @@ and the heatmaps of a run's report (its most confident mistakes and one correct 
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import nn
 
 from celltune.errors import ConfigError, ExistsError
@@ -21,8 +18,9 @@ from celltune.metrics.calibration import with_temperature
 from celltune.models.checkpoint import ModelCard
 from celltune.predict.predictor import Predictor, batch_probs, inputs_under, make_loader, require_inputs
 from celltune.progress import bar
+from celltune.reports.heatmap_picture import heatmap_png
 from celltune.reports.html import worst_misclassified
-from celltune.reports.pictures import composite, unnormalize
+from celltune.reports.pictures import unnormalize
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +54,6 @@ def outputs_for(inputs: Iterable[Path], out: Path, method: str, *, channels: lis
     if clash is not None and not overwrite:
         raise ExistsError(f"{clash} exists; choose another --out or pass --overwrite")
     return planned
-
-
-def draw(image: np.ndarray, heat: np.ndarray, top: list[tuple[str, float]], *, target: str, method: str,
-         title: str = "") -> bytes:
-    """PNG bytes: the (C, H, W) 0..1 image, the (H, W) 0..1 map over it, the top classes as bars."""
-    fig = Figure(figsize=(9, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.2]})
-    picture = composite(image)
-    axes[0].imshow(picture, interpolation="nearest")
-    axes[0].set_title(title or "image", fontsize=10)
-    axes[1].imshow(picture, interpolation="nearest")
-    axes[1].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
-    axes[1].set_title(f"{method}: evidence for {target}\n(red most, blue least)", fontsize=10)
-    for ax in axes[:2]:
-        ax.set_axis_off()
-    names, probs = [n for n, _ in top][::-1], [p for _, p in top][::-1]
-    axes[2].barh(names, probs, color=["tab:orange" if n == target else "tab:blue" for n in names])
-    axes[2].set_xlim(0, 1)
-    axes[2].set_xlabel("probability")
-    axes[2].set_title("top classes", fontsize=10)
-    for y, p in enumerate(probs):
-        axes[2].text(min(p + 0.02, 0.8), y, f"{p:.2f}", va="center", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def _peak(heat: np.ndarray) -> tuple[float, float]:
@@ -148,7 +119,7 @@ def explain_images(run: str | Path, inputs: list[Path], *, out: Path, method: st
                 image, heat, top, name = by_path[p]
                 png = planned[p]
                 png.parent.mkdir(parents=True, exist_ok=True)
-                png.write_bytes(draw(image, heat, top, target=name, method=method, title=p.name))
+                png.write_bytes(heatmap_png(image, heat, top, target=name, method=method, title=p.name))
                 results.append(Explanation(p, png, name, top, _peak(heat), used))
             progress.update(len(chunk))
     return results
@@ -175,5 +146,6 @@ def report_heatmaps(model: nn.Module, card: ModelCard, samples: list, probs: np.
     model = model.float().eval()
     inputs = next(iter(loader))[0].to(next(model.parameters()).device)
     explained, _ = explain_batch(model, card, inputs)
-    return [(caption, draw(image, heat, top, target=name, method="gradcam", title=caption.split(":")[0]))
+    return [(caption, heatmap_png(image, heat, top, target=name, method="gradcam",
+                                      title=caption.split(":")[0]))
             for (_, caption), (image, heat, top, name) in zip(chosen, explained, strict=True)]
