@@ -21,15 +21,20 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/celltune demo
 
+# Tests run in TEST_WORKERS processes (pytest-xdist) of one thread each: most tests are small and Python-bound, so
+# two single-threaded workers keep both cores busy where one process with two torch threads left one idle.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
+
 # every test, the slow ones (training, DDP processes) included
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # while editing: the tests that train nothing
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
