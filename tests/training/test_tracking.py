@@ -75,3 +75,12 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path):
     again = tracking.make_loggers(config.output, run_dir)
     tracking.start(again, config, run_dir, resumed=True)  # parameters: logged once, by the first
     assert again[0].run_id == first[0].run_id  # type: ignore[attr-defined]
+
+
+def test_a_tracker_whose_package_is_missing_names_the_install(tmp_path, monkeypatch):
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
+    config = config_from_dict({"data": "cells", "out_dir": str(tmp_path), "logger": "csv,mlflow"})
+    with pytest.raises(ConfigError, match=r"--logger mlflow needs the mlflow-skinny package: pip install "
+                                          r"'celltune\[tracking\]'.* or leave mlflow out of --logger"):
+        tracking.make_loggers(config.output, tmp_path)
