@@ -225,11 +225,11 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
         raise MissingError(f"{run.run_dir}: training stopped before a validation pass; no checkpoint was written")
     # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
     history = run.recorder.history or read_history(run.run_dir / "history.csv")
-    finish_run(run.run_dir, model=run.model, card=run.card, found=run.found, masks=run.datamodule.masks,
-               history=history, batch_size=run.datamodule.batch_size * 2, tta=run.config.eval.tta,
-               bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed, twinned=run.twinned,
-               calibrate=run.config.eval.calibrate)
-    tracking.finish(run.trainer.loggers, run.run_dir)
+    scored = finish_run(run.run_dir, model=run.model, card=run.card, found=run.found, masks=run.datamodule.masks,
+                        history=history, batch_size=run.datamodule.batch_size * 2, tta=run.config.eval.tta,
+                        bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed, twinned=run.twinned,
+                        calibrate=run.config.eval.calibrate)
+    tracking.finish(run.trainer.loggers, run.run_dir, scored)
     if run.keeper is not None:  # the plan as kept, and how the run ended against it
         plan, elapsed = run.keeper.plan, time.monotonic() - run.started
         write_json(run.run_dir / PLAN, {**plan.to_dict(), "epochs_run": len(history),

@@ -92,9 +92,9 @@ def log_epoch(loggers: Sequence[Logger], row: dict[str, float]) -> None:
         logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
 
-def finish(loggers: Sequence[Logger], run_dir: Path) -> None:
-    """After scoring (rank 0): metrics.json's headline numbers and intervals, MLflow's artifacts; then flushed."""
-    metrics = RunMetrics.from_dict(json.loads((run_dir / "metrics.json").read_text()))
+def finish(loggers: Sequence[Logger], run_dir: Path, metrics: RunMetrics) -> None:
+    """After scoring (rank 0): the scored split's headline numbers and intervals (what metrics.json holds), MLflow's
+    artifacts; then flushed."""
     result, split = metrics.result, metrics.split
     final = {**result.tracked(prefix=split), **result.tracked_intervals(prefix=split)}
     final = {k: float(v) for k, v in final.items() if v is not None}
