@@ -129,7 +129,7 @@ def test_keeper_cuts_a_run_that_falls_behind(fake_clock):
     assert keeper.plan.adjustments[0]["epochs"] == 8
 
 
-def test_keeper_judges_by_the_mean_epoch_so_one_slow_epoch_does_not_cut_alone(fake_clock):
+def test_keeper_judges_by_the_recent_mean_epoch_so_one_slow_epoch_does_not_cut_alone(fake_clock):
     plan = Plan(1000, 0, 96, 64, 10, 10.0, 20.0, "test")
     keeper = BudgetKeeper(plan, deadline=fake_clock.now + 140, max_epochs=10)
     trainer, module = fake_trainer(epoch=0, max_epochs=10), SimpleNamespace(relay_schedule=lambda epochs: None)
@@ -142,8 +142,41 @@ def test_keeper_judges_by_the_mean_epoch_so_one_slow_epoch_does_not_cut_alone(fa
         if epoch == 2:
             # 104 s left less 20 to finish: 7 more at the mean of 12 s (10 in all, as planned); 5 at the last 16 s
             assert trainer.fit_loop.max_epochs == 10 and keeper.plan.adjustments == []
-    # epoch 4 took 40 s: the mean is (10 + 10 + 16 + 40) / 4 = 19 s and (64 - 20) / 19 leaves room for 2 more
-    assert trainer.fit_loop.max_epochs == 6 and keeper.plan.adjustments[-1]["epoch_seconds"] == 19.0
+    # epoch 4 took 40 s: the mean of the last three is (10 + 16 + 40) / 3 = 22 s and (64 - 20) / 22 leaves room for 2
+    assert trainer.fit_loop.max_epochs == 6 and keeper.plan.adjustments[-1]["epoch_seconds"] == 22.0
+
+
+def test_keeper_wins_back_the_epochs_a_busy_spell_cut_up_to_the_plan(fake_clock):
+    # Planned 20 epochs of 10 s with 20 s to finish in a 230 s budget; the first two take 50 s (a busy machine).
+    plan = Plan(1000, 0, 96, 64, 20, 10.0, 20.0, "test")
+    keeper = BudgetKeeper(plan, deadline=fake_clock.now + 230, max_epochs=100)
+    trainer, relaid = fake_trainer(epoch=0, max_epochs=20), []
+    module = SimpleNamespace(relay_schedule=relaid.append)
+    ends = []
+    for epoch, seconds in enumerate([50, 50, 10, 10, 10, 10]):
+        trainer.current_epoch = epoch
+        keeper.on_train_epoch_start(trainer, module)
+        keeper.on_validation_start(trainer, module)
+        fake_clock.now += seconds
+        keeper.on_validation_end(trainer, module)
+        ends.append(trainer.fit_loop.max_epochs)
+    # 1: (180 - 20) / 50 = 3 more: cut to 4. 2: (130 - 20) / 50 = 2 more: 4 stays. 3: (120 - 20) / 36.7 = 2 more
+    # and 1 in hand: 4 stays. 4: (110 - 20) / 23.3 = 3 more, 1 in hand: 6, past the first half of 4, back towards
+    # the plan. 5: (100 - 20) / 10 = 8 more, 1 in hand: 12. 6: (90 - 20) / 10 = 7 more, 1 in hand: 12 stays.
+    assert ends == [4, 4, 4, 6, 12, 12]
+    assert relaid == [4, 6, 12] and not trainer.should_stop
+
+
+def test_keeper_wins_back_no_more_than_the_plan_late_in_a_run(fake_clock):
+    plan = Plan(1000, 0, 96, 64, 8, 10.0, 20.0, "test")
+    keeper = BudgetKeeper(plan, deadline=fake_clock.now + 500, max_epochs=100)
+    trainer = fake_trainer(epoch=4, max_epochs=6)  # cut to 6 earlier; epoch 5 is past its first half
+    module = SimpleNamespace(relay_schedule=lambda epochs: None)
+    keeper.on_train_epoch_start(trainer, module)
+    keeper.on_validation_start(trainer, module)
+    fake_clock.now += 10
+    keeper.on_validation_end(trainer, module)
+    assert trainer.fit_loop.max_epochs == 8  # (490 - 20) / 10 = 47 would fit: only the 8 planned come back
 
 
 def test_keeper_stops_when_no_epoch_fits_any_more(fake_clock):

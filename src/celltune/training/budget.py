@@ -33,6 +33,7 @@ FINISH_SECONDS = 20.0  # the report beyond the test pass: plots, Grad-CAM pictur
 MIN_EPOCHS = 5  # below this many epochs at the data's size, the planner tries smaller images
 MAX_EPOCHS = 100  # a generous budget on a small dataset plans at most this many (--epochs caps it lower)
 SIZE_STEP = 32
+RECENT = 3  # the epochs whose mean time predicts the next ones
 PLAN = "plan.json"
 
 
@@ -164,12 +165,13 @@ def smaller_sizes(size: int, *, smallest: int = 64) -> list[int]:
 
 class BudgetKeeper(L.Callback):
     """Keeps a run to its plan: after each epoch, the epochs still fitting before ``deadline`` (a
-    ``time.monotonic()`` value) at the mean measured epoch time, with ``finish_seconds`` left for scoring; fewer than
-    planned cut the run and the module lays its schedule out for the new end. In the first half of the run (and
-    always after its first epoch) it may also grow when it is faster than planned (up to ``max_epochs``; after the
-    first epoch with one epoch in hand); later, a cosine already low would only be stretched. Inside an epoch, the
-    run stops when one more validation would leave no time to finish (only after a first validation has saved a
-    checkpoint)."""
+    ``time.monotonic()`` value) at the mean time of the last ``RECENT`` epochs, with ``finish_seconds`` left for
+    scoring; fewer than planned cut the run and the module lays its schedule out for the new end. It may also grow
+    the run when it is faster than planned: in the first half of the run (and always after its first epoch), and at
+    any time back up to the planned epochs after a cut, so that a busy spell (another job, a first epoch filling
+    caches) does not shorten the run for good; later growth past the plan would only stretch a cosine already low.
+    Inside an epoch, the run stops when one more validation would leave no time to finish (only after a first
+    validation has saved a checkpoint)."""
 
     def __init__(self, plan: Plan, *, deadline: float, max_epochs: int, path: Path | None = None) -> None:
         self.plan, self.deadline, self.max_epochs, self.path = plan, deadline, max_epochs, path
@@ -215,8 +217,10 @@ class BudgetKeeper(L.Callback):
         """An epoch ended and its weights are kept: the epochs still fitting, the plan changed if they differ."""
         self.val_seconds, self.validated = val_seconds, True
         self.epoch_seconds.append(time.monotonic() - self._epoch_start)
-        # The mean of the epochs so far: one slow epoch (a busy moment) does not cut the run alone.
-        epoch_seconds = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        # The mean of the last few epochs: one slow epoch does not cut the run alone, and a busy spell is forgotten
+        # once it is over.
+        recent = self.epoch_seconds[-RECENT:]
+        epoch_seconds = sum(recent) / len(recent)
         done = trainer.current_epoch + 1
         fit = epochs_within(self.left() - self.plan.finish_seconds, epoch_seconds, cap=self.max_epochs - done)
         planned = trainer.fit_loop.max_epochs or done
@@ -225,7 +229,12 @@ class BudgetKeeper(L.Callback):
             # Growing after the first epoch keeps one epoch in hand, so that the next epoch's noise does not cut the
             # run straight back (each change lays the schedule out again).
             total -= 1
-        if total < planned or (total > planned and (done == 1 or 2 * done <= planned)):
+        if planned < self.plan.epochs and done > 1 and 2 * done > planned:  # late in a cut run: back to the plan
+            total = min(total, self.plan.epochs)
+            grows = total > planned
+        else:
+            grows = total > planned and (done == 1 or 2 * done <= planned)
+        if total < planned or grows:
             trainer.fit_loop.max_epochs = total
             relay = getattr(module, "relay_schedule", None)
             if relay is not None and total > done:
@@ -233,7 +242,7 @@ class BudgetKeeper(L.Callback):
             if total == done:
                 trainer.should_stop = True
             self._adjust({"epoch": done, "epochs": total, "epoch_seconds": round(epoch_seconds, 1),
-                          "why": f"{done} epoch(s) took {epoch_seconds:.0f} s each (planned "
+                          "why": f"the last {len(recent)} epoch(s) took {epoch_seconds:.0f} s each (planned "
                                  f"{self.plan.epoch_seconds:.0f}): {'cut to' if total < planned else 'extended to'} "
                                  f"{total} epochs"})
 
