@@ -12,13 +12,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from celltune.config import TrainConfig
 from celltune.config.recipes import load_config
 from celltune.errors import ConfigError
 from celltune.metrics.results import RunMetrics
 from celltune.training.callbacks import RunRecorder
-from celltune.tuning.search import compatible, new_tune, read_settings, run_tune
-from celltune.tuning.space import read_space, resolve_sizes
+from celltune.tuning.search import new_tune, read_settings, run_tune
 from celltune.tuning.study import FIRST_RUNG_EPOCHS, spent_seconds
 
 from conftest import png, quick_config
@@ -65,7 +63,7 @@ def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_o
     monkeypatch.setattr(fit, "prepare", prepare)
     (tmp_path / "space.yaml").write_text(SPACE)
     base = quick_config(tiny_data, tmp_path, name="search", epochs=4, freeze_backbone=True, bootstrap=0)
-    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=4)
+    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=4, folds=1)
     study = study_of(tune_dir)
     study.enqueue_trial({"lr": 1e-7})  # behind the first two at the first rung: pruned there
     study.enqueue_trial({"lr": 0.005})  # crashes
@@ -116,27 +114,11 @@ def test_three_failures_in_a_row_stop_the_search_with_the_error_and_the_way_on(t
     monkeypatch.setattr(fit, "prepare", prepare)
     (tmp_path / "space.yaml").write_text("options:\n  lr: {choices: [0.01, 0.001]}\n")
     tune_dir = new_tune(quick_config(tiny_data, tmp_path, name="broken"), space=tmp_path / "space.yaml",
-                        max_trials=10)
+                        max_trials=10, folds=1)
     with pytest.raises(ConfigError, match=r"3 trials in a row failed, the last with: RuntimeError: out of memory; "
                                           r".* then `celltune tune --resume "):
         run_tune(tune_dir)
     assert len(study_of(tune_dir).trials) == 3
-
-
-def test_choices_training_refuses_with_the_base_recipe_are_left_out_before_any_trial(tmp_path, caplog):
-    space = resolve_sizes(read_space(), 96)
-    base = TrainConfig().updated(data=str(tmp_path), freeze_backbone=True)
-    kept = compatible(space, base, multilabel=True)
-    assert next(p for p in kept.params if p.name == "freeze_stride").choices == [0]  # 4 with --freeze-backbone: no
-    assert list(kept.families["mixing"]) == ["none"]  # no Mixup/CutMix on multi-label data
-    assert "freeze_stride 4 left out: --freeze-backbone already freezes" in caplog.text
-    assert compatible(space, base.updated(freeze_backbone=False), multilabel=False) == space
-    only_four = read_space(_write(tmp_path, "options:\n  freeze_stride: {choices: [4]}\n"))
-    with pytest.raises(ConfigError, match=r"every value of freeze_stride is refused with this recipe, e.g. "
-                                          r"--freeze-backbone already freezes"):
-        compatible(only_four, base, multilabel=False)
-    unknown = read_space(_write(tmp_path, "options:\n  model: {choices: [resnet18, resnet_18x]}\n"))
-    assert next(p for p in compatible(unknown, base, multilabel=False).params).choices == ["resnet18"]
 
 
 def test_a_resumed_search_counts_the_time_its_trials_already_took():
@@ -172,7 +154,7 @@ def test_trials_whose_budget_holds_no_epoch_are_pruned_and_the_search_stops_sayi
     monkeypatch.setattr(fit, "prepare", prepare)
     (tmp_path / "space.yaml").write_text(SPACE)
     tune_dir = new_tune(quick_config(tiny_data, tmp_path, name="short"), space=tmp_path / "space.yaml",
-                        trial_budget="90s", max_trials=10)
+                        trial_budget="90s", max_trials=10, folds=1)
     with pytest.raises(ConfigError, match=r"3 trials in a row had no time for one epoch in their 95 s, the last: "
                        r"--time-budget 95.0s: not one epoch fits; give at least 1:35; give a longer --trial-budget"):
         run_tune(tune_dir)
@@ -211,7 +193,7 @@ def test_a_killed_search_loses_only_its_trial_in_flight_and_two_processes_finish
     first = _tune("--data", str(tiny_data), "--space", str(tmp_path / "space.yaml"), "--trials", "6",
                   "--model", "mobilenet_v2", "--no-pretrained", "--image-size", "32", "--epochs", "2",
                   "--batch-size", "8", "--max-steps-per-epoch", "2", "--num-workers", "0", "--accelerator", "cpu",
-                  "--bootstrap", "0", "--out-dir", str(tmp_path / "out"), "--name", "shared")
+                  "--bootstrap", "0", "--out-dir", str(tmp_path / "out"), "--name", "shared", "--folds", "1")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill it in the middle of its second trial
         if (tune_dir / "trials" / "trial-0001" / "config.yaml").is_file():

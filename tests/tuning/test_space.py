@@ -5,7 +5,7 @@ import pytest
 
 from celltune.config import TrainConfig
 from celltune.errors import ConfigError
-from celltune.tuning.space import read_space, resolve_sizes, space_from_dict
+from celltune.tuning.space import compatible, read_space, resolve_sizes, space_from_dict
 
 
 def write(tmp_path, text: str):
@@ -96,3 +96,19 @@ def test_a_first_recipe_outside_the_space_says_which_option_to_give(tmp_path):
     family = read_space(write(tmp_path, "families:\n  aug: {no_turns: {rot90: false}}\nstart_with:\n  - {}\n"))
     with pytest.raises(ConfigError, match="the base recipe matches none of aug's sets"):
         family.first_trials(TrainConfig())
+
+
+def test_choices_training_refuses_with_the_base_recipe_are_left_out_before_any_trial(tmp_path, caplog):
+    space = resolve_sizes(read_space(), 96)
+    base = TrainConfig().updated(data=str(tmp_path), freeze_backbone=True)
+    kept = compatible(space, base, multilabel=True)
+    assert next(p for p in kept.params if p.name == "freeze_stride").choices == [0]  # 4 with --freeze-backbone: no
+    assert list(kept.families["mixing"]) == ["none"]  # no Mixup/CutMix on multi-label data
+    assert "freeze_stride 4 left out: --freeze-backbone already freezes" in caplog.text
+    assert compatible(space, base.updated(freeze_backbone=False), multilabel=False) == space
+    only_four = read_space(write(tmp_path, "options:\n  freeze_stride: {choices: [4]}\n"))
+    with pytest.raises(ConfigError, match=r"every value of freeze_stride is refused with this recipe, e.g. "
+                                          r"--freeze-backbone already freezes"):
+        compatible(only_four, base, multilabel=False)
+    unknown = read_space(write(tmp_path, "options:\n  model: {choices: [resnet18, resnet_18x]}\n"))
+    assert next(p for p in compatible(unknown, base, multilabel=False).params).choices == ["resnet18"]

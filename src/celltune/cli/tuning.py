@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from celltune.config.flags import add_config_flags, given_options
+from celltune.tuning.folds import AUTO_FOLDS, SMALL_VALIDATION
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -22,18 +23,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
     given = given_options(args)
     if args.resume:
         extra = set(given) - {"time_budget"}
-        if extra or args.recipe or args.space or args.trial_budget or args.trials is not None or args.storage:
+        if extra or args.recipe or args.space or args.trial_budget or args.trials is not None or args.storage or (
+                args.folds != "auto"):
             raise ConfigError("--resume joins the search as it was set up: give it alone (with --time-budget for "
                               "how long this process searches)")
         tune_dir = Path(args.resume)
     else:
         config = load_config(args.recipe, given) if args.recipe else config_from_dict(given, source="command line")
         tune_dir = new_tune(config, space=args.space, trial_budget=args.trial_budget, max_trials=args.trials,
-                            storage=args.storage)
+                            storage=args.storage, folds=args.folds)
         print(f"tune directory: {tune_dir} (another process or machine joins with `celltune tune --resume "
               f"{tune_dir}`)")
     run_tune(tune_dir, budget=given.get("time_budget") if args.resume else None)
     summary = json.loads((tune_dir / "tune.json").read_text())
+    if summary.get("folds", 1) > 1:
+        print(f"\ntrials chosen on {summary['folds']} folds of the training and validation images: "
+              "'validation' is the folds' mean")
     print(f"\n{'trial':>5}  {'state':<9}{'validation':>11}{'epochs':>7}  why it stopped")
     for row in summary["trials"]:
         value = "-" if row["value"] is None else f"{row['value']:.4f}"
@@ -66,6 +71,10 @@ def register(sub) -> None:
     p.add_argument("--trials", type=int, metavar="N", help="stop after N trials (all processes together)")
     p.add_argument("--storage", metavar="URL", help="the study's database (default: sqlite in the tune directory); "
                    "an RDB URL such as postgresql://host/db lets processes on several machines share it")
+    p.add_argument("--folds", default="auto", metavar="N|auto",
+                   help="choose trials on N folds of the training and validation images together (groups whole), "
+                   "then train the winner once more on the training split; 1: on the validation split alone. auto "
+                   f"(default): {AUTO_FOLDS} where validation holds fewer than {SMALL_VALIDATION} images, else 1")
     p.add_argument("--resume", metavar="TUNE_DIR", help="continue a search, or join one from another process")
     add_config_flags(p)
     p.set_defaults(func=cmd_tune)

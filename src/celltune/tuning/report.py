@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from celltune.errors import CelltuneError
 from celltune.metrics.results import RunMetrics
 from celltune.reports.html import STYLE
 from celltune.reports.run_files import html_table, img_tag, read_json, save_figure
+from celltune.tuning.folds import mean_headline
 from celltune.tuning.study import trial_seconds
 
 try:
@@ -36,14 +38,15 @@ WINNER = "winner.json"
 
 
 def why_stopped(trial: FrozenTrial) -> str:
-    epochs = trial.user_attrs.get("epochs")
+    epochs, folds = trial.user_attrs.get("epochs"), trial.user_attrs.get("fold_scores")
+    step = "fold" if folds is not None else "epoch"  # what a cross-validated trial reports after
     if trial.state == TrialState.COMPLETE:
-        return f"ran its {epochs} epochs"
+        return f"ran its {len(folds)} folds ({epochs} epochs each on average)" if folds else f"ran its {epochs} epochs"
     if trial.state == TrialState.PRUNED and "too_short" in trial.user_attrs:
         return f"pruned before training: {trial.user_attrs['too_short']}"
     if trial.state == TrialState.PRUNED:
-        return (f"pruned after epoch {trial.user_attrs.get('pruned_after', trial.last_step)}: behind the trials "
-                "that reached that epoch")
+        return (f"pruned after {step} {trial.user_attrs.get('pruned_after', trial.last_step)}: behind the trials "
+                f"that reached that {step}")
     if trial.state == TrialState.FAIL:
         return f"failed: {trial.user_attrs.get('error', 'see the log')}"
     return trial.state.name.lower()
@@ -75,23 +78,34 @@ def importance(study: optuna.Study) -> dict[str, float] | str:
         return f"not computed: {err}"
 
 
-def score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
+Retrain = Callable[[FrozenTrial], Path]  # a cross-validated winner trained once more: its run directory
+
+
+def score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool,
+                 retrain: Retrain | None = None) -> dict[str, Any]:
     """The winner's validation and (once per winner) test headline numbers, and how far validation overstated test.
+    A cross-validated winner is first trained once more (``retrain``); its validation numbers are its folds' mean.
     Processes that finish at once take turns (a lock file), so the test split is scored once."""
     with (tune_dir / "winner.lock").open("w") as lock:
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
-        return _score_winner(tune_dir, winner, config, has_test=has_test)
+        return _score_winner(tune_dir, winner, config, has_test=has_test, retrain=retrain)
 
 
-def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
+def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, has_test: bool,
+                  retrain: Retrain | None) -> dict[str, Any]:
     saved = read_json(tune_dir / WINNER) if (tune_dir / WINNER).is_file() else {}
     if saved.get("trial") == winner.number:
         return saved
-    run_dir = Path(winner.user_attrs["run_dir"])
-    val = RunMetrics.from_dict(read_json(run_dir / "metrics.json"))
+    trial_dir = Path(winner.user_attrs["run_dir"])
+    run_dir = trial_dir if retrain is None else retrain(winner)
+    run = RunMetrics.from_dict(read_json(run_dir / "metrics.json"))
+    val, selection, epochs = run.result.headline(), run.result.selection, winner.user_attrs["epochs"]
+    if retrain is not None:
+        folds = len(winner.user_attrs["fold_scores"])
+        val, selection, epochs = mean_headline(trial_dir), f"{selection}, mean of {folds} folds", run.epochs_run
     out: dict[str, Any] = {"trial": winner.number, "run_dir": str(run_dir), "params": winner.params,
-                           "selection": val.result.selection, "val": val.result.headline(), "test": None}
+                           "selection": selection, "val": val, "test": None, "epochs": epochs}
     if has_test:
         from celltune.evaluation.evaluate import evaluate_checkpoint
 
@@ -112,11 +126,11 @@ def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, h
     return out
 
 
-def write_best_recipe(tune_dir: Path, winner: FrozenTrial) -> Path:
-    """best.yaml: the winner's config with its epochs fixed at those it ran, no time budget, a new run name."""
-    run_dir = Path(winner.user_attrs["run_dir"])
-    config = load_config(run_dir / "config.yaml").updated(
-        time_budget=None, epochs=int(winner.user_attrs["epochs"]), name=None, out_dir="runs")
+def write_best_recipe(tune_dir: Path, winner: FrozenTrial, scored: dict[str, Any]) -> Path:
+    """best.yaml: the config of the winner's run (``scored``, from ``score_winner``) with its epochs fixed at those
+    it ran, no time budget, a new run name."""
+    config = load_config(Path(scored["run_dir"]) / "config.yaml").updated(
+        time_budget=None, epochs=int(scored.get("epochs") or winner.user_attrs["epochs"]), name=None, out_dir="runs")
     path = tune_dir / "best.yaml"
     header = (f"# celltune tune's winner: trial {winner.number} of {tune_dir} (validation score "
               f"{winner.value:.4f}).\n# Rerun it with `celltune train --recipe {path}`; flags given there override "
@@ -125,7 +139,7 @@ def write_best_recipe(tune_dir: Path, winner: FrozenTrial) -> Path:
     return path
 
 
-def plot_curves(rows: list[dict[str, Any]], winner: int | None) -> bytes:
+def plot_curves(rows: list[dict[str, Any]], winner: int | None, *, step: str = "epoch") -> bytes:
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for row in rows:
@@ -137,8 +151,8 @@ def plot_curves(rows: list[dict[str, Any]], winner: int | None) -> bytes:
                 label=f"trial {row['trial']}" + (" (winner)" if row["trial"] == winner else ""))
         if row["state"] == "pruned":
             ax.plot(epochs[-1], values[-1], "x", color="red")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("best validation score so far")
+    ax.set_xlabel(step)
+    ax.set_ylabel("best validation score so far" if step == "epoch" else "mean validation score of the folds so far")
     ax.set_title("every trial (dashed and x: pruned there)")
     ax.grid(alpha=0.3)
     if len(rows) <= 12:
@@ -182,7 +196,7 @@ def _winner_html(winner: dict[str, Any] | None) -> str:
 
 
 def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None,
-                      shares: dict[str, float] | str) -> Path:
+                      shares: dict[str, float] | str, *, folds: int = 1) -> Path:
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
     trials = html_table(["trial", "state", "validation", "epochs", "seconds", "why it stopped", "recipe"], [
         [str(r["trial"]), r["state"], "–" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"] or "–"),
@@ -190,13 +204,14 @@ def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[s
          ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())]
         for r in rows])
     winner_trial = winner["trial"] if winner else None
+    curves = plot_curves(rows, winner_trial, step="fold" if folds > 1 else "epoch")
     matter = (f"<p>{html.escape(shares)}</p>" if isinstance(shares, str) else
               img_tag(plot_importance(shares), "setting importance"))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>celltune tune</title><style>{STYLE}</style>"
             f"</head><body><h1>celltune tune: {html.escape(str(tune_dir))}</h1>"
             f"<p>{len(rows)} trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} "
-            f"failed, {counts['running']} running.</p><h2>Winner</h2>{_winner_html(winner)}"
-            f"<h2>Curves</h2>{img_tag(plot_curves(rows, winner_trial), 'validation curves')}"
+            f"failed, {counts['running']} running. {_chosen_on(folds)}</p><h2>Winner</h2>{_winner_html(winner)}"
+            f"<h2>Curves</h2>{img_tag(curves, 'validation curves')}"
             f"<h2>Which settings mattered</h2>{matter}<h2>Trials</h2>{trials}</body></html>")
     path = tune_dir / "tune.html"
     _replace_text(path, page)
@@ -210,19 +225,28 @@ def _replace_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has_test: bool) -> dict[str, Any]:
-    """Score the winner, write best.yaml, tune.json and tune.html; returns tune.json's data."""
+def _chosen_on(folds: int) -> str:
+    if folds == 1:
+        return "Trials were chosen on the validation split."
+    return (f"Trials were chosen on the mean of {folds} folds of the training and validation images (groups whole); "
+            "the winner was then trained once more on the training split and scored on test.")
+
+
+def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has_test: bool,
+                retrain: Retrain | None = None, folds: int = 1) -> dict[str, Any]:
+    """Score the winner (``retrain`` it first when chosen on ``folds``), write best.yaml, tune.json and tune.html;
+    returns tune.json's data."""
     rows = trial_rows(study)
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     winner = None
     if complete:
         best = max(complete, key=lambda t: t.value if t.value is not None else float("-inf"))
-        winner = score_winner(tune_dir, best, config, has_test=has_test)
-        write_best_recipe(tune_dir, best)
+        winner = score_winner(tune_dir, best, config, has_test=has_test, retrain=retrain)
+        write_best_recipe(tune_dir, best, winner)
     else:
         log.warning("%s: no trial completed; no winner", tune_dir)
     shares = importance(study)
-    summary = {"trials": rows, "winner": winner, "importance": shares}
+    summary = {"trials": rows, "winner": winner, "importance": shares, "folds": folds}
     _replace_text(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
-    write_tune_report(tune_dir, rows, winner, shares)
+    write_tune_report(tune_dir, rows, winner, shares, folds=folds)
     return summary

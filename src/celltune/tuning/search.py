@@ -3,6 +3,7 @@
 Each trial is an ordinary run directory (``TUNE_DIR/trials/trial-NNNN``) trained on the training split and chosen on
 validation; the test split is never seen by a trial. After every epoch a trial reports its best validation score so
 far and successive halving (Optuna's ASHA pruner) stops it when it is behind the trials that reached the same epoch.
+Where the data is small, trials are chosen on cross-validation instead (``celltune.tuning.folds``, ``--folds``).
 The study lives in SQLite in the tune directory (or any RDB given with ``--storage``), so a killed search resumes
 (``--resume TUNE_DIR``) losing at most the trial in flight, and several processes or machines can work on one study.
 At the end the winner is scored once on test; ``winner.json``, ``best.yaml`` (``celltune train --recipe`` reruns it),
@@ -28,11 +29,12 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from celltune.config import TrainConfig, config_from_dict
 from celltune.data.samples import LabelledSplits
-from celltune.errors import CelltuneError, ConfigError, ExistsError, MissingError, TooShortError
+from celltune.errors import ConfigError, ExistsError, MissingError, TooShortError
 from celltune.training.budget import parse_duration
 from celltune.training.callbacks import RunRecorder
 from celltune.training.defaults import image_size_for
-from celltune.tuning.space import Space, read_space, resolve_sizes, space_from_dict
+from celltune.tuning import folds as cv
+from celltune.tuning.space import Space, compatible, read_space, resolve_sizes, space_from_dict
 from celltune.tuning.study import fail_orphans, open_study, spent_seconds
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,12 @@ class Settings:
     max_trials: int | None
     storage: str
     study: str  # its name in the storage: one per tune directory, so searches sharing a database stay apart
+    folds: int = 1  # 1: trials chosen on the validation split; more: on that many folds (celltune.tuning.folds)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "space": self.space.to_dict(), "budget_seconds": self.budget_seconds,
                 "trial_seconds": self.trial_seconds, "max_trials": self.max_trials, "storage": self.storage,
-                "study": self.study}
+                "study": self.study, "folds": self.folds}
 
 
 def read_settings(tune_dir: Path) -> Settings:
@@ -72,7 +75,8 @@ def read_settings(tune_dir: Path) -> Settings:
         raise MissingError(f"{path}: nothing to resume; not a celltune tune directory")
     data = yaml.safe_load(path.read_text())
     return Settings(config_from_dict(data["config"], source=str(path)), space_from_dict(data["space"], str(path)),
-                    data["budget_seconds"], data["trial_seconds"], data["max_trials"], data["storage"], data["study"])
+                    data["budget_seconds"], data["trial_seconds"], data["max_trials"], data["storage"], data["study"],
+                    data.get("folds", 1))
 
 
 class TrialPruning(L.Callback):
@@ -97,9 +101,10 @@ class TrialPruning(L.Callback):
 
 
 def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budget: str | None = None,
-             max_trials: int | None = None, storage: str | None = None) -> Path:
+             max_trials: int | None = None, storage: str | None = None, folds: int | str = "auto") -> Path:
     """Create a tune directory for ``config`` (its ``time_budget`` is the whole search's): the space resolved
-    against the data, ``tune.yaml`` and the study with the space's first recipes queued. Returns the directory."""
+    against the data, ``tune.yaml``, the folds where trials are cross-validated (``--folds``) and the study with the
+    space's first recipes queued. Returns the directory."""
     if not config.data.root:
         raise ConfigError("give --data DIR (or data: in the recipe)")
     budget = _seconds(config.optim.time_budget, "--time-budget")
@@ -128,52 +133,20 @@ def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budg
     resolved = resolve_sizes(read_space(space), config.data.image_size or size.value)
     resolved = compatible(resolved, config, multilabel=found.multilabel)
     first = resolved.first_trials(config)  # fails here on a start_with recipe outside the space
+    k = cv.resolve_folds(folds, found)
+    plan = cv.plan_search_folds(found, folds=k, seed=config.data.seed) if k > 1 else None  # too few groups: here
     tune_dir.mkdir(parents=True)
+    if plan is not None:
+        cv.write_plan(tune_dir, plan)
     url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
-    settings = Settings(config, resolved, budget, trial_seconds, max_trials, url, f"{name}-{uuid.uuid4().hex[:8]}")
+    settings = Settings(config, resolved, budget, trial_seconds, max_trials, url, f"{name}-{uuid.uuid4().hex[:8]}",
+                        k)
     (tune_dir / SETTINGS).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
     study = open_study(url, settings.study, seed=config.data.seed, startup=len(first))
     for values in first:
         study.enqueue_trial(values)
     log.info("tune directory %s: %d recipes queued first, then %s", tune_dir, len(first), resolved.source)
     return tune_dir
-
-
-def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
-    """``space`` without the choices and sets that training refuses with the base recipe ``config`` (Mixup with
-    ``--balance loss``, ``--freeze-stride`` with ``--freeze-backbone``, Mixup on multi-label data, a model name
-    nobody knows ...), each left out with a warning; a searched option left with nothing is an error."""
-    from celltune.training.preflight import check, check_labels
-
-    def refusal(options: dict[str, Any]) -> str | None:
-        try:
-            tried = config.updated(**options)
-            check_labels(tried, multilabel=multilabel)
-            check(tried, None)
-        except CelltuneError as err:  # a config refused, a model nobody knows
-            return str(err)
-        return None
-
-    def kept(name: str, values: dict[Any, dict[str, Any]]) -> list[Any]:
-        keep = []
-        for value, options in values.items():
-            why = refusal(options)
-            if why is None:
-                keep.append(value)
-            else:
-                log.warning("search space: %s %r left out: %s", name, value, why)
-        if not keep:
-            raise ConfigError(f"{space.source}: every value of {name} is refused with this recipe, e.g. "
-                              f"{refusal(next(iter(values.values())))}; change the recipe or the space")
-        return keep
-
-    params = [p if p.choices is None else replace(p, choices=kept(p.name, {c: {p.name: c} for c in p.choices}))
-              for p in space.params]
-    for p in params:
-        if p.choices is None:
-            kept(p.name, {p.low: {p.name: p.low}, p.high: {p.name: p.high}})  # both ends must train
-    families = {f: {n: sets[n] for n in kept(f, {n: sets[n] for n in sets})} for f, sets in space.families.items()}
-    return replace(space, params=params, families=families)
 
 
 def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
@@ -192,6 +165,9 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
     # --resume is this process's own.
     seconds = _seconds(budget, "--time-budget") if budget else (
         None if settings.budget_seconds is None else settings.budget_seconds - spent_seconds(study))
+    plan = cv.read_plan(tune_dir) if settings.folds > 1 else None
+    # Cross-validated, the winner trains once more at the end, for as long as one fold ran
+    retrain = settings.trial_seconds / settings.folds if plan is not None and settings.trial_seconds else None
     failures = too_short = 0
     needs = 0.0  # the longest a trial turned out to need for one epoch of this data: later trials get that much
     while True:
@@ -199,12 +175,12 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
                                                              TrialState.FAIL, TrialState.RUNNING)))
         if settings.max_trials is not None and done >= settings.max_trials:
             break
-        left = None if seconds is None else began + seconds - FINISH_SECONDS - time.monotonic()
+        left = None if seconds is None else began + seconds - FINISH_SECONDS - (retrain or 0) - time.monotonic()
         if left is not None and left < MIN_TRIAL_SECONDS:
             break
         trial_seconds = settings.trial_seconds and max(settings.trial_seconds, needs)
         trial_seconds = trial_seconds if left is None else min(trial_seconds or left, left)
-        objective = _objective(settings, tune_dir, trial_found, checks, trial_seconds)
+        objective = _objective(settings, tune_dir, trial_found, checks, trial_seconds, plan)
         ended: list[FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[_recorder(ended)])
         last = ended[-1]
@@ -224,7 +200,10 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
                               f"recipe or the search space, then `celltune tune --resume {tune_dir}`")
     from celltune.tuning.report import finish_tune
 
-    finish_tune(tune_dir, study, settings.config, has_test=bool(found.splits.get("test")))
+    retrained = None if plan is None else (
+        lambda winner: cv.retrain_winner(tune_dir, winner, found=trial_found, checks=checks, seconds=retrain))
+    finish_tune(tune_dir, study, settings.config, has_test=bool(found.splits.get("test")), retrain=retrained,
+                folds=settings.folds)
     return tune_dir
 
 
@@ -234,7 +213,7 @@ def _recorder(ended: list[FrozenTrial]) -> Any:
 
 
 def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks: Any,
-               trial_seconds: float | None) -> Any:
+               trial_seconds: float | None, plan: list[list[str]] | None) -> Any:
     def objective(trial: Trial) -> float:
         from celltune.training.fit import prepare, run_prepared
 
@@ -247,10 +226,13 @@ def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks
             config = settings.config.updated(**options, out_dir=str(run_dir.parent), name=run_dir.name,
                                              time_budget=f"{trial_seconds:.1f}s" if trial_seconds else None)
             try:
+                if plan is not None:
+                    return cv.cross_validated(trial, config, run_dir=run_dir, found=found, checks=checks, plan=plan,
+                                              seconds=trial_seconds)
                 run = prepare(config, found=found, checks=checks)
             except TooShortError as err:  # the trial's budget, not its recipe: no result, not a crash
                 trial.set_user_attr("too_short", str(err))
-                trial.set_user_attr("needs_seconds", err.needed_seconds)
+                trial.set_user_attr("needs_seconds", err.needed_seconds and err.needed_seconds * settings.folds)
                 log.info("trial %d pruned before training: %s", trial.number, err)
                 raise optuna.TrialPruned() from None
             pruning = TrialPruning(trial, run.recorder)

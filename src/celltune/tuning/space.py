@@ -1,5 +1,6 @@
 """``celltune tune``'s search space: read from YAML (the packaged ``space.yaml`` or ``--space FILE``), checked
-against the config's options before any trial runs, resolved against the data (image sizes around the data-aware
+against the config's options before any trial runs, cut to what training accepts with the base recipe
+(``compatible``), resolved against the data (image sizes around the data-aware
 one) and sampled by an Optuna trial into plain options for ``TrainConfig.updated``.
 
 A resolved space is plain data (``to_dict``), saved in the tune directory, so every process and every resumed
@@ -7,8 +8,9 @@ session of a study samples the same space."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ from typing import Any
 import yaml
 
 from celltune.config import TrainConfig, close_matches, flat_names
-from celltune.errors import ConfigError
+from celltune.errors import CelltuneError, ConfigError
 from celltune.training.defaults import SIZE_STEP, SMALLEST
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SPACE = "space.yaml"
 _RANGE_KEYS = {"low", "high", "log", "step"}
@@ -234,3 +238,40 @@ def space_from_dict(data: Mapping[str, Any], source: str = "tune.yaml") -> Space
               Param(name, low=spec["low"], high=spec["high"], log=spec["log"], step=spec["step"],
                     integer=spec["integer"]) for name, spec in data["options"].items()]
     return Space(params, dict(data["families"]), list(data["start_with"]), source)
+
+
+def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
+    """``space`` without the choices and sets that training refuses with the base recipe ``config`` (Mixup with
+    ``--balance loss``, ``--freeze-stride`` with ``--freeze-backbone``, Mixup on multi-label data, a model name
+    nobody knows ...), each left out with a warning; a searched option left with nothing is an error."""
+    from celltune.training.preflight import check, check_labels
+
+    def refusal(options: dict[str, Any]) -> str | None:
+        try:
+            tried = config.updated(**options)
+            check_labels(tried, multilabel=multilabel)
+            check(tried, None)
+        except CelltuneError as err:  # a config refused, a model nobody knows
+            return str(err)
+        return None
+
+    def kept(name: str, values: dict[Any, dict[str, Any]]) -> list[Any]:
+        keep = []
+        for value, options in values.items():
+            why = refusal(options)
+            if why is None:
+                keep.append(value)
+            else:
+                log.warning("search space: %s %r left out: %s", name, value, why)
+        if not keep:
+            raise ConfigError(f"{space.source}: every value of {name} is refused with this recipe, e.g. "
+                              f"{refusal(next(iter(values.values())))}; change the recipe or the space")
+        return keep
+
+    params = [p if p.choices is None else replace(p, choices=kept(p.name, {c: {p.name: c} for c in p.choices}))
+              for p in space.params]
+    for p in params:
+        if p.choices is None:
+            kept(p.name, {p.low: {p.name: p.low}, p.high: {p.name: p.high}})  # both ends must train
+    families = {f: {n: sets[n] for n in kept(f, {n: sets[n] for n in sets})} for f, sets in space.families.items()}
+    return replace(space, params=params, families=families)

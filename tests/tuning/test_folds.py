@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from celltune.config.recipes import load_config
+from celltune.data.samples import LabelledSplits, Sample
+from celltune.errors import ConfigError, DataError
+from celltune.metrics.results import RunMetrics
+from celltune.tuning.folds import AUTO_FOLDS, SMALL_VALIDATION, fold_splits, plan_search_folds, resolve_folds
+from celltune.tuning.report import why_stopped
+from celltune.tuning.search import new_tune, read_settings, run_tune
+
+from conftest import quick_config
+
+SPACE = """
+options:
+  lr: {choices: [0.01, 1.0e-7]}
+start_with:
+  - {lr: 0.01}
+  - {lr: 1.0e-7}
+"""
+
+
+def splits(*, val: int, groups: int = 0) -> LabelledSplits:
+    """Two classes; ``val`` validation images, 40 training, 10 test; with ``groups``, image i of a split belongs to
+    group i % groups of that split."""
+    def made(split: str, n: int) -> list[Sample]:
+        return [Sample(Path(f"/d/{split}/{i}.png"), i % 2, f"{split}-{i % groups}" if groups else None)
+                for i in range(n)]
+
+    return LabelledSplits(["a", "b"], {"train": made("train", 40), "val": made("val", val),
+                                       "test": made("test", 10)}, "test layout")
+
+
+def test_auto_chooses_on_folds_only_where_validation_is_small():
+    assert resolve_folds("auto", splits(val=SMALL_VALIDATION - 1)) == AUTO_FOLDS
+    assert resolve_folds("auto", splits(val=SMALL_VALIDATION)) == 1
+    assert resolve_folds("3", splits(val=10)) == 3 and resolve_folds(1, splits(val=10)) == 1
+    for wrong in ("0", "many"):
+        with pytest.raises(ConfigError, match=rf"--folds {wrong}: give"):
+            resolve_folds(wrong, splits(val=10))
+
+
+def test_folds_hold_out_every_training_and_validation_image_once_groups_whole_and_no_test_image():
+    found = splits(val=20, groups=4)
+    plan = plan_search_folds(found, folds=4, seed=0)
+    held = [p for fold in plan for p in fold]
+    pool = {str(s.path) for s in found.splits["train"] + found.splits["val"]}
+    assert sorted(held) == sorted(pool)  # every one once, no test image
+    group_of = {str(s.path): s.group for s in found.samples}
+    fold_of_group = {}
+    for k, fold in enumerate(plan):
+        for path in fold:
+            assert fold_of_group.setdefault(group_of[path], k) == k  # a group never spans two folds
+    second = fold_splits(found, plan[1], 2)
+    assert {str(s.path) for s in second.splits["val"]} == set(plan[1])
+    assert {str(s.path) for s in second.splits["train"]} == pool - set(plan[1])
+    assert set(second.splits) == {"train", "val"} and second.celltune_split
+    with pytest.raises(DataError, match=r"/gone.png: in this search's folds \(folds.json\) but no longer"):
+        fold_splits(found, ["/gone.png"], 1)
+
+
+@pytest.fixture
+def scored_by_lr(monkeypatch):
+    """Validation scores set by the learning rate (0.9 at 0.01, else 0.1), whatever 2 steps of a network learn."""
+    from celltune.training.callbacks import RunRecorder
+
+    real = RunRecorder.on_validation_end
+
+    def on_validation_end(self, trainer, module):
+        real(self, trainer, module)
+        if not trainer.sanity_checking:
+            self.best_score = 0.9 if module.optim.lr >= 0.01 else 0.1
+
+    monkeypatch.setattr(RunRecorder, "on_validation_end", on_validation_end)
+
+
+def predicted_paths(run: Path) -> set[str]:
+    with (run / "predictions.csv").open() as f:
+        return {row["path"] for row in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_a_search_on_folds_prunes_after_a_fold_and_scores_the_winner_retrained_once_on_test(
+        tiny_data, tmp_path, scored_by_lr):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    base = quick_config(tiny_data, tmp_path, name="folds", epochs=2, freeze_backbone=True, bootstrap=0)
+    tune_dir = new_tune(base, space=tmp_path / "space.yaml", max_trials=3, folds=3)
+    settings = read_settings(tune_dir)
+    assert settings.folds == 3
+    study = optuna.load_study(study_name=settings.study, storage=settings.storage)
+    study.enqueue_trial({"lr": 1e-7})  # behind the first two after fold 2 of 3: pruned there
+    run_tune(tune_dir)
+
+    first, second, behind = optuna.load_study(study_name=settings.study, storage=settings.storage).trials
+    assert [first.state, second.state, behind.state] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert first.value == pytest.approx(0.9) and first.user_attrs["fold_scores"] == [0.9, 0.9, 0.9]
+    assert first.intermediate_values == {1: 0.9, 2: 0.9, 3: 0.9}  # reported after each fold
+    assert behind.user_attrs["pruned_after"] == 2 and not (tune_dir / "trials" / "trial-0002" / "fold-3").exists()
+    assert why_stopped(behind) == "pruned after fold 2: behind the trials that reached that fold"
+    assert why_stopped(first) == "ran its 3 folds (2 epochs each on average)"
+
+    # Each fold run validated on its own held-out images: together the training and validation images, once each.
+    plan = json.loads((tune_dir / "folds.json").read_text())["held_out"]
+    for k, held in enumerate(plan, start=1):
+        assert predicted_paths(tune_dir / "trials" / "trial-0000" / f"fold-{k}") == set(held)
+    train_val = {str(p) for split in ("train", "val") for p in (tiny_data / split).rglob("*.png")}
+    assert sorted(p for fold in plan for p in fold) == sorted(train_val)
+
+    # The winner trained once more on the training split, chosen on its validation split, scored once on test.
+    retrained = tune_dir / "winner-trial-0000"
+    assert RunMetrics.from_dict(json.loads((retrained / "metrics.json").read_text())).split == "val"
+    assert predicted_paths(retrained) == {str(p) for p in (tiny_data / "val").rglob("*.png")}
+    winner = json.loads((tune_dir / "winner.json").read_text())
+    assert winner["trial"] == 0 and winner["run_dir"] == str(retrained) and winner["selection"].endswith(
+        "mean of 3 folds")
+    folds_aca = [RunMetrics.from_dict(json.loads((tune_dir / "trials" / "trial-0000" / f"fold-{k}" /
+                                                  "metrics.json").read_text())).result.headline()
+                 for k in (1, 2, 3)]
+    for name, value in winner["val"].items():
+        assert value == pytest.approx(sum(h[name] for h in folds_aca) / 3)
+        assert winner["overstated_by"][name] == pytest.approx(value - winner["test"][name])
+    assert (tune_dir / "winner" / "metrics_test.json").is_file()
+    best = load_config(tune_dir / "best.yaml")
+    assert best == load_config(retrained / "config.yaml").updated(name=None, out_dir="runs", time_budget=None)
+    assert best.optim.lr == 0.01
+    page = (tune_dir / "tune.html").read_text()
+    assert "pruned after fold 2" in page and "mean of 3 folds" in page and "trained once more" in page
+
+    # Resumed when finished: neither trained again nor scored on test again.
+    stamps = [(retrained / "metrics.json").stat().st_mtime_ns,
+              (tune_dir / "winner" / "metrics_test.json").stat().st_mtime_ns]
+    run_tune(tune_dir)
+    assert stamps == [(retrained / "metrics.json").stat().st_mtime_ns,
+                      (tune_dir / "winner" / "metrics_test.json").stat().st_mtime_ns]
