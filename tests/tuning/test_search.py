@@ -166,13 +166,34 @@ def test_trials_whose_budget_holds_no_epoch_are_pruned_and_the_search_stops_sayi
     assert not (tune_dir / "trials").exists() or not any((tune_dir / "trials").iterdir())
 
 
+def test_a_search_whose_time_left_holds_no_trial_it_needs_finishes_instead_of_failing(tiny_data, tmp_path,
+                                                                                      monkeypatch):
+    from celltune.errors import TooShortError
+    from celltune.training import fit
+
+    def prepare(config, **kwargs):
+        raise TooShortError(f"--time-budget {config.optim.time_budget}: not one epoch fits", needed_seconds=200.0)
+
+    monkeypatch.setattr(fit, "prepare", prepare)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    config = quick_config(tiny_data, tmp_path, name="ending").updated(time_budget="4m")
+    tune_dir = new_tune(config, space=tmp_path / "space.yaml", trial_budget="90s", folds=1)
+    run_tune(tune_dir)  # 4 minutes less 60 s to finish leave under the 200 s a trial needs: no second try
+    assert [t.state for t in study_of(tune_dir).trials if t.state != TrialState.WAITING] == [TrialState.PRUNED]
+    assert json.loads((tune_dir / "tune.json").read_text())["winner"] is None
+
+
 def test_a_budget_too_short_for_one_trial_is_refused_before_anything_is_written(tiny_data, tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     config = quick_config(tiny_data, tmp_path, name="hurried").updated(time_budget="2m")
     with pytest.raises(ConfigError, match=r"--time-budget 2m leaves no time for a trial: .* at least 3m"):
         new_tune(config, space=tmp_path / "space.yaml")
     assert not (tmp_path / "hurried").exists()
-    assert new_tune(config.updated(time_budget="3m"), space=tmp_path / "space.yaml").is_dir()
+    with pytest.raises(ConfigError, match=r"--time-budget 3m leaves no time for a trial on 5 folds \(a run of 60 s "
+                                          r"or more each\): give at least 7m, or --folds 1"):
+        new_tune(config.updated(time_budget="3m"), space=tmp_path / "space.yaml")  # 18 validation images: folds
+    assert not (tmp_path / "hurried").exists()
+    assert new_tune(config.updated(time_budget="3m"), space=tmp_path / "space.yaml", folds=1).is_dir()
 
 
 def test_a_search_needs_a_budget_or_a_trial_count(tiny_data, tmp_path):

@@ -107,7 +107,7 @@ def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budg
     space's first recipes queued. Returns the directory."""
     if not config.data.root:
         raise ConfigError("give --data DIR (or data: in the recipe)")
-    budget = _seconds(config.optim.time_budget, "--time-budget")
+    given, budget = config.optim.time_budget, _seconds(config.optim.time_budget, "--time-budget")
     if budget is None and max_trials is None:
         raise ConfigError("give --time-budget (how long to search, e.g. 2h) or --trials N, or both")
     if budget is not None and budget < MIN_BUDGET_SECONDS:
@@ -134,6 +134,11 @@ def new_tune(config: TrainConfig, *, space: str | Path | None = None, trial_budg
     resolved = compatible(resolved, config, multilabel=found.multilabel)
     first = resolved.first_trials(config)  # fails here on a start_with recipe outside the space
     k = cv.resolve_folds(folds, found)
+    if budget is not None and budget < MIN_BUDGET_SECONDS + MIN_TRIAL_SECONDS * (k - 1):
+        raise ConfigError(f"--time-budget {given} leaves no time for a trial on {k} folds (a run "
+                          f"of {MIN_TRIAL_SECONDS:.0f} s or more each): give at least "
+                          f"{(MIN_BUDGET_SECONDS + MIN_TRIAL_SECONDS * (k - 1)) / 60:.0f}m, or --folds 1 to choose "
+                          "on the validation split")
     plan = cv.plan_search_folds(found, folds=k, seed=config.data.seed) if k > 1 else None  # too few groups: here
     tune_dir.mkdir(parents=True)
     if plan is not None:
@@ -176,8 +181,8 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
         if settings.max_trials is not None and done >= settings.max_trials:
             break
         left = None if seconds is None else began + seconds - FINISH_SECONDS - (retrain or 0) - time.monotonic()
-        if left is not None and left < MIN_TRIAL_SECONDS:
-            break
+        if left is not None and left < max(MIN_TRIAL_SECONDS * settings.folds, needs):
+            break  # what is left holds no trial (a minute a run, or what one turned out to need): finish
         trial_seconds = settings.trial_seconds and max(settings.trial_seconds, needs)
         trial_seconds = trial_seconds if left is None else min(trial_seconds or left, left)
         objective = _objective(settings, tune_dir, trial_found, checks, trial_seconds, plan)
