@@ -139,3 +139,11 @@ def test_a_search_on_folds_prunes_after_a_fold_and_scores_the_winner_retrained_o
     run_tune(tune_dir)
     assert stamps == [(retrained / "metrics.json").stat().st_mtime_ns,
                       (tune_dir / "winner" / "metrics_test.json").stat().st_mtime_ns]
+
+
+def test_a_trial_whose_later_fold_had_no_time_says_which_fold():
+    short = "--time-budget 0:30: not one epoch fits"
+    trial = optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={"fold_scores": [0.5], "too_short": short})
+    assert why_stopped(trial) == f"pruned before fold 2: {short}"
+    trial = optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={"too_short": short})
+    assert why_stopped(trial) == f"pruned before training: {short}"

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import yaml
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from celltune.config import TrainConfig
@@ -43,7 +44,8 @@ def why_stopped(trial: FrozenTrial) -> str:
     if trial.state == TrialState.COMPLETE:
         return f"ran its {len(folds)} folds ({epochs} epochs each on average)" if folds else f"ran its {epochs} epochs"
     if trial.state == TrialState.PRUNED and "too_short" in trial.user_attrs:
-        return f"pruned before training: {trial.user_attrs['too_short']}"
+        where = f"before fold {len(folds) + 1}" if folds else "before training"  # the folds before it trained
+        return f"pruned {where}: {trial.user_attrs['too_short']}"
     if trial.state == TrialState.PRUNED:
         return (f"pruned after {step} {trial.user_attrs.get('pruned_after', trial.last_step)}: behind the trials "
                 f"that reached that {step}")
@@ -152,6 +154,7 @@ def plot_curves(rows: list[dict[str, Any]], winner: int | None, *, step: str = "
         if row["state"] == "pruned":
             ax.plot(epochs[-1], values[-1], "x", color="red")
     ax.set_xlabel(step)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and folds are whole
     ax.set_ylabel("best validation score so far" if step == "epoch" else "mean validation score of the folds so far")
     ax.set_title("every trial (dashed and x: pruned there)")
     ax.grid(alpha=0.3)
