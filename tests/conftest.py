@@ -39,6 +39,22 @@ def _private_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CELLTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("image_cache")))
 
 
+@pytest.fixture
+def scored_by_lr(monkeypatch):
+    """A learner whose validation score is set by its learning rate (0.9 at 0.01 and above, else 0.1), so which
+    trial of a search is behind does not hang on what 2 steps of a random network learn."""
+    from celltune.training.callbacks import RunRecorder
+
+    real = RunRecorder.on_validation_end
+
+    def on_validation_end(self, trainer, module):
+        real(self, trainer, module)
+        if not trainer.sanity_checking:
+            self.best_score = 0.9 if module.optim.lr >= 0.01 else 0.1
+
+    monkeypatch.setattr(RunRecorder, "on_validation_end", on_validation_end)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """train/val/test class folders of 32 px synthetic cells: 6 classes, 6/3/3 images each."""

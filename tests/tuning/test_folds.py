@@ -65,21 +65,6 @@ def test_folds_hold_out_every_training_and_validation_image_once_groups_whole_an
         fold_splits(found, ["/gone.png"], 1)
 
 
-@pytest.fixture
-def scored_by_lr(monkeypatch):
-    """Validation scores set by the learning rate (0.9 at 0.01, else 0.1), whatever 2 steps of a network learn."""
-    from celltune.training.callbacks import RunRecorder
-
-    real = RunRecorder.on_validation_end
-
-    def on_validation_end(self, trainer, module):
-        real(self, trainer, module)
-        if not trainer.sanity_checking:
-            self.best_score = 0.9 if module.optim.lr >= 0.01 else 0.1
-
-    monkeypatch.setattr(RunRecorder, "on_validation_end", on_validation_end)
-
-
 def predicted_paths(run: Path) -> set[str]:
     with (run / "predictions.csv").open() as f:
         return {row["path"] for row in csv.DictReader(f)}

@@ -15,7 +15,6 @@ from optuna.trial import TrialState
 from celltune.config.recipes import load_config
 from celltune.errors import ConfigError
 from celltune.metrics.results import RunMetrics
-from celltune.training.callbacks import RunRecorder
 from celltune.tuning.search import new_tune, read_settings, run_tune
 from celltune.tuning.study import FIRST_RUNG_EPOCHS, spent_seconds
 
@@ -33,20 +32,6 @@ start_with:
 def study_of(tune_dir) -> optuna.Study:
     settings = read_settings(tune_dir)
     return optuna.load_study(study_name=settings.study, storage=settings.storage)
-
-
-@pytest.fixture
-def scored_by_lr(monkeypatch):
-    """A learner whose validation score is set by its learning rate (0.9 at 0.01 and above, else 0.1), so which
-    trial is behind does not hang on what 2 steps of a random network learn."""
-    real = RunRecorder.on_validation_end
-
-    def on_validation_end(self, trainer, module):
-        real(self, trainer, module)
-        if not trainer.sanity_checking:
-            self.best_score = 0.9 if module.optim.lr >= 0.01 else 0.1
-
-    monkeypatch.setattr(RunRecorder, "on_validation_end", on_validation_end)
 
 
 @pytest.mark.slow
