@@ -40,6 +40,8 @@ def splits(*, val: int, groups: int = 0) -> LabelledSplits:
 def test_auto_chooses_on_folds_only_where_validation_is_small():
     assert resolve_folds("auto", splits(val=SMALL_VALIDATION - 1)) == AUTO_FOLDS
     assert resolve_folds("auto", splits(val=SMALL_VALIDATION)) == 1
+    assert resolve_folds("auto", splits(val=10, groups=2)) == 2 * 2  # 2 groups in each of train and val: 4 folds
+    assert resolve_folds("auto", splits(val=10, groups=1)) == 2  # one group each: two folds, one group each
     assert resolve_folds("3", splits(val=10)) == 3 and resolve_folds(1, splits(val=10)) == 1
     for wrong in ("0", "many"):
         with pytest.raises(ConfigError, match=rf"--folds {wrong}: give"):

@@ -74,7 +74,8 @@ def register(sub) -> None:
     p.add_argument("--folds", default="auto", metavar="N|auto",
                    help="choose trials on N folds of the training and validation images together (groups whole), "
                    "then train the winner once more on the training split; 1: on the validation split alone. auto "
-                   f"(default): {AUTO_FOLDS} where validation holds fewer than {SMALL_VALIDATION} images, else 1")
+                   f"(default): {AUTO_FOLDS} (at most one a group) where validation holds fewer than "
+                   f"{SMALL_VALIDATION} images, else 1")
     p.add_argument("--resume", metavar="TUNE_DIR", help="continue a search, or join one from another process")
     add_config_flags(p)
     p.set_defaults(func=cmd_tune)

@@ -40,12 +40,14 @@ def resolve_folds(folds: int | str, found: LabelledSplits) -> int:
     """``--folds``: a number (1: the validation split), or ``auto``."""
     if folds == "auto":
         val = len(found.splits.get("val", []))
-        if val >= SMALL_VALIDATION:
+        groups = {s.group for split in ("train", "val") for s in found.splits.get(split, [])}
+        k = AUTO_FOLDS if None in groups else min(AUTO_FOLDS, len(groups))  # groups whole: at most one fold each
+        if val >= SMALL_VALIDATION or k < 2:
             return 1
         log.info("--folds auto: %d validation images (fewer than %d), so trials are chosen on %d-fold "
                  "cross-validation of the training and validation images (--folds 1 chooses on validation alone)",
-                 val, SMALL_VALIDATION, AUTO_FOLDS)
-        return AUTO_FOLDS
+                 val, SMALL_VALIDATION, k)
+        return k
     try:
         k = int(folds)
     except ValueError:
