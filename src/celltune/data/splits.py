@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from celltune.data.samples import Sample, multi_hot
 from celltune.errors import DataError, GroupSplitError
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,17 @@ def kfold(labels: list[int] | np.ndarray, groups: Sequence[str] | None, *, folds
         _every_class_in_every_fold(labels, folds, class_names)
         splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels)
     return [sorted(test.tolist()) for _, test in splits]
+
+
+def sample_folds(samples: Sequence[Sample], class_names: Sequence[str], *, folds: int, seed: int) -> list[list[int]]:
+    """``kfold`` of labelled samples: their class indices (multi-hot rows for multi-label) and, where they have
+    them, their groups."""
+    if any(isinstance(s.label, tuple) for s in samples):
+        labels = multi_hot([s.label for s in samples], len(class_names))  # type: ignore[misc]
+    else:
+        labels = np.array([s.label for s in samples])
+    groups = [str(s.group) for s in samples] if samples and samples[0].group is not None else None
+    return kfold(labels, groups, folds=folds, seed=seed, class_names=class_names)
 
 
 def _every_class_in_every_fold(labels: np.ndarray, folds: int, class_names: Sequence[str] | None) -> None:

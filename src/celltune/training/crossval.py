@@ -26,7 +26,7 @@ from celltune.data import csvfiles
 from celltune.data.class_choice import ClassChoice
 from celltune.data.discovery import discover_pool, split_samples
 from celltune.data.samples import LabelledSplits, Sample, multi_hot
-from celltune.data.splits import kfold
+from celltune.data.splits import sample_folds
 from celltune.errors import ConfigError, DataError, MissingError
 from celltune.metrics.classification import classification_metrics
 from celltune.metrics.multilabel import multilabel_metrics
@@ -43,12 +43,8 @@ SUMMARY_SECONDS = 15.0  # the pooled result, its bootstrap intervals and cv.html
 def plan_folds(found: LabelledSplits, *, folds: int, seed: int, val_fraction: float) -> list[dict[str, list[str]]]:
     """For each fold, the paths of its train, val and test images: every image is a test image once."""
     pool = found.samples
-    multilabel = found.multilabel
-    labels = multi_hot([s.label for s in pool], len(found.class_names)) if multilabel else np.array(  # type: ignore
-        [s.label for s in pool])
-    groups = [str(s.group) for s in pool] if pool and pool[0].group is not None else None
     plan = []
-    for test in kfold(labels, groups, folds=folds, seed=seed, class_names=found.class_names):
+    for test in sample_folds(pool, found.class_names, folds=folds, seed=seed):
         held_out = set(test)
         rest = [s for i, s in enumerate(pool) if i not in held_out]
         (train, val, _), _ = split_samples(rest, len(found.class_names), seed=seed,

@@ -60,15 +60,11 @@ def resolve_folds(folds: int | str, found: LabelledSplits) -> int:
 def plan_search_folds(found: LabelledSplits, *, folds: int, seed: int) -> list[list[str]]:
     """The held-out image paths of each fold: the training and validation images together, stratified, groups
     whole; every one is held out once. Test images are in none."""
-    from celltune.data.samples import multi_hot
-    from celltune.data.splits import kfold
+    from celltune.data.splits import sample_folds
 
     pool = [*found.splits.get("train", []), *found.splits.get("val", [])]
-    labels = (multi_hot([s.label for s in pool], len(found.class_names)) if found.multilabel  # type: ignore[misc]
-              else np.array([s.label for s in pool]))
-    groups = [str(s.group) for s in pool] if pool and pool[0].group is not None else None
     return [[str(pool[i].path) for i in held]
-            for held in kfold(labels, groups, folds=folds, seed=seed, class_names=found.class_names)]
+            for held in sample_folds(pool, found.class_names, folds=folds, seed=seed)]
 
 
 def write_plan(tune_dir: Path, plan: list[list[str]]) -> None:
