@@ -120,6 +120,7 @@ def main() -> int:
     p.add_argument("--flip", type=float, default=0.05, help="share of the labels flipped")
     p.add_argument("--budget", default="10m", help="the whole cross-validation's time budget")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=1, help="cross-validations on new folds, probabilities averaged")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default="runs/trust")
     args = p.parse_args()
@@ -142,7 +143,7 @@ def main() -> int:
                                "accept": list(dataset.accept) or None, "time_budget": args.budget,
                                "out_dir": str(out), "name": f"{dataset.name}-cv-{stamp}"})
     start = time.perf_counter()
-    parent = run_cv(config, folds=args.folds)
+    parent = run_cv(config, folds=args.folds, repeats=args.repeats)
     with (parent / "label_issues.csv").open() as f:
         ranked = list(csv.DictReader(f))
     top = ranked[: round(args.flip * len(ranked))]
@@ -150,7 +151,7 @@ def main() -> int:
     flagged = [r for r in ranked if r["flagged"] == "1"]
     flagged_hits = sum(r["path"] in flipped for r in flagged)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "dataset": dataset.name, "images": len(ranked),
-               "flipped": len(flipped), "budget": args.budget, "folds": args.folds,
+               "flipped": len(flipped), "budget": args.budget, "folds": args.folds, "repeats": args.repeats,
                "top": len(top), "top_precision": hits / len(top), "top_recall": hits / len(flipped),
                "flagged": len(flagged), "flagged_precision": flagged_hits / len(flagged) if flagged else None,
                "flagged_recall": flagged_hits / len(flipped),

@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 
 from celltune.cli import main
+from celltune.config.recipes import load_config
 from celltune.data.discovery import discover, discover_pool
 from celltune.errors import ConfigError, MissingError
 from celltune.predict.predictor import Prediction
 from celltune.predict.to_csv import write_predictions_csv
-from celltune.training.crossval import PLAN, _oof, fold_count, plan_folds, run_cv
+from celltune.training.crossval import PLAN, fold_count, plan_folds, run_cv
+from celltune.training.cv_summary import write_oof
 from celltune.training.module import CellClassifier
 
 from conftest import history, png, quick_config
@@ -134,7 +136,7 @@ def test_out_of_fold_table_keeps_names_that_look_like_formulas_as_text_guarded_o
         (tmp_path / f"fold-{k}").mkdir()
         write_predictions_csv(tmp_path / f"fold-{k}" / "predictions.csv", [Prediction(Path(path), [0.8, 0.2])], names,
                               labels=[1])
-    header, rows = _oof(tmp_path, 2)
+    header, rows = write_oof(tmp_path, 2)
     assert [(r["fold"], r["path"], r["true"], r["predicted"]) for r in rows] == [
         ("1", "@one.png", "b", "=cmd"), ("2", "-two.png", "b", "=cmd")]
     raw = list(csv.reader((tmp_path / "oof_predictions.csv").open(newline="")))
@@ -175,31 +177,52 @@ def test_two_slides_cross_validate_without_validation(tmp_path):
     assert [(len(f["train"]), len(f["val"]), len(f["test"])) for f in plan] == [(8, 0, 8), (8, 0, 8)]
 
 
-def test_folds_run_as_separate_jobs_then_collected_match_the_plan(patients, tmp_path, capsys):
-    """A cluster's way: plan, run each fold on its own (in any order, as array jobs would), collect."""
+def test_repeated_folds_run_as_separate_jobs_then_collected_rank_labels_on_averaged_probabilities(patients, tmp_path,
+                                                                                                   capsys):
+    """A cluster's way: plan 2 folds twice over (--repeats 2), run each fold on its own (in any order, as array jobs
+    would), collect."""
     common = ["--model", "mobilenet_v2", "--no-pretrained", "--image-size", "16", "--epochs", "1", "--batch-size", "8",
               "--max-steps-per-epoch", "1", "--num-workers", "0", "--bootstrap", "0"]
-    assert main(["-q", "cv", "--data", str(patients), "--folds", "2", "--plan-only", "--out-dir", str(tmp_path),
-                 "--name", "jobs", *common]) == 0
+    assert main(["-q", "cv", "--data", str(patients), "--folds", "2", "--repeats", "2", "--plan-only", "--out-dir",
+                 str(tmp_path), "--name", "jobs", *common]) == 0
     parent = tmp_path / "jobs"
-    assert "--fold K" in capsys.readouterr().out and (parent / PLAN).is_file()
+    out = capsys.readouterr().out
+    assert "--fold K" in out and "array 1-4" in out and (parent / PLAN).is_file()
     assert not any(parent.glob("fold-*"))  # planned only
     assert main(["-q", "cv", "--data", str(patients), "--fold", "1", *common]) == 2
-    assert main(["-q", "cv", "--resume", str(parent), "--fold", "3"]) == 2
+    assert main(["-q", "cv", "--resume", str(parent), "--fold", "5"]) == 2
     errors = capsys.readouterr().err
-    assert "--resume CV_DIR --fold K" in errors and "folds 1 to 2" in errors
+    assert "--resume CV_DIR --fold K" in errors and "folds 1 to 4" in errors
     assert main(["-q", "cv", "--resume", str(parent), "--fold", "2"]) == 0  # in any order, as array jobs run
     assert (parent / "fold-2" / "metrics.json").is_file() and not (parent / "fold-1").exists()
     assert not (parent / "cv.json").exists()  # a single fold writes no summary
     assert main(["-q", "cv", "--collect", str(parent)]) != 0
-    assert "fold(s) 1 of 2 not finished" in capsys.readouterr().err
-    assert main(["-q", "cv", "--resume", str(parent), "--fold", "1"]) == 0
+    assert "fold(s) 1, 3, 4 of 4 not finished" in capsys.readouterr().err
+    for k in (4, 1, 3):
+        assert main(["-q", "cv", "--resume", str(parent), "--fold", str(k)]) == 0
     assert main(["-q", "cv", "--collect", str(parent)]) == 0
+    assert "mean +- std" in capsys.readouterr().out
     s = json.loads((parent / "cv.json").read_text())
     plan = json.loads((parent / PLAN).read_text())["plan"]
     with (parent / "oof_predictions.csv").open() as f:
         oof = list(csv.DictReader(f))
-    assert [row["fold"] for row in s["per_fold"]] == [1, 2] and s["images"] == 60
-    planned = {(str(k), path) for k, fold in enumerate(plan, 1) for path in fold["test"]}
-    assert {(r["fold"], r["path"]) for r in oof} == planned
-    assert "mean +- std" in capsys.readouterr().out
+    assert [(row["fold"], row["repeat"]) for row in s["per_fold"]] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert s["images"] == 60 and s["repeats"] == 2
+    planned = {(str(k), str((k + 1) // 2), path) for k, fold in enumerate(plan, 1) for path in fold["test"]}
+    assert {(r["fold"], r["repeat"], r["path"]) for r in oof} == planned and len(oof) == 120
+    everything = sorted(str(p) for p in patients.rglob("*.png"))
+    assert [sorted(plan[0]["test"] + plan[1]["test"]), sorted(plan[2]["test"] + plan[3]["test"])] == [everything] * 2
+    assert {frozenset(plan[0]["test"]), frozenset(plan[1]["test"])} != {frozenset(plan[2]["test"]),
+                                                                       frozenset(plan[3]["test"])}  # new folds
+    assert [load_config(parent / f"fold-{k}" / "config.yaml").data.seed for k in (1, 2, 3, 4)] == [0, 0, 1, 1]
+    first = [r for r in oof if r["repeat"] == "1"]  # the pooled result: the first repeat, each image once
+    assert s["pooled"]["accuracy"] == pytest.approx(sum(r["true"] == r["predicted"] for r in first) / 60)
+    # each image's label quality: the probability of its given label, averaged over its two held-out predictions
+    given = {}
+    for r in oof:
+        given.setdefault(r["path"], []).append(float(r[f"p_{r['true']}"]))
+    with (parent / "label_issues.csv").open() as f:
+        issues = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in issues) == everything
+    assert all(float(r["label_quality"]) == pytest.approx(sum(given[r["path"]]) / 2, abs=2e-6) for r in issues)
+    assert "2 repeats on new folds" in (parent / "cv.html").read_text()

@@ -29,7 +29,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     import json
 
     from celltune.errors import ConfigError
-    from celltune.training.crossval import collect_cv, run_cv
+    from celltune.training.crossval import collect_cv, fold_runs, run_cv
 
     if (args.resume or args.collect) and (given_options(args) or args.recipe):
         raise ConfigError("--resume and --collect take a cross-validation as it was set up: give them alone")
@@ -40,11 +40,12 @@ def cmd_cv(args: argparse.Namespace) -> int:
         parent = collect_cv(args.collect)
     else:
         config = _train_config(argparse.Namespace(**{**vars(args), "resume": None}))
-        parent = run_cv(config, folds=args.folds, resume=args.resume, fold=args.fold, plan_only=args.plan_only)
+        parent = run_cv(config, folds=args.folds, repeats=args.repeats, resume=args.resume, fold=args.fold,
+                        plan_only=args.plan_only)
         if args.plan_only:
-            folds = json.loads((parent / "cv_plan.json").read_text())["folds"]
-            print(f"planned {folds} folds: {parent}\nrun each fold (any machine that sees this folder), e.g. as a "
-                  f"SLURM array 1-{folds}:\n  celltune cv --resume {parent} --fold K\nthen:\n  celltune cv "
+            runs = fold_runs(json.loads((parent / "cv_plan.json").read_text()))
+            print(f"planned {runs} fold runs: {parent}\nrun each (any machine that sees this folder), e.g. as a "
+                  f"SLURM array 1-{runs}:\n  celltune cv --resume {parent} --fold K\nthen:\n  celltune cv "
                   f"--collect {parent}")
             return 0
         if args.fold is not None:
@@ -53,13 +54,17 @@ def cmd_cv(args: argparse.Namespace) -> int:
             return 0
     s = json.loads((parent / "cv.json").read_text())
     widths = {m: max(len(s["labels"][m]), 17) + 3 for m in s["headline"]}
-    print(f"\n{s['folds']}-fold cross-validation, {s['images']} images: {parent}\n")
+    repeats = s.get("repeats", 1)
+    print(f"\n{s['folds']}-fold cross-validation{f', {repeats} times on new folds' if repeats > 1 else ''}, "
+          f"{s['images']} images: {parent}\n")
     print(f"{'':<20}" + "".join(f"{s['labels'][m]:>{widths[m]}}" for m in s["headline"]))
     for row in s["per_fold"]:
-        print(f"{'fold ' + str(row['fold']):<20}" + "".join(f"{row[m]:>{widths[m]}.4f}" for m in s["headline"]))
+        name = f"fold {row['fold']}" + (f" (repeat {row['repeat']})" if repeats > 1 else "")
+        print(f"{name:<20}" + "".join(f"{row[m]:>{widths[m]}.4f}" for m in s["headline"]))
     print(f"{'mean +- std':<20}" + "".join(f"{s['mean'][m]:.4f} +- {s['std'][m]:.4f}".rjust(widths[m])
                                           for m in s["headline"]))
-    print(f"{'pooled out-of-fold':<20}" + "".join(f"{s['pooled'][m]:>{widths[m]}.4f}" for m in s["headline"]))
+    pooled = "pooled out-of-fold" + (" (repeat 1)" if repeats > 1 else "")
+    print(f"{pooled:<20}" + "".join(f"{s['pooled'][m]:>{widths[m]}.4f}" for m in s["headline"]))
     if s["pooled"].get("ci"):
         print(f"{'  95% CI':<20}" + "".join("{:.4f}-{:.4f}".format(*s["pooled"]["ci"][m]).rjust(widths[m])
                                             for m in s["headline"]))
@@ -105,6 +110,11 @@ def register(sub) -> None:
     p.add_argument("--folds", type=_folds, default=5, metavar="N|groups",
                    help="folds, every image held out once (default: 5); groups: one fold per group of --groups, each "
                    "held out in turn (leave one group out)")
+    p.add_argument("--repeats", type=int, default=1, metavar="R",
+                   help="cross-validate R times, each on new folds with a new seed (R times the fold runs, sharing a "
+                   "--time-budget); label_issues.csv then ranks on the out-of-fold probabilities averaged over the "
+                   "repeats, which finds wrong labels more surely; the pooled result is the first repeat's "
+                   "(default: 1)")
     p.add_argument("--recipe", "--config", dest="recipe", metavar="NAME|FILE",
                    help="a packaged recipe or a YAML file; flags given here override it")
     p.add_argument("--resume", metavar="CV_DIR", help="continue a killed cross-validation with its unfinished folds")

@@ -221,17 +221,26 @@ def _label_issues(issues: dict | None) -> str:
             f'<div class="cams">{figures}</div>')
 
 
+def _repeated(repeats: int) -> str:
+    return (f", in each of {repeats} repeats on new folds (labels that look wrong are ranked on the out-of-fold "
+            "probabilities averaged over the repeats)") if repeats > 1 else ""
+
+
 def write_cv_report(parent: Path, summary: dict) -> Path:
     """``parent/cv.html``: the folds side by side, mean and standard deviation, per-class numbers across folds and
     the pooled out-of-fold result with its confusion matrix (single-label)."""
     headline, labels, pooled = summary["headline"], summary["labels"], summary["pooled"]
-    rows = [[f"fold {r['fold']}", str(r["images"]), *(_fmt(r[m]) for m in headline)] for r in summary["per_fold"]]
+    repeats = summary.get("repeats", 1)
+    names = [f"fold {r['fold']}" + (f" (repeat {r['repeat']})" if repeats > 1 else "") for r in summary["per_fold"]]
+    rows = [[name, str(r["images"]), *(_fmt(r[m]) for m in headline)]
+            for name, r in zip(names, summary["per_fold"], strict=True)]
     rows.append(["mean ± std", "", *(f"{summary['mean'][m]:.4f} ± {summary['std'][m]:.4f}" for m in headline)])
     def with_ci(numbers: dict, m: str) -> str:
         low_high = numbers.get("ci", {}).get(m)
         return _fmt(numbers[m]) + (f" ({low_high[0]:.4f} – {low_high[1]:.4f})" if low_high else "")
 
-    rows.append(["pooled out-of-fold", str(summary["images"]), *(with_ci(pooled, m) for m in headline)])
+    pooled_name = "pooled out-of-fold" + (" (repeat 1)" if repeats > 1 else "")
+    rows.append([pooled_name, str(summary["images"]), *(with_ci(pooled, m) for m in headline)])
     clean = pooled.get("without_twins")
     if clean and clean["images"]:  # held-out images with an exact copy in their fold's training part left out
         rows.append(["pooled, without images seen in their fold's training", str(clean["images"]),
@@ -250,13 +259,14 @@ def write_cv_report(parent: Path, summary: dict) -> Path:
 <html lang="en"><head><meta charset="utf-8"><title>celltune cross-validation: {html.escape(parent.name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>celltune cross-validation: {html.escape(parent.name)}</h1>
-<p>{summary['folds']} folds; every one of the {summary['images']} images held out once. Each fold is a run directory
-(<code>fold-1</code> ...) with its own report; <code>oof_predictions.csv</code> holds the out-of-fold predictions.</p>
+<p>{summary['folds']} folds; every one of the {summary['images']} images held out once{_repeated(repeats)}.
+Each fold is a run directory (<code>fold-1</code> ...) with its own report; <code>oof_predictions.csv</code> holds the
+out-of-fold predictions.</p>
 {left_out_html(summary.get("classes_left_out", {}))}
 <h2>Per fold</h2>
 {html_table(["", "images", *(labels[m] for m in headline)], rows)}
 <h2>Per class ({html.escape(metric)} across folds)</h2>
-{html_table(["class", "mean ± std", *(f"fold {k}" for k in range(1, summary['folds'] + 1))], per_class)}
+{html_table(["class", "mean ± std", *(f"fold {r['fold']}" for r in summary['per_fold'])], per_class)}
 {matrix}
 {_label_issues(summary.get("label_issues"))}
 </body></html>
