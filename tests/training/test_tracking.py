@@ -84,3 +84,26 @@ def test_a_tracker_whose_package_is_missing_names_the_install(tmp_path, monkeypa
     with pytest.raises(ConfigError, match=r"--logger mlflow needs the mlflow-skinny package: pip install "
                                           r"'celltune\[tracking\]'.* or leave mlflow out of --logger"):
         tracking.make_loggers(config.output, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_is_failed_in_mlflow_before_training_and_after_it(tiny_data, tmp_path, monkeypatch):
+    """Before: left RUNNING (nothing closed it); after: FINISHED (Lightning closes its loggers as a success when
+    training ends, before the best checkpoint is scored)."""
+    from mlflow.tracking import MlflowClient
+
+    from celltune.training import fit as fitting
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    config = quick_config(tiny_data, tmp_path / "runs", epochs=1, logger=["mlflow"], experiment="cells", bootstrap=0)
+    for name in ("make_trainer", "finish_run"):  # before the first epoch; after the last
+        with monkeypatch.context() as patched:
+            patched.setattr(fitting, name, broken)
+            with pytest.raises(RuntimeError, match="disk full"):
+                fit(config.updated(name=name))
+    client = MlflowClient(tracking_uri=tracking.tracking_uri(config.output))
+    runs = client.search_runs([client.get_experiment_by_name("cells").experiment_id])
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("finish_run", "FAILED"),
+                                                                      ("make_trainer", "FAILED")]

@@ -170,10 +170,11 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
                                   max_epochs=min(given_epochs or MAX_EPOCHS, MAX_EPOCHS), path=run_dir / PLAN)
             callbacks.append(keeper)
         loggers = tracking.make_loggers(config.output, run_dir)
-        if global_rank() == 0:
-            tracking.start(loggers, config, run_dir, resumed=resume is not None)
-        trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks,
-                               deadline=keeper.deadline if keeper else None, validate=validate, loggers=loggers)
+        with tracking.failed_on_error(loggers):
+            if global_rank() == 0:
+                tracking.start(loggers, config, run_dir, resumed=resume is not None)
+            trainer = make_trainer(config, hardware, run_dir=run_dir, callbacks=callbacks,
+                                   deadline=keeper.deadline if keeper else None, validate=validate, loggers=loggers)
         log.info("hardware: %s, strategy %s, %s device(s) x %d node(s)", hardware, config.hardware.strategy,
                  config.hardware.devices, config.hardware.num_nodes)
     recorder = next(c for c in callbacks if isinstance(c, RunRecorder))
@@ -221,15 +222,16 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
                         ckpt_path=Path(resume) / LAST if resume is not None else None)
     if not run.trainer.is_global_zero or global_rank() != 0:
         return run.run_dir  # the final report is rank 0's
-    if not (run.run_dir / BEST).is_file():
-        raise MissingError(f"{run.run_dir}: training stopped before a validation pass; no checkpoint was written")
-    # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
-    history = run.recorder.history or read_history(run.run_dir / "history.csv")
-    scored = finish_run(run.run_dir, model=run.model, card=run.card, found=run.found, masks=run.datamodule.masks,
-                        history=history, batch_size=run.datamodule.batch_size * 2, tta=run.config.eval.tta,
-                        bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed, twinned=run.twinned,
-                        calibrate=run.config.eval.calibrate)
-    tracking.finish(run.trainer.loggers, run.run_dir, scored)
+    with tracking.failed_on_error(run.trainer.loggers):
+        if not (run.run_dir / BEST).is_file():
+            raise MissingError(f"{run.run_dir}: training stopped before a validation pass; no checkpoint was written")
+        # With ddp_spawn the epochs ran in child processes; rank 0 wrote the history to disk.
+        history = run.recorder.history or read_history(run.run_dir / "history.csv")
+        scored = finish_run(run.run_dir, model=run.model, card=run.card, found=run.found,
+                            masks=run.datamodule.masks, history=history, batch_size=run.datamodule.batch_size * 2,
+                            tta=run.config.eval.tta, bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed,
+                            twinned=run.twinned, calibrate=run.config.eval.calibrate)
+        tracking.finish(run.trainer.loggers, run.run_dir, scored)
     if run.keeper is not None:  # the plan as kept, and how the run ended against it
         plan, elapsed = run.keeper.plan, time.monotonic() - run.started
         write_json(run.run_dir / PLAN, {**plan.to_dict(), "epochs_run": len(history),

@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,19 @@ def start(loggers: Sequence[Logger], config: TrainConfig, run_dir: Path, *, resu
             log.info("MLflow run %s in %s", logger.run_id, uri)
         if not resumed:  # MLflow's parameters cannot change, and a resumed run's are the same
             logger.log_hyperparams(parameters(config))
+
+
+@contextmanager
+def failed_on_error(loggers: Sequence[Logger]) -> Iterator[None]:
+    """Trackers closed as failed when what runs inside fails: an MLflow run stays RUNNING otherwise (a failure
+    between its start and the first epoch), or reads FINISHED (Lightning closes the trackers as a success when
+    training ends, before the best checkpoint is scored and the report written)."""
+    try:
+        yield
+    except BaseException:
+        for logger in loggers:
+            logger.finalize("failed")
+        raise
 
 
 def log_epoch(loggers: Sequence[Logger], row: dict[str, float]) -> None:
