@@ -15,6 +15,7 @@ from celltune.cli.output import print_run
 from celltune.errors import ConfigError
 from celltune.training import budget
 from celltune.training.budget import (
+    FINISH_SECONDS,
     MARGIN,
     MIN_EPOCHS,
     BudgetKeeper,
@@ -44,11 +45,11 @@ def test_durations_parse_and_print():
 
 
 def test_plan_fills_the_budget_by_hand():
-    # An epoch: 1000 / 100 + 200 / 400 = 10.5 s. Finishing: 400 / 400 + 4 + 400 * 0.003 = 6.2 s.
-    # 600 s less 3% and 30 s spent leaves 552 s; (552 - 6.2) / 10.5 = 51.98 -> 51 epochs.
+    # An epoch: 1000 / 100 + 200 / 400 = 10.5 s. Finishing: 400 / 400 + 20 = 21 s.
+    # 600 s less 3% and 30 s spent leaves 552 s; (552 - 21) / 10.5 = 50.57 -> 50 epochs.
     plan = plan_run(budget=600, spent=30, speeds=[FAST], work=WORK, batch_size=64, size_fixed=False)
-    assert (plan.epochs, plan.image_size, plan.batch_size) == (51, 96, 64)
-    assert plan.epoch_seconds == pytest.approx(10.5) and plan.finish_seconds == pytest.approx(6.2)
+    assert (plan.epochs, plan.image_size, plan.batch_size) == (50, 96, 64)
+    assert plan.epoch_seconds == pytest.approx(10.5) and plan.finish_seconds == pytest.approx(1 + FINISH_SECONDS)
     whole = plan.spent_seconds + plan.epochs * plan.epoch_seconds + plan.finish_seconds
     assert whole <= 600 * (1 - MARGIN) < whole + plan.epoch_seconds  # fits, and one more epoch would not
 
@@ -56,8 +57,8 @@ def test_plan_fills_the_budget_by_hand():
 def test_plan_counts_ema_validation_and_tta_views():
     work = Workload(train_images=1000, val_images=200, test_images=400, val_passes=2, test_views=8)
     plan = plan_run(budget=600, spent=30, speeds=[FAST], work=work, batch_size=64, size_fixed=False)
-    # 10 + 2 * 0.5 = 11 s an epoch; 8 * 400 / 400 + 4 + 400 * 0.003 = 13.2 s to finish; (552 - 13.2) / 11 = 48.98
-    assert (plan.epoch_seconds, plan.epochs) == (11.0, 48) and plan.finish_seconds == pytest.approx(13.2)
+    # 10 + 2 * 0.5 = 11 s an epoch; 8 * 400 / 400 + 20 = 28 s to finish; (552 - 28) / 11 = 47.6
+    assert (plan.epoch_seconds, plan.finish_seconds, plan.epochs) == (11.0, 28.0, 47)
 
 
 def test_plan_respects_the_epoch_cap():
@@ -71,20 +72,18 @@ def test_tight_budget_falls_back_to_smaller_images_unless_the_size_was_given():
     slow = Speed(128, train_images_per_second=10.0, eval_images_per_second=40.0)  # 105 s an epoch at 128 px
     speeds = [slow, slow.scaled(96), slow.scaled(64)]
     assert speeds[1].train_images_per_second == pytest.approx(10 * (128 / 96) ** 2) and not speeds[1].measured
-    plan = plan_run(budget=580, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=False)
-    # 580 s less 3% and 30 s spent leaves 532.6 s. 128 px: finishing 400 / 40 + 4 + 1.2 = 15.2 s,
-    # (532.6 - 15.2) / 105 = 4.93 -> 4 < MIN_EPOCHS; 96 px: 59.06 s an epoch, finishing 400 / 71.1 + 5.2 = 10.8 s,
-    # (532.6 - 10.8) / 59.06 = 8.8 -> 8
+    plan = plan_run(budget=600, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=False)
+    # 128 px: (552 - 30) / 105 = 4.97 -> 4 < MIN_EPOCHS; 96 px: 59.06 s an epoch, (552 - 25.9) / 59.06 = 8.9 -> 8
     assert (plan.image_size, plan.epochs) == (96, 8) and plan.epochs >= MIN_EPOCHS
     assert "smaller images" in plan.reason
-    fixed = plan_run(budget=580, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=True)
+    fixed = plan_run(budget=600, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=True)
     assert (fixed.image_size, fixed.epochs) == (128, 4)
 
 
 def test_a_budget_too_small_for_one_epoch_says_what_would_do():
-    # 30 spent + 6.2 finishing + 10.5 an epoch = 46.7 s, over 0.97: 48.1 s, and a second more
-    with pytest.raises(ConfigError, match=r"not one epoch fits \(one takes ~10 s at 96 px.* give at least 0:49"):
-        plan_run(budget=45, spent=30, speeds=[FAST], work=WORK, batch_size=64, size_fixed=True)
+    # 30 spent + 21 finishing + 10.5 an epoch = 61.5 s, over 0.97: 63.4 s, and a second more
+    with pytest.raises(ConfigError, match=r"not one epoch fits \(one takes ~10 s at 96 px.* give at least 1:04"):
+        plan_run(budget=60, spent=30, speeds=[FAST], work=WORK, batch_size=64, size_fixed=True)
 
 
 class FakeClock:

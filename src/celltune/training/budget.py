@@ -29,11 +29,7 @@ from celltune.errors import ConfigError, TooShortError
 log = logging.getLogger(__name__)
 
 MARGIN = 0.03  # of the budget, left free for what no estimate sees (start-up, writing checkpoints)
-# Finishing beyond the test pass: the plots, pictures and HTML, and what grows with the scored images (predictions,
-# thumbnails, intervals, prediction sets); set from what finishing took in runs on the four datasets, where a fixed
-# 20 s had left small-data runs (tune's folds, cv's) ending a quarter of a minute early.
-FINISH_SECONDS = 4.0
-FINISH_SECONDS_PER_IMAGE = 0.003
+FINISH_SECONDS = 20.0  # the report beyond the test pass: plots, Grad-CAM pictures, bootstrap intervals
 MIN_EPOCHS = 5  # below this many epochs at the data's size, the planner tries smaller images
 MAX_EPOCHS = 100  # a generous budget on a small dataset plans at most this many (--epochs caps it lower)
 SIZE_STEP = 32
@@ -89,9 +85,8 @@ class Workload:
                 + self.val_passes * self.val_images / speed.eval_images_per_second)
 
     def finish_seconds(self, speed: Speed) -> float:
-        scored = self.test_images + self.calibration_images
-        return (scored * self.test_views / speed.eval_images_per_second
-                + FINISH_SECONDS + FINISH_SECONDS_PER_IMAGE * scored)
+        return ((self.test_images + self.calibration_images) * self.test_views / speed.eval_images_per_second
+                + FINISH_SECONDS)
 
 
 @dataclass(frozen=True)
