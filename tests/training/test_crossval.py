@@ -136,7 +136,7 @@ def test_out_of_fold_table_keeps_names_that_look_like_formulas_as_text_guarded_o
         (tmp_path / f"fold-{k}").mkdir()
         write_predictions_csv(tmp_path / f"fold-{k}" / "predictions.csv", [Prediction(Path(path), [0.8, 0.2])], names,
                               labels=[1])
-    header, rows = write_oof(tmp_path, 2)
+    header, rows = write_oof(tmp_path, folds=2)
     assert [(r["fold"], r["path"], r["true"], r["predicted"]) for r in rows] == [
         ("1", "@one.png", "b", "=cmd"), ("2", "-two.png", "b", "=cmd")]
     raw = list(csv.reader((tmp_path / "oof_predictions.csv").open(newline="")))

@@ -24,7 +24,7 @@ from celltune.data.samples import LabelledSplits, Sample
 from celltune.data.splits import sample_folds
 from celltune.errors import ConfigError, DataError, MissingError
 from celltune.training.callbacks import LAST
-from celltune.training.cv_summary import write_summary
+from celltune.training.cv_summary import repeat_of, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,9 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
             continue
         if state == "fresh" and fold_dir.exists():
             shutil.rmtree(fold_dir)  # only what a run writes before its first epoch (checked above)
-        repeat = (k - 1) // saved["folds"]
         # a repeat's runs start from their own seed: new initial heads and draws, as its folds are new
-        fold_config = config.updated(out_dir=str(parent), name=fold_dir.name, seed=saved["seed"] + repeat)
+        seed = saved["seed"] + repeat_of(k, saved["folds"]) - 1
+        fold_config = config.updated(out_dir=str(parent), name=fold_dir.name, seed=seed)
         if config.optim.time_budget and state == "fresh":
             if fold is not None:
                 share = budget_seconds(config) / runs

@@ -42,17 +42,19 @@ def write_summary(parent: Path, config, saved: dict, found: LabelledSplits, chec
     return parent
 
 
-def write_oof(parent: Path, runs: int, *, folds: int | None = None) -> tuple[list[str], list[dict[str, str]]]:
-    """oof_predictions.csv: every fold run's predictions on its held-out images, with the fold's number (and, where
-    there are ``folds`` to a repeat and more than one repeat, the repeat's)."""
-    repeated = folds is not None and runs > folds
+def repeat_of(k: int, folds: int) -> int:
+    """The repeat (1-based) that fold run ``k`` (1-based) belongs to, ``folds`` runs to a repeat."""
+    return (k - 1) // folds + 1
+
+
+def write_oof(parent: Path, *, folds: int, repeats: int = 1) -> tuple[list[str], list[dict[str, str]]]:
+    """oof_predictions.csv: every fold run's predictions on its held-out images, with the fold's number (and, with
+    more than one repeat, the repeat's)."""
     rows, header = [], []
-    for k in range(1, runs + 1):
+    for k in range(1, folds * repeats + 1):
         with csvfiles.open_csv(parent / f"fold-{k}" / "predictions.csv") as f:
             columns, fold_rows = csvfiles.read_dicts(f)
-            numbers = {"fold": str(k)}
-            if repeated:
-                numbers["repeat"] = str((k - 1) // folds + 1)  # type: ignore[operator]
+            numbers = {"fold": str(k), **({"repeat": str(repeat_of(k, folds))} if repeats > 1 else {})}
             header = [*numbers, *columns]
             rows += [{**numbers, **row} for row in fold_rows]
     with csvfiles.open_csv(parent / "oof_predictions.csv", "w") as f:
@@ -72,12 +74,12 @@ def summarize_cv(parent: Path, *, folds: int, found: LabelledSplits, repeats: in
             for k in range(1, folds * repeats + 1)]
     first = runs[0].result
     names, headline = first.class_names, list(first.headline())
-    per_fold = [{"fold": k, "repeat": (k - 1) // folds + 1, "images": r.result.num_samples, **r.result.headline()}
+    per_fold = [{"fold": k, "repeat": repeat_of(k, folds), "images": r.result.num_samples, **r.result.headline()}
                 for k, r in enumerate(runs, 1)]
     values = {m: np.array([row[m] for row in per_fold]) for m in headline}
     per_class_metric = "f1" if first.multilabel else "recall"
     per_class = {c: [getattr(r.result.per_class[i], per_class_metric) for r in runs] for i, c in enumerate(names)}
-    _, every = write_oof(parent, folds * repeats, folds=folds)
+    _, every = write_oof(parent, folds=folds, repeats=repeats)
     rows = [r for r in every if int(r["fold"]) <= folds]  # the first repeat: each image once
     label_of = {str(s.path): s.label for s in found.samples}
     probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
