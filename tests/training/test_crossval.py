@@ -193,6 +193,10 @@ def test_repeated_folds_run_as_separate_jobs_then_collected_rank_labels_on_avera
     assert main(["-q", "cv", "--resume", str(parent), "--fold", "5"]) == 2
     errors = capsys.readouterr().err
     assert "--resume CV_DIR --fold K" in errors and "folds 1 to 4" in errors
+    for other in (["--repeats", "3"], ["--folds", "5"]):  # the plan's folds and repeats, never silently others
+        assert main(["-q", "cv", "--resume", str(parent), "--fold", "2", *other]) == 2
+        assert "folds and repeats in CV_DIR): give them alone" in capsys.readouterr().err
+    assert not (parent / "fold-2").exists()
     assert main(["-q", "cv", "--resume", str(parent), "--fold", "2"]) == 0  # in any order, as array jobs run
     assert (parent / "fold-2" / "metrics.json").is_file() and not (parent / "fold-1").exists()
     assert not (parent / "cv.json").exists()  # a single fold writes no summary

@@ -31,8 +31,11 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from celltune.errors import ConfigError
     from celltune.training.crossval import collect_cv, fold_runs, run_cv
 
-    if (args.resume or args.collect) and (given_options(args) or args.recipe):
-        raise ConfigError("--resume and --collect take a cross-validation as it was set up: give them alone")
+    if (args.resume or args.collect) and (given_options(args) or args.recipe or args.folds is not None
+                                          or args.repeats is not None):
+        # the folds and repeats are the plan's (CV_DIR/cv_plan.json): a --repeats 3 here would do nothing
+        raise ConfigError("--resume and --collect take a cross-validation as it was set up (its options, folds and "
+                          "repeats in CV_DIR): give them alone; for other folds or repeats start a new one")
     if args.fold is not None and not args.resume:
         raise ConfigError("--fold K trains one fold of a planned cross-validation: celltune cv --resume CV_DIR "
                           "--fold K (plan one with celltune cv --data DATA --folds N --plan-only)")
@@ -40,7 +43,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
         parent = collect_cv(args.collect)
     else:
         config = _train_config(argparse.Namespace(**{**vars(args), "resume": None}))
-        parent = run_cv(config, folds=args.folds, repeats=args.repeats, resume=args.resume, fold=args.fold,
+        parent = run_cv(config, folds=5 if args.folds is None else args.folds,
+                        repeats=1 if args.repeats is None else args.repeats, resume=args.resume, fold=args.fold,
                         plan_only=args.plan_only)
         if args.plan_only:
             runs = fold_runs(json.loads((parent / "cv_plan.json").read_text()))
@@ -107,10 +111,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("cv", help="stratified (grouped) k-fold cross-validation: a run per fold, mean +- std, "
                        "pooled out-of-fold result")
-    p.add_argument("--folds", type=_folds, default=5, metavar="N|groups",
+    p.add_argument("--folds", type=_folds, metavar="N|groups",
                    help="folds, every image held out once (default: 5); groups: one fold per group of --groups, each "
                    "held out in turn (leave one group out)")
-    p.add_argument("--repeats", type=int, default=1, metavar="R",
+    p.add_argument("--repeats", type=int, metavar="R",
                    help="cross-validate R times, each on new folds with a new seed (R times the fold runs, sharing a "
                    "--time-budget); label_issues.csv then ranks on the out-of-fold probabilities averaged over the "
                    "repeats, which finds wrong labels more surely; the pooled result is the first repeat's "
