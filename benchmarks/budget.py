@@ -40,12 +40,12 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
 from celltune.config import config_from_dict
+from celltune.config.durations import parse_duration
 from celltune.data.samples import LabelledSplits
 from celltune.metrics.classification import classification_metrics
 from celltune.metrics.results import result_from_dict
 from celltune.metrics.stats import bootstrap_intervals
 from celltune.models.factory import create_model
-from celltune.training.budget import parse_duration
 from celltune.training.preflight import check_data, find_data
 from celltune.tuning.search import new_tune, run_tune
 

@@ -30,11 +30,11 @@ from typing import Any
 from hep2 import CHOSEN_MODEL, FOUNDATION
 
 from celltune.config import TrainConfig, config_from_dict, flat_names
+from celltune.config.durations import parse_duration
 from celltune.config.recipes import load_config
 from celltune.errors import CelltuneError
 from celltune.metrics.results import result_from_dict
 from celltune.models.checkpoint import BEST, read_checkpoint
-from celltune.training.budget import parse_duration
 from celltune.training.fit import fit
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import torch
 from celltune.config import TrainConfig
 from celltune.data.samples import LabelledSplits
 from celltune.data.transforms import TTA_VIEWS
-from celltune.errors import ConfigError, TooShortError
+from celltune.errors import TooShortError
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +33,6 @@ MAX_EPOCHS = 100  # a generous budget on a small dataset plans at most this many
 SIZE_STEP = 32
 RECENT = 3  # the epochs whose mean time predicts the next ones
 PLAN = "plan.json"
-
-
-def parse_duration(text: str, *, flag: str) -> timedelta:
-    """'10m', '30s', '1.5h' (a plain number: minutes) -> timedelta; ConfigError naming ``flag`` otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if match is None or float(match.group(1)) <= 0:
-        raise ConfigError(f"{flag} {text!r}: give a duration such as 10m, 30s or 1.5h")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "": "minutes"}[match.group(2)]
-    return timedelta(**{unit: float(match.group(1))})
 
 
 def clock(seconds: float) -> str:

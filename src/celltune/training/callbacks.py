@@ -13,11 +13,11 @@ import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from celltune.config import OptimConfig
+from celltune.config.durations import parse_duration
 from celltune.data.sampling import gather_objects, rng_states, set_rng_states
 from celltune.models.checkpoint import BEST, ModelCard, save_checkpoint
 from celltune.reports.run_files import write_history
 from celltune.training import tracking
-from celltune.training.budget import parse_duration
 from celltune.training.datamodule import CellDataModule
 from celltune.training.module import CellClassifier
 

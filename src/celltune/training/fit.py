@@ -18,6 +18,7 @@ from torch import nn
 from celltune.audit.findings import Audit
 from celltune.audit.leaks import twins_in_training
 from celltune.config import DEFAULT_EPOCHS, TrainConfig
+from celltune.config.durations import parse_duration
 from celltune.config.recipes import save_config
 from celltune.data.discovery import split_record, summarize
 from celltune.data.images import dataset_mean_std, load_input, set_max_image_pixels
@@ -34,7 +35,6 @@ from celltune.training.budget import (
     PLAN,
     BudgetKeeper,
     Plan,
-    parse_duration,
     planned_epochs,
     workload,
 )

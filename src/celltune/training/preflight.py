@@ -10,6 +10,7 @@ from celltune.audit import accepted
 from celltune.audit.check import audit
 from celltune.audit.findings import Audit, format_findings
 from celltune.config import DataConfig, TrainConfig
+from celltune.config.durations import parse_duration
 from celltune.data.class_choice import ClassChoice
 from celltune.data.discovery import discover
 from celltune.data.images import ChannelFiles
@@ -18,7 +19,6 @@ from celltune.errors import ConfigError, DataError, MissingError
 from celltune.metrics.results import ClassificationResult, MultilabelResult
 from celltune.models.factory import resolve_name
 from celltune.progress import bar
-from celltune.training.budget import parse_duration
 from celltune.training.callbacks import LAST
 from celltune.training.runtime import launched_externally
 

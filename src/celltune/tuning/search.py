@@ -28,9 +28,9 @@ import yaml
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from celltune.config import TrainConfig, config_from_dict
+from celltune.config.durations import parse_duration
 from celltune.data.samples import LabelledSplits
 from celltune.errors import ConfigError, ExistsError, MissingError, TooShortError
-from celltune.training.budget import parse_duration
 from celltune.training.callbacks import RunRecorder
 from celltune.training.defaults import image_size_for
 from celltune.tuning import folds as cv
