@@ -41,9 +41,9 @@ def test_cache_is_reused_and_rebuilt_when_a_file_or_option_changes(tmp_path):
     samples = [s for split in discover(root, val_fraction=0.34, test_fraction=0.0).splits.values() for s in split]
     cache = tmp_path / "cache"
     first = build_cache(samples, size=16, channels=None, intensity="scale", cache_dir=cache)
-    built_at = (first.directory / "index.json").stat().st_mtime_ns
+    built_at = first.shards[0].stat().st_mtime_ns
     assert build_cache(samples, size=16, channels=None, intensity="scale", cache_dir=cache) == first
-    assert (first.directory / "index.json").stat().st_mtime_ns == built_at  # a hit: not rebuilt
+    assert first.shards[0].stat().st_mtime_ns == built_at  # a hit: not rebuilt
     assert build_cache(samples, size=20, channels=None, intensity="scale", cache_dir=cache) != first
 
     changed = samples[0].path

@@ -1,4 +1,5 @@
-"""``celltune summarize`` and ``celltune check``: what a data folder holds and what is wrong with it."""
+"""``celltune summarize`` and ``celltune check``: what a data folder holds and what is wrong with it. ``celltune
+cache``: the decoded images kept for training, and clearing them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from celltune.config import DataConfig
 from celltune.config.flags import add_flags
 from celltune.data.class_choice import CHOICE_FIELDS, ClassChoice, describe
+from celltune.errors import ConfigError
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
@@ -74,6 +76,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if counts["error"] else 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from celltune.config.durations import parse_duration
+    from celltune.data.cache_folder import amount, cache_entries, default_cache_dir, removable, remove
+
+    directory = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    older = parse_duration(args.older_than, flag="--older-than").total_seconds() if args.older_than else None
+    if (older is not None or args.all) and not args.clear:
+        raise ConfigError("--older-than and --all choose what --clear removes: give --clear too")
+    entries = cache_entries(directory)
+    if args.clear:
+        gone = removable(entries, older_than=older, everything=args.all)
+        print(f"{directory}: removed {len(gone)} of {len(entries)} caches, {amount(remove(gone))} freed")
+        return 0
+    now = time.time()
+    print(f"{'cache':<30}{'images':>8}  {'size':<10}{'MB':>9}  {'last used':<18}state")
+    for e in entries:
+        shape = "x".join(map(str, e.shape)) if e.shape else "-"
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        state = "unfinished (killed)" if e.abandoned(now) else e.state
+        print(f"{e.path.name:<30}{e.images if e.images is not None else '-':>8}  {shape:<10}{e.bytes / 1e6:>9.1f}  "
+              f"{used:<18}{state}")
+    stale = removable(entries, now=now)
+    print(f"\n{len(entries)} caches, {amount(sum(e.bytes for e in entries))} in {directory}"
+          + (f"; {len(stale)} ({amount(sum(e.bytes for e in stale))}) this version cannot use: "
+             "`celltune cache --clear` removes them" if stale else "")
+          + "\n--clear --older-than 30d also removes those unused for 30 days; --clear --all every cache "
+          "(training builds what it needs again)")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("summarize", help="counts per class and split, image sizes")
     p.add_argument("data")
@@ -91,3 +125,12 @@ def register(sub) -> None:
                    "the label_issues.csv of a `celltune cv` on this data")
     p.add_argument("--workers", type=int, default=None, help="reading processes (default: the cores, at most 4)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("cache", help="list the decoded-image caches training keeps (sizes, last use); --clear removes "
+                       "what this version cannot use, or what has not been used for a while")
+    add_flags(p, DataConfig, only={"cache_dir"})
+    p.add_argument("--clear", action="store_true", help="remove caches of an older format and killed builds")
+    p.add_argument("--older-than", metavar="DURATION", help="with --clear: also the caches unused for this long (30d, "
+                   "12h)")
+    p.add_argument("--all", action="store_true", help="with --clear: every cache but builds still running")
+    p.set_defaults(func=cmd_cache)

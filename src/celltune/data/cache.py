@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from celltune.data.cache_folder import FORMAT, INDEX, amount, cache_entries, default_cache_dir, touch
 from celltune.data.image_facts import decoding_workers
 from celltune.data.images import ChannelFiles, load_input
 from celltune.data.samples import Sample
@@ -33,16 +34,8 @@ from celltune.progress import bar
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
 SHARD_BYTES = 512 * 1024**2  # images per shard file: as many as fit in this
 SPARE_BYTES = 1024**3  # left free on the cache's disk after building it
-INDEX = "index.json"
-
-
-def default_cache_dir() -> Path:
-    if env := os.environ.get("CELLTUNE_CACHE_DIR"):
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "celltune"
 
 
 def cache_key(samples: list[Sample], masks: list[Path] | None, preprocessing: dict) -> str:
@@ -99,10 +92,22 @@ def fits(needed: int, directory: Path) -> bool:
     return needed + SPARE_BYTES <= free_bytes(directory)
 
 
+def held(directory: Path) -> str:
+    """What the cache folder holds, for an error about space: '' when nothing; else how to see and clear it."""
+    entries = cache_entries(directory)
+    if not entries:
+        return ""
+    stale = sum(e.bytes for e in entries if not e.usable)
+    return (f" (older caches hold {amount(sum(e.bytes for e in entries))} of it"
+            + (f", {amount(stale)} of which this version cannot read" if stale else "")
+            + f": `celltune cache --cache-dir {directory}` lists them, `--clear --older-than 30d` removes the unused)")
+
+
 def space_error(needed: int, directory: Path) -> ConfigError:
     return ConfigError(f"{directory}: the image cache needs {needed / 1e9:.2f} GB and {SPARE_BYTES / 1e9:.1f} GB "
-                       f"to spare, but the disk has {free_bytes(directory) / 1e9:.2f} GB free; free some space, give "
-                       "--cache-dir on a larger disk, or train with --cache off (every epoch then decodes the files)")
+                       f"to spare, but the disk has {free_bytes(directory) / 1e9:.2f} GB free{held(directory)}; free "
+                       "some space, give --cache-dir on a larger disk, or train with --cache off (every epoch then "
+                       "decodes the files)")
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -159,6 +164,7 @@ def build_cache(samples: list[Sample], *, size: int, channels: list[str] | None,
     path = directory / cache_key(samples, masks, preprocessing)
     if (path / INDEX).is_file():
         log.info("image cache hit: %s", path)
+        touch(path)  # last used now: `celltune cache --clear --older-than` keeps it
         return ImageCache.open(path)
     decoded = _Decoded(samples, size=size, channels=channels, intensity=intensity, masks=masks,
                        interpolation=interpolation)

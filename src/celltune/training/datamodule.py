@@ -18,7 +18,16 @@ import lightning as L
 import torch
 
 from celltune.config import Augment, DataConfig
-from celltune.data.cache import SPARE_BYTES, ImageCache, build_cache, bytes_needed, default_cache_dir, fits, space_error
+from celltune.data.cache import (
+    SPARE_BYTES,
+    ImageCache,
+    build_cache,
+    bytes_needed,
+    fits,
+    held,
+    space_error,
+)
+from celltune.data.cache_folder import default_cache_dir
 from celltune.data.dataset import CachedDataset, CellDataset, WithIndex
 from celltune.data.discovery import mask_paths
 from celltune.data.samples import LabelledSplits
@@ -48,9 +57,9 @@ def use_cache(data: DataConfig, found: LabelledSplits, *, image_size: int, in_ch
         return True
     if data.cache == "on":
         raise space_error(needed, directory)
-    log.warning("image cache off: it needs %.2f GB on %s, more than the disk has free with %.1f GB to spare; every "
-                "epoch decodes the files (--cache-dir on a larger disk caches them)", needed / 1e9, directory,
-                SPARE_BYTES / 1e9)
+    log.warning("image cache off: it needs %.2f GB on %s, more than the disk has free with %.1f GB to spare%s; "
+                "every epoch decodes the files (--cache-dir on a larger disk caches them)", needed / 1e9, directory,
+                SPARE_BYTES / 1e9, held(directory))
     return False
 
 
