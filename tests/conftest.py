@@ -32,6 +32,13 @@ QUICK = dict(model="mobilenet_v2", pretrained=False, image_size=32, epochs=2, ba
              num_workers=0, name="t", accelerator="cpu", ema=0.0, tta="none")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (seconds to a minute each) first, the quick ones after: pytest-xdist hands tests out in this
+    order, so the quick ones fill the end and no worker is left alone with a minute-long test while the other idles
+    (collected in folder order, the longest test, a search in three processes, came last)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within each part
+
+
 @pytest.fixture(autouse=True)
 def _private_caches(tmp_path_factory, monkeypatch):
     """Each test gets an empty torch hub cache and image cache, so no test reads or writes the user's."""
