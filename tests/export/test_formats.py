@@ -49,6 +49,7 @@ def _logits(checkpoint, images: torch.Tensor) -> torch.Tensor:
         return model(images)
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_an_export_round_trips_with_its_card_and_any_batch_size(run, exported, fmt, tmp_path):
     check = exported if fmt == "onnx" else export_run(run, format=fmt, out=tmp_path / f"m.{fmt}")
@@ -75,6 +76,7 @@ def test_an_export_round_trips_with_its_card_and_any_batch_size(run, exported, f
     assert OPSET >= 17 and torch.allclose(got, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 def test_a_four_channel_model_without_its_data_is_checked_on_synthetic_images(tmp_path):
     checkpoint = random_checkpoint(tmp_path / "four" / "best.pt", ["a", "b"], channels=list(HPA_CHANNELS))
     check = export_run(checkpoint.parent, format="onnx")  # no config.yaml: the data is gone
@@ -94,6 +96,7 @@ def test_an_export_that_computes_otherwise_is_an_error_not_a_silent_file(run, tm
         export_run(run, format="pt2", out=tmp_path / "m.pt2")
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 def test_a_torn_export_or_a_run_without_best_pt_is_one_clear_error(exported, tmp_path):
     good = exported.path
     torn = tmp_path / "torn.onnx"
@@ -115,6 +118,7 @@ def test_export_from_the_command_line(run, tmp_path, capsys):
                         r"the PyTorch model \d\.\d\de[+-]\d\d \(tolerance 0\.0001\)\n", capsys.readouterr().out)
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 def test_predict_on_the_onnx_export_equals_predict_on_the_run(run, exported, tiny_data, tmp_path, capsys):
     onnx_path = exported.path
     folder = tiny_data / "test"
@@ -139,6 +143,7 @@ def test_predict_on_the_onnx_export_equals_predict_on_the_run(run, exported, tin
         assert abs(float(p) - float(q)) <= 1e-3 + 1e-9
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 def test_the_example_without_torch_predicts_as_celltune_does(exported, tiny_data, tmp_path):
     """examples/onnx_without_torch.py, run with torch made unimportable, on the run's test images plus a larger RGB
     and a 16-bit grey image (short side resized, centre crop): the same probabilities as celltune's predict."""

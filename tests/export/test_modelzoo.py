@@ -59,6 +59,7 @@ def test_channel_names_become_distinct_identifiers():
         "NuMem", "cell_wall", "c_2N", "cell_wall_2", "ER"]
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 def test_a_four_channel_package_validates_and_passes_test_model_offline(four_channel_run, four_channel_package):
     check = four_channel_package
     out = check.path
@@ -119,6 +120,7 @@ def test_package_flags_are_checked_before_any_work():
         PackageInfo(cite_doi="arxiv:1512")
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 def test_export_bioimageio_from_the_command_line_names_what_the_zoo_still_asks(tmp_path, capsys):
     checkpoint = random_checkpoint(tmp_path / "gray" / "best.pt", ["a", "b"], channels=["0"])  # one channel
     assert main(["-q", "export", str(checkpoint.parent), "--format", "bioimageio", "--license", "CC-BY-4.0"]) == 0
@@ -149,6 +151,7 @@ def _tampered(good: Path, out: Path, *, rehash: bool) -> Path:
     return out
 
 
+@pytest.mark.slow  # bioimageio's test_model or the ONNX exporter: seconds each
 def test_a_tampered_package_or_one_whose_test_fails_is_an_error(four_channel_package, tmp_path):
     good = four_channel_package.path
     with pytest.raises(ExportError, match=r"edited\.zip: bioimageio\.spec finds the package invalid \(outputs\.0\."
