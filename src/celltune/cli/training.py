@@ -43,9 +43,10 @@ def cmd_cv(args: argparse.Namespace) -> int:
         parent = collect_cv(args.collect)
     else:
         config = _train_config(argparse.Namespace(**{**vars(args), "resume": None}))
-        parent = run_cv(config, folds=5 if args.folds is None else args.folds,
-                        repeats=1 if args.repeats is None else args.repeats, resume=args.resume, fold=args.fold,
-                        plan_only=args.plan_only)
+        # only what was given: run_cv's own defaults stand for the rest (None marks a flag not given, for --resume)
+        given_counts = {name: value for name, value in (("folds", args.folds), ("repeats", args.repeats))
+                        if value is not None}
+        parent = run_cv(config, **given_counts, resume=args.resume, fold=args.fold, plan_only=args.plan_only)
         if args.plan_only:
             runs = fold_runs(json.loads((parent / "cv_plan.json").read_text()))
             print(f"planned {runs} fold runs: {parent}\nrun each (any machine that sees this folder), e.g. as a "

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from celltune.data.cache_folder import FORMAT, INDEX, amount, cache_entries, default_cache_dir, touch
+from celltune.data.cache_folder import FORMAT, INDEX, default_cache_dir, held, touch
 from celltune.data.image_facts import decoding_workers
 from celltune.data.images import ChannelFiles, load_input
 from celltune.data.samples import Sample
@@ -90,17 +90,6 @@ def free_bytes(directory: Path) -> int:
 
 def fits(needed: int, directory: Path) -> bool:
     return needed + SPARE_BYTES <= free_bytes(directory)
-
-
-def held(directory: Path) -> str:
-    """What the cache folder holds, for an error about space: '' when nothing; else how to see and clear it."""
-    entries = cache_entries(directory)
-    if not entries:
-        return ""
-    stale = sum(e.bytes for e in entries if not e.usable)
-    return (f" (older caches hold {amount(sum(e.bytes for e in entries))} of it"
-            + (f", {amount(stale)} of which this version cannot read" if stale else "")
-            + f": `celltune cache --cache-dir {directory}` lists them, `--clear --older-than 30d` removes the unused)")
 
 
 def space_error(needed: int, directory: Path) -> ConfigError:

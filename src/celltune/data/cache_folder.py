@@ -113,6 +113,18 @@ def amount(n_bytes: int) -> str:
     return f"{n_bytes} bytes"
 
 
+def held(directory: Path) -> str:
+    """What the folder holds, for a message about disk space: '' when nothing; else its size, what ``--clear`` would
+    remove and how to see and clear it."""
+    entries = cache_entries(directory)
+    if not entries:
+        return ""
+    stale = sum(e.bytes for e in removable(entries))
+    return (f" (older caches hold {amount(sum(e.bytes for e in entries))} of it"
+            + (f", {amount(stale)} of which this version cannot read" if stale else "")
+            + f": `celltune cache --cache-dir {directory}` lists them, `--clear --older-than 30d` removes the unused)")
+
+
 def touch(path: Path) -> None:
     """Mark the cache at ``path`` used now; a read-only cache folder stays as it is."""
     with suppress(OSError):

@@ -24,10 +24,9 @@ from celltune.data.cache import (
     build_cache,
     bytes_needed,
     fits,
-    held,
     space_error,
 )
-from celltune.data.cache_folder import default_cache_dir
+from celltune.data.cache_folder import default_cache_dir, held
 from celltune.data.dataset import CachedDataset, CellDataset, WithIndex
 from celltune.data.discovery import mask_paths
 from celltune.data.samples import LabelledSplits
