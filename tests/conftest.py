@@ -125,10 +125,14 @@ def require(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
+TEST_MODEL = "test_resnet"
+
+
 def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 32, seed: int = 0, **card) -> Path:
-    """A celltune checkpoint of an untrained resnet18: everything prediction needs, no training. Its residual paths
-    keep each image's own answer (an untrained mobilenet_v2 answers every image alike), and its head is scaled up so
-    the answers are decisive."""
+    """A celltune checkpoint of an untrained timm ``test_resnet`` (a resnet of 0.4 M parameters, made for tests:
+    exports, packages and their checks take a fraction of resnet18's time): everything prediction needs, no
+    training. Its residual paths keep each image's own answer (an untrained mobilenet_v2 answers every image alike),
+    and its head is scaled up so the answers are decisive."""
     import torch
 
     from celltune.models.checkpoint import ModelCard, save_checkpoint
@@ -136,12 +140,12 @@ def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 3
 
     in_chans = len(card["channels"]) if card.get("channels") else 3
     torch.manual_seed(seed)
-    model, _ = create_model("resnet18", num_classes=len(class_names), in_chans=in_chans, pretrained=False)
+    model, _ = create_model(TEST_MODEL, num_classes=len(class_names), in_chans=in_chans, pretrained=False)
     with torch.no_grad():
         model.fc.weight.mul_(20.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, model=model.eval(), card=ModelCard(
-        model_name="resnet18", class_names=class_names, mean=[0.5] * in_chans, std=[0.25] * in_chans,
+        model_name=TEST_MODEL, class_names=class_names, mean=[0.5] * in_chans, std=[0.25] * in_chans,
         image_size=image_size, in_chans=in_chans, **card))
     return path
 

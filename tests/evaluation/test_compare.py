@@ -23,7 +23,7 @@ def data(tmp_path):
 def _reordered(checkpoint, path, order):
     """The same model with its classes listed in another ``order``: the head's rows permuted to match."""
     saved = read_checkpoint(checkpoint)
-    model, _ = create_model("resnet18", num_classes=3, pretrained=False)
+    model, _ = create_model(saved["model_name"], num_classes=3, pretrained=False)
     model.load_state_dict(saved["state_dict"])
     with torch.no_grad():
         model.fc.weight.copy_(model.fc.weight[order])
