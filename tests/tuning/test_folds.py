@@ -115,6 +115,9 @@ def test_a_search_on_folds_prunes_after_a_fold_and_scores_the_winner_retrained_o
     assert (tune_dir / "winner" / "metrics_test.json").is_file()
     best = load_config(tune_dir / "best.yaml")
     assert best == load_config(retrained / "config.yaml").updated(name=None, out_dir="runs", time_budget=None)
+    # The folds' reports left out Grad-CAM, the winner's, its last run, has it again.
+    assert "Left out (--no-heatmaps)" in (tune_dir / "trials" / "trial-0000" / "fold-1" / "report.html").read_text()
+    assert best.eval.heatmaps and '<div class="cams">' in (retrained / "report.html").read_text()
     assert best.optim.lr == 0.01
     page = (tune_dir / "tune.html").read_text()
     assert "pruned after fold 2" in page and "mean of 3 folds" in page and "trained once more" in page

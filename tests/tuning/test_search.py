@@ -74,7 +74,10 @@ def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_o
         assert winner["overstated_by"][name] == pytest.approx(winner["val"][name] - value)
     best = load_config(tune_dir / "best.yaml")
     trained = load_config(tune_dir / "trials" / "trial-0000" / "config.yaml")
-    assert best == trained.updated(name=None, out_dir="runs", time_budget=None)
+    # A trial's report leaves out Grad-CAM; the recipe it hands on draws it again.
+    assert not trained.eval.heatmaps and "Left out (--no-heatmaps)" in (
+        tune_dir / "trials" / "trial-0000" / "report.html").read_text()
+    assert best == trained.updated(name=None, out_dir="runs", time_budget=None, heatmaps=True)
     assert best.optim.lr == 0.01 and best.optim.epochs == 4
     page = (tune_dir / "tune.html").read_text()
     assert "pruned after epoch 2" in page and "failed: RuntimeError: a crash" in page and "<img" in page

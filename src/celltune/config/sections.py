@@ -159,6 +159,9 @@ class EvalConfig:
         "temperature", "training: fit a temperature on validation after training that makes the probabilities mean "
         "what they say; scoring and predicting: use the one fitted (none: the raw probabilities, and no prediction "
         "sets)")
+    heatmaps: bool = option(True, "Grad-CAM pictures of the most confident mistakes and right answers in the run's "
+                            "report.html (--no-heatmaps: none; `celltune explain RUN IMAGES` draws them later; "
+                            "celltune tune's trials leave them out)")
     bootstrap: int = option(1000, "bootstrap resamples for the 95% confidence interval of each headline number "
                             "(single-label: resampled within each class; 0: no intervals)")
 

@@ -209,11 +209,11 @@ def _heatmaps(model: nn.Module, card: ModelCard, samples: list[Sample], probs: n
 def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: LabelledSplits,
                masks: dict[str, list[Path] | None], history: list[dict], batch_size: int, tta: str,
                bootstrap: int = 0, seed: int = 0, twinned: dict[str, list[bool]] | None = None,
-               calibrate: str = "temperature") -> RunMetrics:
+               calibrate: str = "temperature", heatmaps: bool = True) -> RunMetrics:
     """Score the run's best checkpoint and write what a finished run holds: history.csv and its plots, its
     calibration on validation (``calibrated``; ``calibrate`` "none": no temperature), predictions, metrics.json and
     report.html. ``twinned``: per scored split, which images have an exact copy in training (``celltune.audit.leaks``);
-    the numbers without them are reported too."""
+    the numbers without them are reported too. ``heatmaps`` False: the report says how to draw them instead."""
     write_history(run_dir / "history.csv", history)
     plot_curves(history, run_dir)
     best = read_checkpoint(run_dir / BEST)
@@ -239,7 +239,8 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
                      fit_images_per_second=sum(r["train_images"] for r in history) / train_seconds
                      if train_seconds else 0.0, weights=str(best.get("weights", "raw")))
     write_json(run_dir / "metrics.json", run.to_dict())
-    write_report(run_dir, run=run, samples=samples, probs=probs,
-                 heatmaps=None if card.multilabel else _heatmaps(model, card, samples, probs, masks[split]))
+    pictures = (None if card.multilabel else _heatmaps(model, card, samples, probs, masks[split]) if heatmaps
+                else f"Left out (--no-heatmaps): `celltune explain {run_dir} IMAGES` draws them.")
+    write_report(run_dir, run=run, samples=samples, probs=probs, heatmaps=pictures)
     log.info("%s: %s", split, {k: round(v, 4) for k, v in result.headline().items()})
     return run

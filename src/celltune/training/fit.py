@@ -230,7 +230,8 @@ def run_prepared(run: PreparedRun, *, resume: str | Path | None = None) -> Path:
         scored = finish_run(run.run_dir, model=run.model, card=run.card, found=run.found,
                             masks=run.datamodule.masks, history=history, batch_size=run.datamodule.batch_size * 2,
                             tta=run.config.eval.tta, bootstrap=run.config.eval.bootstrap, seed=run.config.data.seed,
-                            twinned=run.twinned, calibrate=run.config.eval.calibrate)
+                            twinned=run.twinned, calibrate=run.config.eval.calibrate,
+                            heatmaps=run.config.eval.heatmaps)
         tracking.finish(run.trainer.loggers, run.run_dir, scored)
     if run.keeper is not None:  # the plan as kept, and how the run ended against it
         plan, elapsed = run.keeper.plan, time.monotonic() - run.started

@@ -127,9 +127,10 @@ def mean_headline(trial_dir: Path) -> dict[str, float]:
 
 
 def retrain_winner(tune_dir: Path, winner: FrozenTrial, *, found: LabelledSplits, checks: Any,
-                   seconds: float | None) -> Path:
+                   seconds: float | None, heatmaps: bool = True) -> Path:
     """The winner's recipe trained on the ordinary training split, chosen on its validation split, the test split
-    left out; the run directory (kept: a search resumed after it does not train it again)."""
+    left out, its report with ``heatmaps`` as the search was asked (its trials had none); the run directory (kept: a
+    search resumed after it does not train it again)."""
     from celltune.config.recipes import load_config
     from celltune.training.fit import prepare, run_prepared
 
@@ -141,7 +142,7 @@ def retrain_winner(tune_dir: Path, winner: FrozenTrial, *, found: LabelledSplits
         shutil.rmtree(run_dir)
     recipe = load_config(Path(winner.user_attrs["run_dir"]) / "fold-1" / "config.yaml")
     config = recipe.updated(out_dir=str(tune_dir), name=run_dir.name,
-                            time_budget=f"{seconds:.1f}s" if seconds else None)
+                            time_budget=f"{seconds:.1f}s" if seconds else None, heatmaps=heatmaps)
     log.info("the winner, trial %d, chosen on %d folds: trained once more on the training split", winner.number,
              len(winner.user_attrs["fold_scores"]))
     run_prepared(prepare(config, found=found, checks=checks))

@@ -128,11 +128,12 @@ def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, h
     return out
 
 
-def write_best_recipe(tune_dir: Path, winner: FrozenTrial, scored: dict[str, Any]) -> Path:
+def write_best_recipe(tune_dir: Path, winner: FrozenTrial, scored: dict[str, Any], *, heatmaps: bool = True) -> Path:
     """best.yaml: the config of the winner's run (``scored``, from ``score_winner``) with its epochs fixed at those
-    it ran, no time budget, a new run name."""
+    it ran, no time budget, a new run name, and ``heatmaps`` as the search was asked (its trials had none)."""
     config = load_config(Path(scored["run_dir"]) / "config.yaml").updated(
-        time_budget=None, epochs=int(scored.get("epochs") or winner.user_attrs["epochs"]), name=None, out_dir="runs")
+        time_budget=None, heatmaps=heatmaps, epochs=int(scored.get("epochs") or winner.user_attrs["epochs"]),
+        name=None, out_dir="runs")
     path = tune_dir / "best.yaml"
     header = (f"# celltune tune's winner: trial {winner.number} of {tune_dir} (validation score "
               f"{winner.value:.4f}).\n# Rerun it with `celltune train --recipe {path}`; flags given there override "
@@ -245,7 +246,7 @@ def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has
     if complete:
         best = max(complete, key=lambda t: t.value if t.value is not None else float("-inf"))
         winner = score_winner(tune_dir, best, config, has_test=has_test, retrain=retrain)
-        write_best_recipe(tune_dir, best, winner)
+        write_best_recipe(tune_dir, best, winner, heatmaps=config.eval.heatmaps)
     else:
         log.warning("%s: no trial completed; no winner", tune_dir)
     shares = importance(study)

@@ -206,7 +206,8 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
     from celltune.tuning.report import finish_tune
 
     retrained = None if plan is None else (
-        lambda winner: cv.retrain_winner(tune_dir, winner, found=trial_found, checks=checks, seconds=retrain))
+        lambda winner: cv.retrain_winner(tune_dir, winner, found=trial_found, checks=checks, seconds=retrain,
+                                         heatmaps=settings.config.eval.heatmaps))
     finish_tune(tune_dir, study, settings.config, has_test=bool(found.splits.get("test")), retrain=retrained,
                 folds=settings.folds)
     return tune_dir
@@ -228,8 +229,10 @@ def _objective(settings: Settings, tune_dir: Path, found: LabelledSplits, checks
         try:
             options = settings.space.suggest(trial)
             log.info("trial %d: %s", trial.number, options)
+            # A trial's report leaves out Grad-CAM: seconds a trial, for pictures of a recipe that is mostly dropped
             config = settings.config.updated(**options, out_dir=str(run_dir.parent), name=run_dir.name,
-                                             time_budget=f"{trial_seconds:.1f}s" if trial_seconds else None)
+                                             time_budget=f"{trial_seconds:.1f}s" if trial_seconds else None,
+                                             heatmaps=False)
             try:
                 if plan is not None:
                     return cv.cross_validated(trial, config, run_dir=run_dir, found=found, checks=checks, plan=plan,
