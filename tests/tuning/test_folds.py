@@ -116,7 +116,8 @@ def test_a_search_on_folds_prunes_after_a_fold_and_scores_the_winner_retrained_o
     best = load_config(tune_dir / "best.yaml")
     assert best == load_config(retrained / "config.yaml").updated(name=None, out_dir="runs", time_budget=None)
     # The folds' reports left out Grad-CAM, the winner's, its last run, has it again.
-    assert "Left out (--no-heatmaps)" in (tune_dir / "trials" / "trial-0000" / "fold-1" / "report.html").read_text()
+    fold_report = tune_dir / "trials" / "trial-0000" / "fold-1" / "report.html"
+    assert "Grad-CAM left out of this run" in fold_report.read_text()
     assert best.eval.heatmaps and '<div class="cams">' in (retrained / "report.html").read_text()
     assert best.optim.lr == 0.01
     page = (tune_dir / "tune.html").read_text()

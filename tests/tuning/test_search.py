@@ -74,9 +74,10 @@ def test_a_trial_behind_is_pruned_a_failing_one_recorded_and_the_winner_scored_o
         assert winner["overstated_by"][name] == pytest.approx(winner["val"][name] - value)
     best = load_config(tune_dir / "best.yaml")
     trained = load_config(tune_dir / "trials" / "trial-0000" / "config.yaml")
-    # A trial's report leaves out Grad-CAM; the recipe it hands on draws it again.
-    assert not trained.eval.heatmaps and "Left out (--no-heatmaps)" in (
-        tune_dir / "trials" / "trial-0000" / "report.html").read_text()
+    # A trial's report leaves out Grad-CAM; the winner's is drawn again with it, and the recipe handed on has it.
+    assert not trained.eval.heatmaps and "Grad-CAM left out of this run" in (
+        tune_dir / "trials" / "trial-0001" / "report.html").read_text()
+    assert '<div class="cams">' in (tune_dir / "trials" / "trial-0000" / "report.html").read_text()
     assert best == trained.updated(name=None, out_dir="runs", time_budget=None, heatmaps=True)
     assert best.optim.lr == 0.01 and best.optim.epochs == 4
     page = (tune_dir / "tune.html").read_text()

@@ -10,6 +10,8 @@ from celltune.cli.output import format_calibration, format_result
 from celltune.config import DataConfig, EvalConfig, Split
 from celltune.config.flags import add_flags
 
+SCORING = {"tta", "calibrate", "bootstrap"}  # the evaluation options of scoring; heatmaps are for a run's report
+
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from celltune.evaluation.evaluate import evaluate_checkpoint
@@ -127,7 +129,7 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=get_args(Split))
     p.add_argument("--out-dir", help="write metrics, predictions and confusion matrix here")
     p.add_argument("--batch-size", type=int, default=64)
-    add_flags(p, EvalConfig, with_defaults=True)
+    add_flags(p, EvalConfig, only=SCORING, with_defaults=True)
     p.add_argument("--mask-dir", help="masks as in training (the images' relative folders and stems)")
     _twins_flag(p)
     add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
@@ -140,7 +142,7 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, help="the data folder both were trained on")
     p.add_argument("--split", default="test", choices=get_args(Split))
     p.add_argument("--batch-size", type=int, default=64)
-    add_flags(p, EvalConfig, with_defaults=True)
+    add_flags(p, EvalConfig, only=SCORING, with_defaults=True)
     p.add_argument("--mask-dir", help="masks, as in training")
     add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.add_argument("--json", metavar="FILE", help="write the comparison here")

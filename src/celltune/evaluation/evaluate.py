@@ -240,7 +240,21 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
                      if train_seconds else 0.0, weights=str(best.get("weights", "raw")))
     write_json(run_dir / "metrics.json", run.to_dict())
     pictures = (None if card.multilabel else _heatmaps(model, card, samples, probs, masks[split]) if heatmaps
-                else f"Left out (--no-heatmaps): `celltune explain {run_dir} IMAGES` draws them.")
+                else f"Grad-CAM left out of this run (eval.heatmaps off, as in celltune tune's trials): celltune "
+                     f"explain {run_dir} IMAGES draws it for any images.")
     write_report(run_dir, run=run, samples=samples, probs=probs, heatmaps=pictures)
     log.info("%s: %s", split, {k: round(v, 4) for k, v in result.headline().items()})
     return run
+
+
+def draw_report_heatmaps(run_dir: Path, *, data: str | Path, seed: int = 0, mask_dir: str | Path | None = None,
+                         tta: str = "none", batch_size: int = 64) -> Path:
+    """Write ``run_dir``'s report.html again, with the Grad-CAM pictures its run left out (eval.heatmaps off, as in
+    celltune tune's trials, one of which may be the winner): its best checkpoint on the split it was scored on."""
+    import json
+
+    run = RunMetrics.from_dict(json.loads((run_dir / "metrics.json").read_text()))
+    model, card, samples, masks, _ = _split_of(run_dir, data, run.split, seed=seed, mask_dir=mask_dir)
+    _, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
+    return write_report(run_dir, run=run, samples=samples, probs=probs,
+                        heatmaps=None if card.multilabel else _heatmaps(model, card, samples, probs, masks))

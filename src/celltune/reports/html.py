@@ -151,12 +151,12 @@ def _data_checks(run_dir: Path) -> str:
 def _heatmaps(heatmaps: list[tuple[str, bytes]] | str | None) -> str:
     if heatmaps is None:
         return ""
+    if isinstance(heatmaps, str):  # why there are none: no description of pictures that are not there
+        return f"<h2>Where the model looked</h2><p>{html.escape(heatmaps)}</p>"
     intro = ("<h2>Where the model looked</h2><p>Grad-CAM at the last convolutional stage: red where the image most "
              "supported the answer shown (for a mistake, the wrong answer). First the most confident mistakes, then "
              "the most confident correct image of each class. More with <code>celltune explain RUN IMAGES</code>."
              "</p>")
-    if isinstance(heatmaps, str):
-        return intro + f"<p>{html.escape(heatmaps)}</p>"
     figures = "".join(f"<figure>{img_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
                       for caption, png in heatmaps)
     return intro + f'<div class="cams">{figures or "<p>no images to explain</p>"}</div>'

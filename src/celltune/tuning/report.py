@@ -101,6 +101,11 @@ def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, h
         return saved
     trial_dir = Path(winner.user_attrs["run_dir"])
     run_dir = trial_dir if retrain is None else retrain(winner)
+    if retrain is None and config.eval.heatmaps:  # the winner is a trial, whose report left Grad-CAM out
+        from celltune.evaluation.evaluate import draw_report_heatmaps
+
+        draw_report_heatmaps(run_dir, data=config.data.root, seed=config.data.seed, mask_dir=config.data.mask_dir,
+                             tta=config.eval.tta)
     run = RunMetrics.from_dict(read_json(run_dir / "metrics.json"))
     val, selection, epochs = run.result.headline(), run.result.selection, winner.user_attrs["epochs"]
     if retrain is not None:
