@@ -125,7 +125,11 @@ def require(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
-TEST_MODEL = "test_resnet"
+def _test_model() -> str:
+    """timm's small resnet made for tests, where the installed timm has it (releases since 2024), else resnet18."""
+    import timm
+
+    return "test_resnet" if "test_resnet" in timm.list_models("test_resnet") else "resnet18"
 
 
 def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 32, seed: int = 0, **card) -> Path:
@@ -139,13 +143,14 @@ def random_checkpoint(path: Path, class_names: list[str], *, image_size: int = 3
     from celltune.models.factory import create_model
 
     in_chans = len(card["channels"]) if card.get("channels") else 3
+    name = _test_model()
     torch.manual_seed(seed)
-    model, _ = create_model(TEST_MODEL, num_classes=len(class_names), in_chans=in_chans, pretrained=False)
+    model, _ = create_model(name, num_classes=len(class_names), in_chans=in_chans, pretrained=False)
     with torch.no_grad():
         model.fc.weight.mul_(20.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, model=model.eval(), card=ModelCard(
-        model_name=TEST_MODEL, class_names=class_names, mean=[0.5] * in_chans, std=[0.25] * in_chans,
+        model_name=name, class_names=class_names, mean=[0.5] * in_chans, std=[0.25] * in_chans,
         image_size=image_size, in_chans=in_chans, **card))
     return path
 

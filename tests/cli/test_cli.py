@@ -308,8 +308,9 @@ def test_augment_flags_go_on_top_of_a_recipes_augment_block(tmp_path):
 
 def test_predict_coverage_prints_sets_and_writes_them_to_the_csv(tiny_data, tmp_path, capsys):
     names = sorted(d.name for d in (tiny_data / "train").iterdir())
-    # Validation scores all 0.3: the 95% limit is 0.3, so an image's set is its classes within 0.3 of mass.
-    checkpoint = random_checkpoint(tmp_path / "best.pt", names, conformal_scores=[0.3] * 40)
+    # Validation scores all 0.9: the 95% limit is 0.9, so an image's set is its classes within 0.9 of mass (the
+    # last one by a random share): one class where the top one holds more, several where it holds less.
+    checkpoint = random_checkpoint(tmp_path / "best.pt", names, conformal_scores=[0.9] * 40)
     image = next(iter(sorted((tiny_data / "test").rglob("*.png"))))
     assert main(["-q", "predict", str(checkpoint), str(image), "--coverage", "0.95"]) == 0
     assert "95% set: {" in capsys.readouterr().out
@@ -321,6 +322,7 @@ def test_predict_coverage_prints_sets_and_writes_them_to_the_csv(tiny_data, tmp_
     for row in rows:
         chosen = row["set"].split()
         assert chosen[0] == row["predicted"] and (row["review"] == "yes") == (len(chosen) > 1)
+    assert {row["review"] for row in rows} == {"yes", ""}  # both kinds of answer were checked above
     # A model without validation scores says how to get them.
     bare = random_checkpoint(tmp_path / "bare.pt", names)
     assert main(["-q", "predict", str(bare), str(image), "--coverage", "0.95"]) == 2

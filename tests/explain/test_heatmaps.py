@@ -94,7 +94,7 @@ def test_an_unreadable_image_is_reported_and_the_others_explained(tmp_path, caps
     assert re.fullmatch(rf"{folder}/ok\.png: [ab] \d\.\d{{3}}, [ab] \d\.\d{{3}}; evidence for [ab] -> "
                         rf"{run}/explain/ok\.gradcam\.png", lines[0])
     assert lines[1].startswith(f"{folder}/torn.png: error: cannot read image")
-    # at 32 px resnet18's layer4 map is one pixel: the last map to show anything is layer3's 2x2
+    # at 32 px the resnet's layer4 map is one pixel: the last map to show anything is layer3's 2x2
     assert lines[2:] == [f"wrote 1 picture(s) under {run}/explain (maps of layer layer3)",
                          "1 image(s) could not be read"]
     with Image.open(run / "explain" / "ok.gradcam.png") as picture:
