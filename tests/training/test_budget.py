@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import lightning as L
@@ -15,9 +16,10 @@ from celltune.cli.output import print_run
 from celltune.errors import ConfigError
 from celltune.training import budget
 from celltune.training.budget import (
-    FINISH_SECONDS,
+    HEATMAP_SECONDS,
     MARGIN,
     MIN_EPOCHS,
+    REPORT_SECONDS,
     BudgetKeeper,
     Plan,
     Speed,
@@ -38,11 +40,12 @@ def test_durations_print():
 
 
 def test_plan_fills_the_budget_by_hand():
-    # An epoch: 1000 / 100 + 200 / 400 = 10.5 s. Finishing: 400 / 400 + 20 = 21 s.
-    # 600 s less 3% and 30 s spent leaves 552 s; (552 - 21) / 10.5 = 50.57 -> 50 epochs.
+    # An epoch: 1000 / 100 + 200 / 400 = 10.5 s. Finishing: 400 / 400 + 6 (the report) + 4 (Grad-CAM) = 11 s.
+    # 600 s less 3% and 30 s spent leaves 552 s; (552 - 11) / 10.5 = 51.52 -> 51 epochs.
+    assert (REPORT_SECONDS, HEATMAP_SECONDS) == (6.0, 4.0)
     plan = plan_run(budget=600, spent=30, speeds=[FAST], work=WORK, batch_size=64, size_fixed=False)
-    assert (plan.epochs, plan.image_size, plan.batch_size) == (50, 96, 64)
-    assert plan.epoch_seconds == pytest.approx(10.5) and plan.finish_seconds == pytest.approx(1 + FINISH_SECONDS)
+    assert (plan.epochs, plan.image_size, plan.batch_size) == (51, 96, 64)
+    assert plan.epoch_seconds == pytest.approx(10.5) and plan.finish_seconds == pytest.approx(11.0)
     whole = plan.spent_seconds + plan.epochs * plan.epoch_seconds + plan.finish_seconds
     assert whole <= 600 * (1 - MARGIN) < whole + plan.epoch_seconds  # fits, and one more epoch would not
 
@@ -50,8 +53,12 @@ def test_plan_fills_the_budget_by_hand():
 def test_plan_counts_ema_validation_and_tta_views():
     work = Workload(train_images=1000, val_images=200, test_images=400, val_passes=2, test_views=8)
     plan = plan_run(budget=600, spent=30, speeds=[FAST], work=work, batch_size=64, size_fixed=False)
-    # 10 + 2 * 0.5 = 11 s an epoch; 8 * 400 / 400 + 20 = 28 s to finish; (552 - 28) / 11 = 47.6
-    assert (plan.epoch_seconds, plan.finish_seconds, plan.epochs) == (11.0, 28.0, 47)
+    # 10 + 2 * 0.5 = 11 s an epoch; 8 * 400 / 400 + 6 + 4 = 18 s to finish; (552 - 18) / 11 = 48.5
+    assert (plan.epoch_seconds, plan.finish_seconds, plan.epochs) == (11.0, 18.0, 48)
+    # Without Grad-CAM (--no-heatmaps, a search's trials) 4 s less: (552 - 14) / 11 = 48.9
+    bare = plan_run(budget=600, spent=30, speeds=[FAST], work=replace(work, heatmaps=False), batch_size=64,
+                    size_fixed=False)
+    assert (bare.finish_seconds, bare.epochs) == (14.0, 48)
 
 
 def test_plan_respects_the_epoch_cap():
@@ -65,18 +72,19 @@ def test_tight_budget_falls_back_to_smaller_images_unless_the_size_was_given():
     slow = Speed(128, train_images_per_second=10.0, eval_images_per_second=40.0)  # 105 s an epoch at 128 px
     speeds = [slow, slow.scaled(96), slow.scaled(64)]
     assert speeds[1].train_images_per_second == pytest.approx(10 * (128 / 96) ** 2) and not speeds[1].measured
-    plan = plan_run(budget=600, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=False)
-    # 128 px: (552 - 30) / 105 = 4.97 -> 4 < MIN_EPOCHS; 96 px: 59.06 s an epoch, (552 - 25.9) / 59.06 = 8.9 -> 8
+    plan = plan_run(budget=580, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=False)
+    # 580 s less 3% and 30 s spent leaves 532.6 s. 128 px: 10 s to score, 10 to report: (532.6 - 20) / 105 = 4.88
+    # -> 4 < MIN_EPOCHS; 96 px: 56.25 + 2.81 = 59.06 s an epoch, (532.6 - 5.6 - 10) / 59.06 = 8.75 -> 8
     assert (plan.image_size, plan.epochs) == (96, 8) and plan.epochs >= MIN_EPOCHS
     assert "smaller images" in plan.reason
-    fixed = plan_run(budget=600, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=True)
+    fixed = plan_run(budget=580, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=True)
     assert (fixed.image_size, fixed.epochs) == (128, 4)
 
 
 def test_a_budget_too_small_for_one_epoch_says_what_would_do():
-    # 30 spent + 21 finishing + 10.5 an epoch = 61.5 s, over 0.97: 63.4 s, and a second more
-    with pytest.raises(ConfigError, match=r"not one epoch fits \(one takes ~10 s at 96 px.* give at least 1:04"):
-        plan_run(budget=60, spent=30, speeds=[FAST], work=WORK, batch_size=64, size_fixed=True)
+    # 30 spent + 11 finishing + 10.5 an epoch = 51.5 s, over 0.97: 53.1 s, and a second more
+    with pytest.raises(ConfigError, match=r"not one epoch fits \(one takes ~10 s at 96 px.* give at least 0:54"):
+        plan_run(budget=50, spent=30, speeds=[FAST], work=WORK, batch_size=64, size_fixed=True)
 
 
 class FakeClock:

@@ -27,7 +27,11 @@ from celltune.errors import TooShortError
 log = logging.getLogger(__name__)
 
 MARGIN = 0.03  # of the budget, left free for what no estimate sees (start-up, writing checkpoints)
-FINISH_SECONDS = 20.0  # the report beyond the test pass: plots, Grad-CAM pictures, bootstrap intervals
+# The end of a run beyond its scoring passes (which the probe's speed times): plots, bootstrap intervals and the
+# page; then the report's Grad-CAM pictures, which --no-heatmaps (and tune's trials) leave out. Over-estimated, they
+# end every budgeted run early by the difference: a search's short fold runs lost a fifth of their time to it.
+REPORT_SECONDS = 6.0
+HEATMAP_SECONDS = 4.0
 MIN_EPOCHS = 5  # below this many epochs at the data's size, the planner tries smaller images
 MAX_EPOCHS = 100  # a generous budget on a small dataset plans at most this many (--epochs caps it lower)
 SIZE_STEP = 32
@@ -68,6 +72,7 @@ class Workload:
     val_passes: int = 1  # 2 with --ema: raw and averaged weights are both validated
     test_views: int = 1  # test-time augmentation's views per image
     calibration_images: int = 0  # the validation images, scored again at the end to calibrate the best weights
+    heatmaps: bool = True  # the report draws Grad-CAM pictures
 
     def epoch_seconds(self, speed: Speed) -> float:
         return (self.train_images / speed.train_images_per_second
@@ -75,7 +80,7 @@ class Workload:
 
     def finish_seconds(self, speed: Speed) -> float:
         return ((self.test_images + self.calibration_images) * self.test_views / speed.eval_images_per_second
-                + FINISH_SECONDS)
+                + REPORT_SECONDS + (HEATMAP_SECONDS if self.heatmaps else 0.0))
 
 
 @dataclass(frozen=True)
@@ -244,4 +249,5 @@ def workload(config: TrainConfig, found: LabelledSplits) -> Workload:
     val = len(found.splits.get("val", []))
     return Workload(train_images=train, val_images=val, test_images=len(found.splits.get("test") or []) or val,
                     val_passes=2 if config.optim.ema else 1,
-                    test_views=len(TTA_VIEWS[config.eval.tta](torch.zeros(1, 1, 2, 2))), calibration_images=val)
+                    test_views=len(TTA_VIEWS[config.eval.tta](torch.zeros(1, 1, 2, 2))), calibration_images=val,
+                    heatmaps=config.eval.heatmaps)
