@@ -32,7 +32,7 @@ from celltune.models.checkpoint import (
 from celltune.predict.predictor import Prediction, make_loader, predict_probs
 from celltune.predict.to_csv import write_predictions_csv
 from celltune.reports.html import write_report
-from celltune.reports.run_files import plot_confusion, plot_curves, write_history, write_json
+from celltune.reports.run_files import plot_confusion, plot_curves, read_json, write_history, write_json
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,11 @@ def calibrate_checkpoint(checkpoint: str | Path, *, data: str | Path, seed: int 
 
 
 def _heatmaps(model: nn.Module, card: ModelCard, samples: list[Sample], probs: np.ndarray,
-              masks: list[Path] | None) -> list[tuple[str, bytes]] | str:
-    """The report's Grad-CAM pictures, or why there are none: a report is never lost for want of them."""
+              masks: list[Path] | None) -> list[tuple[str, bytes]] | str | None:
+    """The report's Grad-CAM pictures, or why there are none: a report is never lost for want of them (None for
+    multi-label, where the report has no such section)."""
+    if card.multilabel:
+        return None
     try:
         from celltune.explain.heatmaps import report_heatmaps
 
@@ -239,9 +242,9 @@ def finish_run(run_dir: Path, *, model: nn.Module, card: ModelCard, found: Label
                      fit_images_per_second=sum(r["train_images"] for r in history) / train_seconds
                      if train_seconds else 0.0, weights=str(best.get("weights", "raw")))
     write_json(run_dir / "metrics.json", run.to_dict())
-    pictures = (None if card.multilabel else _heatmaps(model, card, samples, probs, masks[split]) if heatmaps
-                else f"Grad-CAM left out of this run (eval.heatmaps off, as in celltune tune's trials): celltune "
-                     f"explain {run_dir} IMAGES draws it for any images.")
+    pictures = (_heatmaps(model, card, samples, probs, masks[split]) if heatmaps or card.multilabel else
+                f"Grad-CAM left out of this run (eval.heatmaps off, as in celltune tune's trials): celltune explain "
+                f"{run_dir} IMAGES draws it for any images.")
     write_report(run_dir, run=run, samples=samples, probs=probs, heatmaps=pictures)
     log.info("%s: %s", split, {k: round(v, 4) for k, v in result.headline().items()})
     return run
@@ -251,10 +254,8 @@ def draw_report_heatmaps(run_dir: Path, *, data: str | Path, seed: int = 0, mask
                          tta: str = "none", batch_size: int = 64) -> Path:
     """Write ``run_dir``'s report.html again, with the Grad-CAM pictures its run left out (eval.heatmaps off, as in
     celltune tune's trials, one of which may be the winner): its best checkpoint on the split it was scored on."""
-    import json
-
-    run = RunMetrics.from_dict(json.loads((run_dir / "metrics.json").read_text()))
+    run = RunMetrics.from_dict(read_json(run_dir / "metrics.json"))
     model, card, samples, masks, _ = _split_of(run_dir, data, run.split, seed=seed, mask_dir=mask_dir)
     _, probs = score(model, card, samples, batch_size=batch_size, tta=tta, masks=masks)
     return write_report(run_dir, run=run, samples=samples, probs=probs,
-                        heatmaps=None if card.multilabel else _heatmaps(model, card, samples, probs, masks))
+                        heatmaps=_heatmaps(model, card, samples, probs, masks))
