@@ -12,7 +12,14 @@ from celltune.config.recipes import load_config
 from celltune.data.samples import LabelledSplits, Sample
 from celltune.errors import ConfigError, DataError
 from celltune.metrics.results import RunMetrics
-from celltune.tuning.folds import AUTO_FOLDS, SMALL_VALIDATION, fold_splits, plan_search_folds, resolve_folds
+from celltune.tuning.folds import (
+    AUTO_FOLDS,
+    SMALL_VALIDATION,
+    fold_splits,
+    plan_search_folds,
+    resolve_folds,
+    retraining_seconds,
+)
 from celltune.tuning.report import why_stopped
 from celltune.tuning.search import new_tune, read_settings, run_tune
 
@@ -65,6 +72,61 @@ def test_folds_hold_out_every_training_and_validation_image_once_groups_whole_an
     assert set(second.splits) == {"train", "val"} and second.celltune_split
     with pytest.raises(DataError, match=r"/gone.png: in this search's folds \(folds.json\) but no longer"):
         fold_splits(found, ["/gone.png"], 1)
+
+
+def test_the_winner_retrains_for_a_trials_time_unless_that_leaves_the_search_under_two_trials():
+    def kept(trial, budget):
+        return retraining_seconds(trial, folds=5, budget=budget, finish=60, min_trial=60)
+
+    # 2 hours, a quarter a trial: 1800 s kept; 7200 - 60 - 2 * 5 * 60 = 6540 s would be room for more
+    assert kept(1800, 7200) == 1800
+    # 1000 s and trials of 400 s: 1000 - 60 - 400 = 540 s would hold under two trials of 5 folds of 60 s; the room
+    # left beside those two is 1000 - 60 - 600 = 340 s
+    assert kept(400, 1000) == 340
+    # 7 minutes: no room beside two trials, so one fold's time, 105 / 5
+    assert kept(105, 420) == 21
+    assert kept(1800, None) == 1800 and kept(None, 7200) is None  # no budget: a trial's; no trial budget: epochs
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_search_on_folds_keeps_a_trials_time_for_the_winner_and_gives_it_what_the_trials_left(
+        tiny_data, tmp_path, monkeypatch):
+    from celltune.tuning import folds, report, search
+
+    clock, budgets, retrained = FakeClock(), [], []
+
+    def cross_validated(trial, config, *, seconds, **kwargs):  # a trial that takes all its time, instantly
+        budgets.append(seconds)
+        clock.now += seconds
+        return 0.5
+
+    def finish_tune(tune_dir, study, config, *, retrain, **kwargs):
+        retrain(study.best_trial)
+
+    monkeypatch.setattr(search, "time", clock)
+    monkeypatch.setattr(folds, "cross_validated", cross_validated)
+    monkeypatch.setattr(folds, "retrain_winner", lambda *args, seconds, **kwargs: retrained.append(seconds))
+    monkeypatch.setattr(report, "finish_tune", finish_tune)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    config = quick_config(tiny_data, tmp_path, name="timed").updated(time_budget="2h")
+    run_tune(new_tune(config, space=tmp_path / "space.yaml", folds=5))
+    # 7200 s less 60 to finish and 1800 kept for the winner: two trials of a quarter, then the 1740 s left
+    assert budgets == [1800, 1800, 1740] and retrained == [1800]
+
+    budgets.clear()
+    retrained.clear()
+    config = config.updated(name="short", time_budget="8m")
+    run_tune(new_tune(config, space=tmp_path / "space.yaml", folds=5))
+    # 480 s: only one fold's 24 s kept (a trial's 120 would leave room for under two trials of 5 folds of 60 s); one
+    # trial of 120 s, then the 276 s left beside the 24 hold no trial of 5 folds: the winner gets them, up to 120
+    assert budgets == [120] and retrained == [120]
 
 
 def predicted_paths(run: Path) -> set[str]:

@@ -7,7 +7,7 @@ training and validation images together, groups whole; each run is validated on 
 score is the mean of its folds' best validation scores. It is reported after each fold, so successive halving
 compares trials after the same number of folds. The test split stays out of every fold. No fold run trained on the
 whole training split, so the winner's recipe is trained once more on the ordinary split (as ``celltune train``
-makes it, ``winner-trial-NNNN``) and that run is scored on test.
+makes it, ``winner-trial-NNNN``), for as long as one trial (``retraining_seconds``), and that run is scored on test.
 """
 
 from __future__ import annotations
@@ -124,6 +124,21 @@ def mean_headline(trial_dir: Path) -> dict[str, float]:
     headlines = [RunMetrics.from_dict(json.loads(p.read_text())).result.headline()
                  for p in sorted(trial_dir.glob("fold-*/metrics.json"))]
     return {name: float(np.mean([h[name] for h in headlines])) for name in headlines[0]}
+
+
+def retraining_seconds(trial_seconds: float | None, *, folds: int, budget: float | None, finish: float,
+                       min_trial: float) -> float | None:
+    """How long the winner's retraining is kept free at the end of a search on ``folds`` folds: one trial's time (its
+    folds' together), as long as a winner chosen on validation trained, since that run is the model the user keeps.
+    Where ``budget`` (this process's seconds) would then hold fewer than two of the shortest trials (``min_trial`` a
+    fold) besides ``finish`` (the last scoring and reports), less, never less than one fold's time."""
+    if trial_seconds is None:
+        return None
+    if budget is None:
+        return trial_seconds
+    # two shortest trials, not one: the first keeps its room after the data is read, and a search has a choice
+    room = budget - finish - 2 * min_trial * folds
+    return max(trial_seconds / folds, min(trial_seconds, room))
 
 
 def retrain_winner(tune_dir: Path, winner: FrozenTrial, *, found: LabelledSplits, checks: Any,

@@ -171,8 +171,10 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
     seconds = _seconds(budget, "--time-budget") if budget else (
         None if settings.budget_seconds is None else settings.budget_seconds - spent_seconds(study))
     plan = cv.read_plan(tune_dir) if settings.folds > 1 else None
-    # Cross-validated, the winner trains once more at the end, for as long as one fold ran
-    retrain = settings.trial_seconds / settings.folds if plan is not None and settings.trial_seconds else None
+    # Cross-validated, the winner trains once more at the end, for as long as a trial ran: kept free from the start
+    retrain = None if plan is None else cv.retraining_seconds(settings.trial_seconds, folds=settings.folds,
+                                                              budget=seconds, finish=FINISH_SECONDS,
+                                                              min_trial=MIN_TRIAL_SECONDS)
     failures = too_short = 0
     needs = 0.0  # the longest a trial turned out to need for one epoch of this data: later trials get that much
     while True:
@@ -205,6 +207,9 @@ def run_tune(tune_dir: str | Path, *, budget: str | None = None) -> Path:
                               f"recipe or the search space, then `celltune tune --resume {tune_dir}`")
     from celltune.tuning.report import finish_tune
 
+    if retrain is not None and seconds is not None and settings.trial_seconds:
+        # what the last trials left unspent goes to the retraining too, up to a trial's time
+        retrain = min(settings.trial_seconds, max(retrain, began + seconds - FINISH_SECONDS - time.monotonic()))
     retrained = None if plan is None else (
         lambda winner: cv.retrain_winner(tune_dir, winner, found=trial_found, checks=checks, seconds=retrain,
                                          heatmaps=settings.config.eval.heatmaps))
