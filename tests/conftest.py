@@ -73,6 +73,16 @@ def quick_config(data: Path | str, out: Path | str, **options) -> TrainConfig:
     return config_from_dict({**QUICK, "data": str(data), "out_dir": str(out), **options}, source="test")
 
 
+class FakeClock:
+    """A ``time.monotonic`` that stands still until a test moves ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def history(run: Path) -> list[dict[str, str]]:
     with (run / "history.csv").open() as f:
         return list(csv.DictReader(f))

@@ -29,7 +29,7 @@ from celltune.training.budget import (
 )
 from celltune.training.fit import prepare, run_prepared
 
-from conftest import quick_config
+from conftest import FakeClock, quick_config
 
 WORK = Workload(train_images=1000, val_images=200, test_images=400)
 FAST = Speed(96, train_images_per_second=100.0, eval_images_per_second=400.0)
@@ -85,14 +85,6 @@ def test_a_budget_too_small_for_one_epoch_says_what_would_do():
     # 30 spent + 11 finishing + 10.5 an epoch = 51.5 s, over 0.97: 53.1 s, and a second more
     with pytest.raises(ConfigError, match=r"not one epoch fits \(one takes ~10 s at 96 px.* give at least 0:54"):
         plan_run(budget=50, spent=30, speeds=[FAST], work=WORK, batch_size=64, size_fixed=True)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -23,7 +24,7 @@ from celltune.tuning.folds import (
 from celltune.tuning.report import why_stopped
 from celltune.tuning.search import new_tune, read_settings, run_tune
 
-from conftest import quick_config
+from conftest import FakeClock, quick_config
 
 SPACE = """
 options:
@@ -88,14 +89,6 @@ def test_the_winner_retrains_for_a_trials_time_unless_that_leaves_the_search_und
     assert kept(1800, None) == 1800 and kept(None, 7200) is None  # no budget: a trial's; no trial budget: epochs
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 def test_a_search_on_folds_keeps_a_trials_time_for_the_winner_and_gives_it_what_the_trials_left(
         tiny_data, tmp_path, monkeypatch):
     from celltune.tuning import folds, report, search
@@ -110,7 +103,7 @@ def test_a_search_on_folds_keeps_a_trials_time_for_the_winner_and_gives_it_what_
     def finish_tune(tune_dir, study, config, *, retrain, **kwargs):
         retrain(study.best_trial)
 
-    monkeypatch.setattr(search, "time", clock)
+    monkeypatch.setattr(search, "time", SimpleNamespace(monotonic=clock))  # search's clock alone
     monkeypatch.setattr(folds, "cross_validated", cross_validated)
     monkeypatch.setattr(folds, "retrain_winner", lambda *args, seconds, **kwargs: retrained.append(seconds))
     monkeypatch.setattr(report, "finish_tune", finish_tune)
