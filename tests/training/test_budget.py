@@ -25,6 +25,7 @@ from celltune.training.budget import (
     Speed,
     Workload,
     clock,
+    larger_sizes,
     plan_run,
 )
 from celltune.training.fit import prepare, run_prepared
@@ -79,6 +80,41 @@ def test_tight_budget_falls_back_to_smaller_images_unless_the_size_was_given():
     assert "smaller images" in plan.reason
     fixed = plan_run(budget=580, spent=30, speeds=speeds, work=WORK, batch_size=64, size_fixed=True)
     assert (fixed.image_size, fixed.epochs) == (128, 4)
+
+
+def test_sizes_to_grow_to_go_up_by_32_to_half_as_large_again_and_never_past_the_native_size():
+    assert budget.GROWTH == 1.5
+    assert larger_sizes(64, largest=224) == [96]
+    assert larger_sizes(96, largest=224) == [128]  # 144 is not a step of 32 above 96
+    assert larger_sizes(128, largest=224) == [160, 192]
+    assert larger_sizes(192, largest=224) == [224]
+    assert larger_sizes(224, largest=224) == []
+
+
+SMALL = Speed(64, train_images_per_second=225.0, eval_images_per_second=900.0)
+
+
+def test_a_budget_with_time_over_after_all_epochs_grows_the_image_while_half_the_epochs_still_fit():
+    assert (budget.MAX_EPOCHS, budget.GROWN_EPOCHS) == (100, 50)
+    larger = [SMALL.scaled(96)]  # 225 * (64/96)^2 = 100 and 400 images/s: FAST's 10.5 s an epoch, 11 s to finish
+    assert larger[0].train_images_per_second == pytest.approx(100.0)
+    # At 64 px an epoch is 1000 / 225 + 200 / 900 = 4.667 s and finishing 400 / 900 + 10 = 10.44 s.
+    # 540 s: 0.97 * 540 = 523.8 s; 64 px holds (523.8 - 10.44) / 4.667 = 110 -> all 100 epochs; 96 px holds
+    # (523.8 - 11) / 10.5 = 48.8 -> 48, fewer than 50: the image stays at 64 px.
+    kept = plan_run(budget=540, spent=0, speeds=[SMALL], work=WORK, batch_size=64, size_fixed=False, larger=larger)
+    assert (kept.image_size, kept.epochs) == (64, 100)
+    # 600 s: 582 s; 96 px holds (582 - 11) / 10.5 = 54.4 -> 54 epochs, at least 50: grown.
+    grown = plan_run(budget=600, spent=0, speeds=[SMALL], work=WORK, batch_size=64, size_fixed=False, larger=larger)
+    assert (grown.image_size, grown.epochs) == (96, 54) and "larger images" in grown.reason
+    assert plan_run(budget=1e6, spent=0, speeds=[SMALL], work=WORK, batch_size=64, size_fixed=False,
+                    larger=larger).epochs == 100
+    # A size or an epoch count the user gave is kept; and a budget that does not hold all 100 epochs never grows.
+    assert plan_run(budget=600, spent=0, speeds=[SMALL], work=WORK, batch_size=64, size_fixed=True,
+                    larger=larger).image_size == 64
+    assert plan_run(budget=600, spent=0, speeds=[SMALL], work=WORK, batch_size=64, size_fixed=False, larger=larger,
+                    max_epochs=100).image_size == 64
+    short = plan_run(budget=400, spent=0, speeds=[SMALL], work=WORK, batch_size=64, size_fixed=False, larger=larger)
+    assert (short.image_size, short.epochs) == (64, 80)  # (388 - 10.44) / 4.667 = 80.9
 
 
 def test_a_budget_too_small_for_one_epoch_says_what_would_do():

@@ -1,9 +1,13 @@
 """The probe measures the model's speed on a copy, leaving the model and the random state as they were."""
 
+import time
+
 import torch
 from torch import nn
 
-from celltune.training.probe import measure_speed
+from celltune.training import probe
+from celltune.training.budget import Speed, Workload
+from celltune.training.probe import measure_speed, probe_and_plan
 
 
 def test_probe_measures_a_copy_and_leaves_random_state_alone():
@@ -15,3 +19,27 @@ def test_probe_measures_a_copy_and_leaves_random_state_alone():
     assert speed.image_size == 16 and speed.train_images_per_second > 0 and speed.eval_images_per_second > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_plan_that_grows_the_image_measures_the_grown_size(monkeypatch):
+    measured: list[int] = []
+
+    def fake_speed(model, *, image_size, **_):  # a machine where the work grows with the pixels
+        measured.append(image_size)
+        factor = (64 / image_size) ** 2
+        return Speed(image_size, 225.0 * factor, 900.0 * factor)
+
+    monkeypatch.setattr(probe, "measure_speed", fake_speed)
+    work = Workload(train_images=1000, val_images=200, test_images=400)
+
+    def planned(*, size_fixed: bool):
+        return probe_and_plan(nn.Identity(), budget=600, started=time.monotonic(), work=work, batch_size=64,
+                              image_size=64, size_fixed=size_fixed, native_size=224, in_chans=3, accelerator="cpu",
+                              precision="32-true", channels_last=False, max_epochs=None)
+
+    # 96 px: 10.5 s an epoch, 11 s to finish, about 54 epochs in 600 s (tests/training/test_budget.py by hand)
+    grown = planned(size_fixed=False)
+    assert (grown.image_size, measured) == (96, [64, 96]) and 50 <= grown.epochs <= 54
+    assert [(s.image_size, s.measured) for s in grown.probe] == [(64, True), (96, False), (96, True)]
+    measured.clear()
+    assert (planned(size_fixed=True).image_size, measured) == (64, [64])

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ HEATMAP_SECONDS = 4.0
 MIN_EPOCHS = 5  # below this many epochs at the data's size, the planner tries smaller images
 MAX_EPOCHS = 100  # a generous budget on a small dataset plans at most this many (--epochs caps it lower)
 SIZE_STEP = 32
+# When all MAX_EPOCHS fit with time over, the planner grows the image up to GROWTH times the data's size while at
+# least GROWN_EPOCHS still fit: the growth measured on the suite's datasets (docs/benchmarks/budget.md) went one
+# step of 32 px from 64, no further, and the probe's estimate for a larger size runs slow (the keeper extends the run).
+GROWTH = 1.5
+GROWN_EPOCHS = MAX_EPOCHS // 2
 RECENT = 3  # the epochs whose mean time predicts the next ones
 PLAN = "plan.json"
 
@@ -122,18 +128,21 @@ def epochs_within(available: float, epoch_seconds: float, *, cap: int) -> int:
 
 
 def plan_run(*, budget: float, spent: float, speeds: list[Speed], work: Workload, batch_size: int,
-             size_fixed: bool, max_epochs: int | None = None) -> Plan:
+             size_fixed: bool, max_epochs: int | None = None, larger: Sequence[Speed] = ()) -> Plan:
     """The run that fits ``budget`` seconds, ``spent`` of them gone: as many epochs as fit after the final scoring
     and a safety margin, at the first of ``speeds`` (the data's size). When fewer than MIN_EPOCHS fit there and the
     size was not given, the smaller sizes of ``speeds`` are tried, largest first, for the first that holds
-    MIN_EPOCHS (else the one holding the most). ConfigError when not one epoch fits."""
+    MIN_EPOCHS (else the one holding the most). When all MAX_EPOCHS fit with time over and neither the size nor the
+    epochs were given, the image grows instead: the largest of ``larger`` at which GROWN_EPOCHS still fit, so that
+    the time a small dataset would leave unused buys resolution. ConfigError when not one epoch fits."""
     cap = min(max_epochs or MAX_EPOCHS, MAX_EPOCHS)
     available = budget * (1 - MARGIN) - spent
 
     def laid_out(speed: Speed, reason: str) -> Plan:
         epoch_s, finish_s = work.epoch_seconds(speed), work.finish_seconds(speed)
         epochs = epochs_within(available - finish_s, epoch_s, cap=cap)
-        return Plan(budget, spent, speed.image_size, batch_size, epochs, epoch_s, finish_s, reason, list(speeds))
+        return Plan(budget, spent, speed.image_size, batch_size, epochs, epoch_s, finish_s, reason,
+                    [*speeds, *larger])
 
     first = laid_out(speeds[0], "as many epochs as fit" + (f" (capped at {cap})" if cap < MAX_EPOCHS else ""))
     candidates = [first]
@@ -144,6 +153,10 @@ def plan_run(*, budget: float, spent: float, speeds: list[Speed], work: Workload
             if candidates[-1].epochs >= MIN_EPOCHS:
                 break
     best = next((p for p in candidates if p.epochs >= MIN_EPOCHS), max(candidates, key=lambda p: p.epochs))
+    if best.epochs == MAX_EPOCHS and max_epochs is None and not size_fixed:
+        grown = [laid_out(speed, f"all {MAX_EPOCHS} epochs fit at {first.image_size} px with time over: larger "
+                                 "images") for speed in larger]
+        best = max((p for p in grown if p.epochs >= GROWN_EPOCHS), key=lambda p: p.image_size, default=best)
     if best.epochs < 1:
         need = (spent + best.finish_seconds + best.epoch_seconds) / (1 - MARGIN) + 1
         raise TooShortError(f"--time-budget {clock(budget)}: not one epoch fits (one takes ~{best.epoch_seconds:.0f} "
@@ -155,6 +168,12 @@ def plan_run(*, budget: float, spent: float, speeds: list[Speed], work: Workload
 def smaller_sizes(size: int, *, smallest: int = 64) -> list[int]:
     """The sizes the planner may fall back to: ``size`` down to ``smallest`` in steps of 32."""
     return list(range(size - SIZE_STEP, smallest - 1, -SIZE_STEP))
+
+
+def larger_sizes(size: int, *, largest: int) -> list[int]:
+    """The sizes the planner may grow to, ascending: steps of 32 above ``size``, up to GROWTH times it and never
+    past ``largest`` (the weights' native size)."""
+    return list(range(size + SIZE_STEP, min(int(size * GROWTH), largest) + 1, SIZE_STEP))
 
 
 class BudgetKeeper(L.Callback):

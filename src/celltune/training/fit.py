@@ -126,9 +126,9 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     if config.optim.time_budget and resume is None:
         plan = probe_and_plan(model, budget=budget_seconds(config), started=started, work=work,
                               batch_size=batch_size, image_size=image_size,
-                              size_fixed=given_size is not None, in_chans=in_chans, accelerator=hardware.accelerator,
-                              precision=hardware.precision, channels_last=hardware.channels_last,
-                              max_epochs=given_epochs)
+                              size_fixed=given_size is not None, native_size=prep.input_size, in_chans=in_chans,
+                              accelerator=hardware.accelerator, precision=hardware.precision,
+                              channels_last=hardware.channels_last, max_epochs=given_epochs)
         config = config.updated(image_size=plan.image_size, epochs=plan.epochs)
     elif resume is not None and (Path(resume) / PLAN).is_file():  # where its time budget had moved the end
         config = config.updated(epochs=planned_epochs(Path(resume) / PLAN))

@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from celltune.training.budget import Plan, Speed, Workload, plan_run, smaller_sizes
+from celltune.training.budget import Plan, Speed, Workload, larger_sizes, plan_run, smaller_sizes
 
 
 def measure_speed(model: nn.Module, *, image_size: int, batch_size: int, in_chans: int, device: str = "cpu",
@@ -60,10 +60,11 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def probe_and_plan(model: nn.Module, *, budget: float, started: float, work: Workload, batch_size: int,
-                   image_size: int, size_fixed: bool, in_chans: int, accelerator: str, precision: str,
-                   channels_last: bool, max_epochs: int | None) -> Plan:
-    """Measure the model at ``image_size`` (and again at a smaller size should the plan fall back to one, whose
-    speed it first estimates from the pixels), then plan. ``started``: ``time.monotonic()`` when the run began."""
+                   image_size: int, size_fixed: bool, native_size: int, in_chans: int, accelerator: str,
+                   precision: str, channels_last: bool, max_epochs: int | None) -> Plan:
+    """Measure the model at ``image_size`` (and again at a smaller or larger size should the plan move to one, whose
+    speed it first estimates from the pixels), then plan. ``started``: ``time.monotonic()`` when the run began;
+    ``native_size``: the weights' own input size, which growing the image never passes."""
     device = "cuda" if accelerator in ("gpu", "cuda") else "cpu"
 
     def measured(size: int) -> Speed:
@@ -72,8 +73,9 @@ def probe_and_plan(model: nn.Module, *, budget: float, started: float, work: Wor
 
     first = measured(image_size)
     speeds = [first] + ([] if size_fixed else [first.scaled(s) for s in smaller_sizes(image_size)])
+    larger = [] if size_fixed else [first.scaled(s) for s in larger_sizes(image_size, largest=native_size)]
     plan = plan_run(budget=budget, spent=time.monotonic() - started, speeds=speeds, work=work, batch_size=batch_size,
-                    size_fixed=size_fixed, max_epochs=max_epochs)
+                    size_fixed=size_fixed, max_epochs=max_epochs, larger=larger)
     if plan.image_size != image_size:
         chosen = measured(plan.image_size)
         plan = replan(plan, started=started, speed=chosen, work=work, max_epochs=max_epochs)
