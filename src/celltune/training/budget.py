@@ -24,6 +24,7 @@ from celltune.config import TrainConfig
 from celltune.data.samples import LabelledSplits
 from celltune.data.transforms import TTA_VIEWS
 from celltune.errors import TooShortError
+from celltune.training.defaults import SIZE_STEP, SMALLEST
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ REPORT_SECONDS = 6.0
 HEATMAP_SECONDS = 4.0
 MIN_EPOCHS = 5  # below this many epochs at the data's size, the planner tries smaller images
 MAX_EPOCHS = 100  # a generous budget on a small dataset plans at most this many (--epochs caps it lower)
-SIZE_STEP = 32
 # When all MAX_EPOCHS fit with time over, the planner grows the image up to GROWTH times the data's size while at
 # least GROWN_EPOCHS still fit: the growth measured on the suite's datasets (docs/benchmarks/budget.md) went one
 # step of 32 px from 64, no further, and the probe's estimate for a larger size runs slow (the keeper extends the run).
@@ -165,7 +165,7 @@ def plan_run(*, budget: float, spent: float, speeds: list[Speed], work: Workload
     return best
 
 
-def smaller_sizes(size: int, *, smallest: int = 64) -> list[int]:
+def smaller_sizes(size: int, *, smallest: int = SMALLEST) -> list[int]:
     """The sizes the planner may fall back to: ``size`` down to ``smallest`` in steps of 32."""
     return list(range(size - SIZE_STEP, smallest - 1, -SIZE_STEP))
 
