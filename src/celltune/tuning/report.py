@@ -1,6 +1,6 @@
 """What a finished search leaves: the winner scored once on test (``winner.json``), its recipe as ``best.yaml``,
 every trial as data (``tune.json``) and one offline page (``tune.html``): each trial's recipe, its validation curve,
-where and why it stopped, and which settings mattered (Optuna's fANOVA importance)."""
+where and why it stopped, and which settings mattered (``tuning.importance``)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from celltune.metrics.results import RunMetrics
 from celltune.reports.html import STYLE
 from celltune.reports.run_files import html_table, img_tag, read_json, save_figure
 from celltune.tuning.folds import mean_headline
+from celltune.tuning.importance import importance
 from celltune.tuning.study import trial_seconds
 
 try:
@@ -65,19 +66,6 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                      "epochs": t.user_attrs.get("epochs"), "why": why_stopped(t), "seconds": trial_seconds(t),
                      "run_dir": t.user_attrs.get("run_dir")})
     return rows
-
-
-def importance(study: optuna.Study) -> dict[str, float] | str:
-    """{setting: share of the variance of the validation score it explains}, or why there is none yet."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 3:
-        return f"{len(complete)} completed trial(s): importance needs at least 3"
-    try:
-        shares = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-        return {k: float(v) for k, v in shares.items()}
-    except (RuntimeError, ValueError) as err:
-        return f"not computed: {err}"
 
 
 Retrain = Callable[[FrozenTrial], Path]  # a cross-validated winner trained once more: its run directory
@@ -205,7 +193,7 @@ def _winner_html(winner: dict[str, Any] | None) -> str:
 
 
 def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None,
-                      shares: dict[str, float] | str, *, folds: int = 1) -> Path:
+                      shares: dict[str, float] | None, basis: str, *, folds: int = 1) -> Path:
     counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
     trials = html_table(["trial", "state", "validation", "epochs", "seconds", "why it stopped", "recipe"], [
         [str(r["trial"]), r["state"], "–" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"] or "–"),
@@ -214,8 +202,9 @@ def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[s
         for r in rows])
     winner_trial = winner["trial"] if winner else None
     curves = plot_curves(rows, winner_trial, step="fold" if folds > 1 else "epoch")
-    matter = (f"<p>{html.escape(shares)}</p>" if isinstance(shares, str) else
-              img_tag(plot_importance(shares), "setting importance"))
+    matter = f"<p>{'' if shares is None else 'Computed on '}{html.escape(basis)}.</p>"
+    if shares is not None:
+        matter += img_tag(plot_importance(shares), "setting importance")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>celltune tune</title><style>{STYLE}</style>"
             f"</head><body><h1>celltune tune: {html.escape(str(tune_dir))}</h1>"
             f"<p>{len(rows)} trials: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} "
@@ -254,8 +243,8 @@ def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has
         write_best_recipe(tune_dir, best, winner, heatmaps=config.eval.heatmaps)
     else:
         log.warning("%s: no trial completed; no winner", tune_dir)
-    shares = importance(study)
-    summary = {"trials": rows, "winner": winner, "importance": shares, "folds": folds}
+    shares, basis = importance(study, folds=folds)
+    summary = {"trials": rows, "winner": winner, "importance": shares, "importance_basis": basis, "folds": folds}
     _replace_text(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
-    write_tune_report(tune_dir, rows, winner, shares, folds=folds)
+    write_tune_report(tune_dir, rows, winner, shares, basis, folds=folds)
     return summary
