@@ -1,12 +1,13 @@
 import csv
 import json
+import shutil
 import warnings
 from pathlib import Path
 
 import pytest
 
 from celltune.cli import main
-from celltune.config.recipes import load_config
+from celltune.config.recipes import load_config, save_config
 from celltune.data.discovery import discover, discover_pool
 from celltune.errors import ConfigError, MissingError
 from celltune.predict.predictor import Prediction
@@ -113,7 +114,12 @@ def test_a_killed_cv_resumes_its_unfinished_folds(patients, tmp_path, monkeypatc
     assert (parent / PLAN).is_file() and (parent / "fold-2" / "last.ckpt").is_file()
     assert not (parent / "fold-3").exists()
     monkeypatch.setattr(CellClassifier, "on_train_epoch_start", original)
+    # A fold resumes with its own recipe, as `celltune train --resume` does (a time budget may have planned its size).
+    saved = parent / "fold-2" / "config.yaml"
+    save_config(load_config(saved).updated(image_size=24), saved)
     assert run_cv(config, folds=3, resume=parent) == parent
+    assert load_config(saved).data.image_size == 24
+    assert load_config(parent / "fold-3" / "config.yaml").data.image_size == 16
     assert (parent / "fold-1" / "metrics.json").stat().st_mtime_ns == done_at  # kept, not trained again
     assert [r["epoch"] for r in history(parent / "fold-2")] == ["1", "2"]  # continued from its last.ckpt
     assert len(json.loads((parent / "cv.json").read_text())["per_fold"]) == 3
@@ -128,6 +134,21 @@ def test_a_time_budget_is_shared_between_the_folds(patients, tmp_path):
     assert 250 < plans[0]["budget_seconds"] <= (600 - 15) / 2
     assert plans[0]["budget_seconds"] < plans[1]["budget_seconds"] <= 600 - 15 - plans[0]["finished_seconds"]
     assert all(p["epochs"] == p["epochs_run"] == 1 and p["within_budget"] for p in plans)  # --epochs 1 caps both
+
+
+def test_with_a_time_budget_later_folds_train_at_the_size_the_first_fold_planned(patients, tmp_path):
+    config = quick_config(patients, tmp_path, name="cvsize", time_budget="10m", epochs=1, bootstrap=0, image_size=None)
+    alone = run_cv(config.updated(name="cvalone"), folds=2, plan_only=True)
+    run_cv(config, resume=alone, fold=2)
+    own_size = load_config(alone / "fold-2" / "config.yaml").data.image_size
+    # Fold 1 trained at another size than fold 2 would plan alone: the same run, as if its plan had chosen that size.
+    parent = run_cv(config, folds=2, plan_only=True)
+    shutil.copytree(alone / "fold-2", parent / "fold-1")
+    save_config(load_config(parent / "fold-1" / "config.yaml").updated(image_size=own_size + 32),
+                parent / "fold-1" / "config.yaml")
+    run_cv(config, resume=parent, fold=2)
+    assert load_config(parent / "fold-2" / "config.yaml").data.image_size == own_size + 32
+    assert json.loads((parent / "fold-2" / "plan.json").read_text())["image_size"] == own_size + 32
 
 
 def test_out_of_fold_table_keeps_names_that_look_like_formulas_as_text_guarded_once(tmp_path):

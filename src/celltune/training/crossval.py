@@ -22,7 +22,7 @@ from celltune.data.class_choice import ClassChoice
 from celltune.data.discovery import discover_pool, split_samples
 from celltune.data.samples import LabelledSplits, Sample
 from celltune.data.splits import sample_folds
-from celltune.errors import ConfigError, DataError, MissingError
+from celltune.errors import CelltuneError, ConfigError, DataError, MissingError
 from celltune.training.callbacks import LAST
 from celltune.training.cv_summary import repeat_of, write_summary
 
@@ -110,6 +110,25 @@ def _data(config: TrainConfig):
     return found, checks
 
 
+def planned_size(parent: Path, runs: int, *, but: int) -> tuple[int, int] | None:
+    """The image size of the first fold run (other than ``but``) that has trained an epoch, and that fold. With a time
+    budget the other folds train at it too: planned alone, a fold near a threshold of the planner (its smaller sizes,
+    its larger ones) could train at another size than its neighbours, and the folds would no longer be alike."""
+    from celltune.config.recipes import load_config
+
+    for k in range(1, runs + 1):
+        run = parent / f"fold-{k}"
+        if k == but or not ((run / "metrics.json").is_file() or (run / LAST).is_file()):
+            continue  # a fold that has not trained an epoch plans again when it runs
+        try:
+            size = load_config(run / "config.yaml").data.image_size
+        except (OSError, CelltuneError):  # a fold of another job being set up: not one to follow
+            continue
+        if size:
+            return size, k
+    return None
+
+
 def fold_runs(saved: dict) -> int:
     """How many fold runs a plan holds: its folds times its repeats."""
     return saved["folds"] * saved.get("repeats", 1)
@@ -119,9 +138,9 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
            fold: int | None = None, plan_only: bool = False) -> Path:
     """Cross-validate ``config`` (its data split into ``folds`` folds; ``"groups"``: one fold per group, each held
     out in turn), ``repeats`` times on new folds; returns the parent directory. With a time budget, each fold run still
-    to train gets an equal share of what is left of it, less the summary's time. ``plan_only``: save the plan and
-    stop; ``fold``: train that fold run of the plan in ``resume`` alone (a job of a cluster array, with a share of the
-    budget), no summary."""
+    to train gets an equal share of what is left of it, less the summary's time, and the image size the first fold's
+    plan chose (unless ``--image-size`` was given). ``plan_only``: save the plan and stop; ``fold``: train that fold
+    run of the plan in ``resume`` alone (a job of a cluster array, with a share of the budget), no summary."""
     began = time.monotonic()
     from celltune.config.recipes import save_config
     from celltune.training.fit import budget_seconds, fit
@@ -161,6 +180,10 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
         # a repeat's runs start from their own seed: new initial heads and draws, as its folds are new
         seed = saved["seed"] + repeat_of(k, saved["folds"]) - 1
         fold_config = config.updated(out_dir=str(parent), name=fold_dir.name, seed=seed)
+        if state == "resumable":  # as `celltune train --resume`: its own recipe, the size and epochs it planned
+            from celltune.config.recipes import load_config
+
+            fold_config = load_config(fold_dir / "config.yaml")
         if config.optim.time_budget and state == "fresh":
             if fold is not None:
                 share = budget_seconds(config) / runs
@@ -169,6 +192,10 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
                 share = left / sum(_fold_state(parent / f"fold-{j}") != "done" for j in range(k, runs + 1))
             fold_config = fold_config.updated(time_budget=f"{max(share, 1.0):.1f}s")
             log.info("fold %d: %.0f s of the time budget", k, share)
+            pinned = None if config.data.image_size else planned_size(parent, runs, but=k)
+            if pinned is not None:
+                fold_config = fold_config.updated(image_size=pinned[0])
+                log.info("fold %d: %d px, the size fold %d planned, so that the folds are alike", k, *pinned)
         fit(fold_config, found=_fold_splits(found, fold_plan, k, runs), checks=checks,
             resume=fold_dir if state == "resumable" else None)
     if fold is not None:
