@@ -111,22 +111,33 @@ def _data(config: TrainConfig):
 
 
 def planned_size(parent: Path, runs: int, *, but: int) -> tuple[int, int] | None:
-    """The image size of the first fold run (other than ``but``) that has trained an epoch, and that fold. With a time
-    budget the other folds train at it too: planned alone, a fold near a threshold of the planner (its smaller sizes,
-    its larger ones) could train at another size than its neighbours, and the folds would no longer be alike."""
+    """The image size of the first fold run (other than ``but``) that has trained an epoch, and that fold."""
     from celltune.config.recipes import load_config
 
     for k in range(1, runs + 1):
         run = parent / f"fold-{k}"
-        if k == but or not ((run / "metrics.json").is_file() or (run / LAST).is_file()):
-            continue  # a fold that has not trained an epoch plans again when it runs
         try:
+            if k == but or _fold_state(run) == "fresh":
+                continue  # a fold that has not trained an epoch plans again when it runs
             size = load_config(run / "config.yaml").data.image_size
         except (OSError, CelltuneError):  # a fold of another job being set up: not one to follow
             continue
         if size:
             return size, k
     return None
+
+
+def sized_like_first_fold(fold_config: TrainConfig, parent: Path, runs: int, *, k: int) -> TrainConfig:
+    """``fold_config`` (fold run ``k``) at the image size of the first fold that trained, when a time budget would
+    plan the size: planned alone, a fold near a threshold of the planner (its smaller sizes, its larger ones) could
+    train at another size than its neighbours, and the folds would no longer be alike."""
+    if not fold_config.optim.time_budget or fold_config.data.image_size:
+        return fold_config
+    pinned = planned_size(parent, runs, but=k)
+    if pinned is None:
+        return fold_config
+    log.info("fold %d: %d px, the size fold %d trained at, so that the folds are alike", k, *pinned)
+    return fold_config.updated(image_size=pinned[0])
 
 
 def fold_runs(saved: dict) -> int:
@@ -142,7 +153,7 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
     plan chose (unless ``--image-size`` was given). ``plan_only``: save the plan and stop; ``fold``: train that fold
     run of the plan in ``resume`` alone (a job of a cluster array, with a share of the budget), no summary."""
     began = time.monotonic()
-    from celltune.config.recipes import save_config
+    from celltune.config.recipes import load_config, save_config
     from celltune.training.fit import budget_seconds, fit
 
     if repeats < 1:
@@ -177,13 +188,11 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
             continue
         if state == "fresh" and fold_dir.exists():
             shutil.rmtree(fold_dir)  # only what a run writes before its first epoch (checked above)
-        # a repeat's runs start from their own seed: new initial heads and draws, as its folds are new
-        seed = saved["seed"] + repeat_of(k, saved["folds"]) - 1
-        fold_config = config.updated(out_dir=str(parent), name=fold_dir.name, seed=seed)
         if state == "resumable":  # as `celltune train --resume`: its own recipe, the size and epochs it planned
-            from celltune.config.recipes import load_config
-
             fold_config = load_config(fold_dir / "config.yaml")
+        else:  # a repeat's runs start from their own seed: new initial heads and draws, as its folds are new
+            seed = saved["seed"] + repeat_of(k, saved["folds"]) - 1
+            fold_config = config.updated(out_dir=str(parent), name=fold_dir.name, seed=seed)
         if config.optim.time_budget and state == "fresh":
             if fold is not None:
                 share = budget_seconds(config) / runs
@@ -192,10 +201,7 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
                 share = left / sum(_fold_state(parent / f"fold-{j}") != "done" for j in range(k, runs + 1))
             fold_config = fold_config.updated(time_budget=f"{max(share, 1.0):.1f}s")
             log.info("fold %d: %.0f s of the time budget", k, share)
-            pinned = None if config.data.image_size else planned_size(parent, runs, but=k)
-            if pinned is not None:
-                fold_config = fold_config.updated(image_size=pinned[0])
-                log.info("fold %d: %d px, the size fold %d planned, so that the folds are alike", k, *pinned)
+            fold_config = sized_like_first_fold(fold_config, parent, runs, k=k)
         fit(fold_config, found=_fold_splits(found, fold_plan, k, runs), checks=checks,
             resume=fold_dir if state == "resumable" else None)
     if fold is not None:

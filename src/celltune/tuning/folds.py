@@ -95,7 +95,7 @@ def cross_validated(trial: Trial, config: TrainConfig, *, run_dir: Path, found: 
     behind after a fold that is not the last."""
     import optuna
 
-    from celltune.training.crossval import planned_size
+    from celltune.training.crossval import sized_like_first_fold
     from celltune.training.fit import prepare, run_prepared
 
     scores: list[float] = []
@@ -103,9 +103,7 @@ def cross_validated(trial: Trial, config: TrainConfig, *, run_dir: Path, found: 
     for k, held in enumerate(plan, start=1):
         fold = config.updated(out_dir=str(run_dir), name=f"fold-{k}",
                               time_budget=f"{seconds / len(plan):.1f}s" if seconds else None)
-        pinned = planned_size(run_dir, len(plan), but=k) if seconds and not config.data.image_size else None
-        if pinned is not None:  # a space without image_size: the folds train at the size the first one planned
-            fold = fold.updated(image_size=pinned[0])
+        fold = sized_like_first_fold(fold, run_dir, len(plan), k=k)  # where the space leaves image_size out
         run = prepare(fold, found=fold_splits(found, held, k), checks=checks)
         run_prepared(run)
         scores.append(float(run.recorder.best_score))
