@@ -73,11 +73,13 @@ def fail_orphans(study: optuna.Study) -> None:
         pid = trial.user_attrs.get("pid")
         if trial.user_attrs.get("host") != socket.gethostname() or pid is None or _alive(int(pid)):
             continue
-        try:  # processes joining at the same moment both find the orphan: the first to record it wins
+        # Processes joining at the same moment both find the orphan: the first to fail it wins. Both may record the
+        # error while it still runs, and skip_if_finished checks before it writes, so the other's tell can raise.
+        try:
             study._storage.set_trial_user_attr(trial._trial_id, "error", f"interrupted: its process ({pid}) ended")
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         log.warning("trial %d was left running by process %s, which has ended: recorded as failed",
                     trial.number, pid)
 
