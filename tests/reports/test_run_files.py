@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
-from celltune.reports.run_files import plot_confusion, plot_curves, read_history, write_history
+from celltune.reports.run_files import plot_confusion, plot_curves, read_history, read_json, write_history, write_json
 
 
 def test_history_round_trips_as_numbers(tmp_path):
@@ -29,3 +31,22 @@ def test_curves_plot_every_tracked_validation_number(tmp_path, monkeypatch):
 def test_confusion_plot_is_a_png(tmp_path, normalized):
     path = plot_confusion([[3, 1], [0, 2]], ["a", "b"], tmp_path / "cm.png", title="t", normalized=normalized)
     assert Image.open(path).format == "PNG"
+
+
+def test_a_json_write_killed_halfway_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"epochs_run": 3})
+    real_write = Path.write_text
+
+    def dies_halfway(self, text, *args, **kwargs):
+        real_write(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(path, {"epochs_run": 4, "accuracy": 0.5})
+    monkeypatch.undo()
+    assert read_json(path) == {"epochs_run": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no partial file left behind
+    write_json(path, {"epochs_run": 4})
+    assert read_json(path) == {"epochs_run": 4}

@@ -7,6 +7,7 @@ import base64
 import csv
 import html
 import json
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,7 +19,14 @@ from celltune.data import csvfiles
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    """Written beside its place, then renamed over it: another process reading it (tune, cv, a resume) sees the old
+    file or the new one, never half of one, and a process killed while writing leaves the old file whole."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict:
