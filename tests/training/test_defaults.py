@@ -1,10 +1,12 @@
 """Defaults chosen from the data: the image size follows the images, between 64 px and the weights' native size; the
 batch size follows the image size, the device and the training set."""
 
+import json
 import logging
 
 import pytest
 
+from celltune.training import fit as fit_module
 from celltune.training.defaults import batch_size_for, image_size_for
 from celltune.training.fit import prepare
 
@@ -58,3 +60,21 @@ def test_training_without_batch_size_chooses_one_and_says_why(tiny_data, tmp_pat
     train_images = len(run.found.splits["train"])
     assert run.config.optim.batch_size == run.datamodule.batch_size == 8  # a small set: 20 steps an epoch, at least 8
     assert f"batch size 8: 20 optimizer steps per epoch over {train_images} training images" in caplog.text
+
+
+def test_a_budget_that_grows_the_image_trains_with_the_batch_the_device_holds_at_the_grown_size(
+        tiny_data, tmp_path, monkeypatch):
+    asked: list[int] = []
+
+    def small_device(image_size, *, accelerator, train_images):  # memory for 8 images of 64 px, 4 of 96
+        asked.append(image_size)
+        return 8 if image_size <= 64 else 4
+
+    monkeypatch.setattr(fit_module, "batch_at_size", small_device)
+    options = dict(image_size=None, epochs=None, time_budget="10m", bootstrap=0)
+    run = prepare(quick_config(tiny_data, tmp_path, batch_size=None, **options))
+    assert run.config.data.image_size == 96  # all 100 epochs fit at the data's 64 px: grown
+    assert run.config.optim.batch_size == run.datamodule.batch_size == 4 and asked and set(asked) == {96}
+    assert "batch 4 at 96 px" in json.loads((run.run_dir / "plan.json").read_text())["reason"]
+    given = prepare(quick_config(tiny_data, tmp_path, batch_size=8, name="given", **options))
+    assert (given.config.data.image_size, given.config.optim.batch_size) == (96, 8)  # a given batch is kept

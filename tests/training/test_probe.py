@@ -1,5 +1,6 @@
 """The probe measures the model's speed on a copy, leaving the model and the random state as they were."""
 
+import math
 import time
 
 import torch
@@ -23,19 +24,21 @@ def test_probe_measures_a_copy_and_leaves_random_state_alone():
 
 def test_a_plan_that_grows_the_image_measures_the_grown_size(monkeypatch):
     measured: list[int] = []
+    batches: list[int] = []
 
-    def fake_speed(model, *, image_size, **_):  # a machine where the work grows with the pixels
+    def fake_speed(model, *, image_size, batch_size, **_):  # a machine where the work grows with the pixels
         measured.append(image_size)
+        batches.append(batch_size)
         factor = (64 / image_size) ** 2
         return Speed(image_size, 225.0 * factor, 900.0 * factor)
 
     monkeypatch.setattr(probe, "measure_speed", fake_speed)
     work = Workload(train_images=1000, val_images=200, test_images=400)
 
-    def planned(*, size_fixed: bool):
+    def planned(*, size_fixed: bool, batch_at=None):
         return probe_and_plan(nn.Identity(), budget=600, started=time.monotonic(), work=work, batch_size=64,
                               image_size=64, size_fixed=size_fixed, native_size=224, in_chans=3, accelerator="cpu",
-                              precision="32-true", channels_last=False, max_epochs=None)
+                              precision="32-true", channels_last=False, max_epochs=None, batch_at=batch_at)
 
     # 96 px: 10.5 s an epoch, 11 s to finish, about 54 epochs in 600 s (tests/training/test_budget.py by hand)
     grown = planned(size_fixed=False)
@@ -43,3 +46,10 @@ def test_a_plan_that_grows_the_image_measures_the_grown_size(monkeypatch):
     assert [(s.image_size, s.measured) for s in grown.probe] == [(64, True), (96, False), (96, True)]
     measured.clear()
     assert (planned(size_fixed=True).image_size, measured) == (64, [64])
+    # A device whose memory holds 64 images of 64 px holds 64 * (64 / 96) ** 2 = 28 -> 16 (a power of two) at 96 px:
+    # the grown plan trains with 16, and its size is measured at 16.
+    measured.clear(), batches.clear()
+    grown = planned(size_fixed=False, batch_at=lambda size: 2 ** int(math.log2(64 * (64 / size) ** 2)))
+    assert (grown.image_size, grown.batch_size, batches) == (96, 16, [64, 16]) and "batch 16 at 96 px" in grown.reason
+    # where the batch still fits at the larger size, it stays
+    assert planned(size_fixed=False, batch_at=lambda size: 64).batch_size == 64

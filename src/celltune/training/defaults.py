@@ -74,6 +74,13 @@ def batch_size_for(*, image_size: int, memory_bytes: int, accelerator: str, trai
     return Chosen(value, reason)
 
 
+def batch_at_size(image_size: int, *, accelerator: str, train_images: int) -> int:
+    """The batch ``batch_size_for`` chooses at ``image_size`` on this device: for a time budget's plan that grows the
+    image after the batch was chosen at the data's size."""
+    return batch_size_for(image_size=image_size, memory_bytes=device_memory(accelerator), accelerator=accelerator,
+                          train_images=train_images).value
+
+
 def device_memory(accelerator: str) -> int:
     """Bytes of memory of the device that trains: the first GPU's, or the machine's RAM."""
     if accelerator in ("gpu", "cuda"):

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -40,7 +41,7 @@ from celltune.training.budget import (
 )
 from celltune.training.callbacks import LAST, RunRecorder, training_callbacks
 from celltune.training.datamodule import CellDataModule
-from celltune.training.defaults import with_data_defaults
+from celltune.training.defaults import batch_at_size, with_data_defaults
 from celltune.training.module import CellClassifier
 from celltune.training.preflight import check, check_data, check_labels, check_validation, find_data
 from celltune.training.probe import probe_and_plan, replan
@@ -100,7 +101,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     began, from which a time budget counts (default: now)."""
     started = time.monotonic() if started is None else started
     config = check(config, resume)
-    given_size, given_epochs = config.data.image_size, config.optim.epochs
+    given_size, given_epochs, given_batch = config.data.image_size, config.optim.epochs, config.optim.batch_size
     data = config.data
     set_max_image_pixels(data.max_image_pixels)
     L.seed_everything(data.seed, workers=True, verbose=False)
@@ -124,12 +125,15 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
     plan: Plan | None = None
     work = workload(config, found)
     if config.optim.time_budget and resume is None:
+        batch_at = None if given_batch else partial(batch_at_size, accelerator=hardware.accelerator,
+                                                    train_images=len(found.splits["train"]))
         plan = probe_and_plan(model, budget=budget_seconds(config), started=started, work=work,
                               batch_size=batch_size, image_size=image_size,
                               size_fixed=given_size is not None, native_size=prep.input_size, in_chans=in_chans,
                               accelerator=hardware.accelerator, precision=hardware.precision,
-                              channels_last=hardware.channels_last, max_epochs=given_epochs)
-        config = config.updated(image_size=plan.image_size, epochs=plan.epochs)
+                              channels_last=hardware.channels_last, max_epochs=given_epochs, batch_at=batch_at)
+        batch_size = plan.batch_size
+        config = config.updated(image_size=plan.image_size, epochs=plan.epochs, batch_size=batch_size)
     elif resume is not None and (Path(resume) / PLAN).is_file():  # where its time budget had moved the end
         config = config.updated(epochs=planned_epochs(Path(resume) / PLAN))
     elif config.optim.epochs is None:

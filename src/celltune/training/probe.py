@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -61,23 +62,28 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 def probe_and_plan(model: nn.Module, *, budget: float, started: float, work: Workload, batch_size: int,
                    image_size: int, size_fixed: bool, native_size: int, in_chans: int, accelerator: str,
-                   precision: str, channels_last: bool, max_epochs: int | None) -> Plan:
+                   precision: str, channels_last: bool, max_epochs: int | None,
+                   batch_at: Callable[[int], int] | None = None) -> Plan:
     """Measure the model at ``image_size`` (and again at a smaller or larger size should the plan move to one, whose
     speed it first estimates from the pixels), then plan. ``started``: ``time.monotonic()`` when the run began;
-    ``native_size``: the weights' own input size, which growing the image never passes."""
+    ``native_size``: the weights' own input size, which growing the image never passes; ``batch_at``: the batch the
+    device holds at a size, for a plan that grows the image (None: ``batch_size`` at every size, as a user's)."""
     device = "cuda" if accelerator in ("gpu", "cuda") else "cpu"
 
-    def measured(size: int) -> Speed:
-        return measure_speed(model, image_size=size, batch_size=batch_size, in_chans=in_chans, device=device,
+    def measured(size: int, batch: int) -> Speed:
+        return measure_speed(model, image_size=size, batch_size=batch, in_chans=in_chans, device=device,
                              channels_last=channels_last, autocast=AUTOCAST.get(precision))
 
-    first = measured(image_size)
+    first = measured(image_size, batch_size)
     speeds = [first] + ([] if size_fixed else [first.scaled(s) for s in smaller_sizes(image_size)])
     larger = [] if size_fixed else [first.scaled(s) for s in larger_sizes(image_size, largest=native_size)]
     plan = plan_run(budget=budget, spent=time.monotonic() - started, speeds=speeds, work=work, batch_size=batch_size,
                     size_fixed=size_fixed, max_epochs=max_epochs, larger=larger)
+    if plan.image_size > image_size and batch_at is not None and batch_at(plan.image_size) < batch_size:
+        smaller = batch_at(plan.image_size)  # larger images: the batch the device's memory holds at their size
+        plan = replace(plan, batch_size=smaller, reason=f"{plan.reason}, batch {smaller} at {plan.image_size} px")
     if plan.image_size != image_size:
-        chosen = measured(plan.image_size)
+        chosen = measured(plan.image_size, plan.batch_size)
         plan = replan(plan, started=started, speed=chosen, work=work, max_epochs=max_epochs)
     return plan
 
