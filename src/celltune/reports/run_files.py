@@ -21,7 +21,7 @@ from celltune.data import csvfiles
 def write_json(path: Path, data: dict) -> None:
     """Written beside its place, then renamed over it: another process reading it (tune, cv, a resume) sees the old
     file or the new one, never half of one, and a process killed while writing leaves the old file whole."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per process: writers never share one
     try:
         partial.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(partial, path)

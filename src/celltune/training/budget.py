@@ -24,6 +24,7 @@ from celltune.config import TrainConfig
 from celltune.data.samples import LabelledSplits
 from celltune.data.transforms import TTA_VIEWS
 from celltune.errors import TooShortError
+from celltune.reports.run_files import write_json
 from celltune.training.defaults import SIZE_STEP, SMALLEST
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class BudgetKeeper(L.Callback):
         self.plan = replace(self.plan, adjustments=[*self.plan.adjustments, change])
         log.warning("time budget: %s", change["why"])
         if self.path is not None:  # on disk at once: --resume continues to the epochs as changed
-            self.path.write_text(json.dumps(self.plan.to_dict(), indent=2) + "\n")
+            write_json(self.path, self.plan.to_dict())
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._epoch_start = time.monotonic()

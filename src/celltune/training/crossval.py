@@ -23,6 +23,7 @@ from celltune.data.discovery import discover_pool, split_samples
 from celltune.data.samples import LabelledSplits, Sample
 from celltune.data.splits import sample_folds
 from celltune.errors import CelltuneError, ConfigError, DataError, MissingError
+from celltune.reports.run_files import write_json
 from celltune.training.callbacks import LAST
 from celltune.training.cv_summary import repeat_of, write_summary
 
@@ -171,7 +172,7 @@ def run_cv(config: TrainConfig, *, folds: int | str = 5, repeats: int = 1, resum
                                                                           val_fraction=share)]}
         parent.mkdir(parents=True)
         save_config(config, parent / "config.yaml")
-        (parent / PLAN).write_text(json.dumps(saved) + "\n")
+        write_json(parent / PLAN, saved)
     if plan_only:
         return parent
     runs = fold_runs(saved)

@@ -23,6 +23,7 @@ from celltune.metrics.classification import classification_metrics
 from celltune.metrics.multilabel import multilabel_metrics
 from celltune.metrics.results import Result, RunMetrics, labelled, with_intervals
 from celltune.metrics.stats import bootstrap_intervals
+from celltune.reports.run_files import write_json
 
 
 def write_summary(parent: Path, config, saved: dict, found: LabelledSplits, checks, *, wall: float | None) -> Path:
@@ -35,7 +36,7 @@ def write_summary(parent: Path, config, saved: dict, found: LabelledSplits, chec
         summary["wall_seconds_this_session"] = wall
     if found.left_out_classes:
         summary["classes_left_out"] = found.left_out_classes
-    (parent / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(parent / "cv.json", summary)
     from celltune.reports.html import write_cv_report
 
     write_cv_report(parent, summary)

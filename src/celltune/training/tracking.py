@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from celltune.config import OutputConfig, TrainConfig
 from celltune.errors import ConfigError
 from celltune.metrics.results import RunMetrics
+from celltune.reports.run_files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def start(loggers: Sequence[Logger], config: TrainConfig, run_dir: Path, *, resu
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
             uri = tracking_uri(config.output)
-            (run_dir / TRACKING).write_text(json.dumps({"mlflow_run_id": logger.run_id, "tracking_uri": uri}) + "\n")
+            write_json(run_dir / TRACKING, {"mlflow_run_id": logger.run_id, "tracking_uri": uri})
             log.info("MLflow run %s in %s", logger.run_id, uri)
         if not resumed:  # MLflow's parameters cannot change, and a resumed run's are the same
             logger.log_hyperparams(parameters(config))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from celltune.errors import ConfigError, DataError
+from celltune.reports.run_files import write_json
 
 if TYPE_CHECKING:  # the CLI reads this module's numbers for its help: its imports stay light
     from optuna.trial import FrozenTrial, Trial
@@ -68,7 +69,7 @@ def plan_search_folds(found: LabelledSplits, *, folds: int, seed: int) -> list[l
 
 
 def write_plan(tune_dir: Path, plan: list[list[str]]) -> None:
-    (tune_dir / FOLDS).write_text(json.dumps({"folds": len(plan), "held_out": plan}) + "\n")
+    write_json(tune_dir / FOLDS, {"folds": len(plan), "held_out": plan})
 
 
 def read_plan(tune_dir: Path) -> list[list[str]]:
