@@ -53,3 +53,18 @@ def test_a_plan_that_grows_the_image_measures_the_grown_size(monkeypatch):
     assert (grown.image_size, grown.batch_size, batches) == (96, 16, [64, 16]) and "batch 16 at 96 px" in grown.reason
     # where the batch still fits at the larger size, it stays
     assert planned(size_fixed=False, batch_at=lambda size: 64).batch_size == 64
+
+
+def test_a_grown_plan_too_slow_at_its_smaller_batch_stays_at_the_data_size(monkeypatch):
+    def fake_speed(model, *, image_size, batch_size, **_):  # a GPU whose speed falls with the batch: 1/4 at 16
+        factor = (64 / image_size) ** 2 * batch_size / 64
+        return Speed(image_size, 225.0 * factor, 900.0 * factor)
+
+    monkeypatch.setattr(probe, "measure_speed", fake_speed)
+    plan = probe_and_plan(nn.Identity(), budget=600, started=time.monotonic(),
+                          work=Workload(train_images=1000, val_images=200, test_images=400), batch_size=64,
+                          image_size=64, size_fixed=False, native_size=224, in_chans=3, accelerator="cpu",
+                          precision="32-true", channels_last=False, max_epochs=None, batch_at=lambda size: 16)
+    # 96 px at batch 16: 42 s an epoch, 14 epochs in 600 s, under the 50 that growing asks: 64 px and batch 64 stay
+    assert (plan.image_size, plan.batch_size, plan.epochs) == (64, 64, 100)
+    assert "not grown" in plan.reason and "at 96 px with batch 16" in plan.reason

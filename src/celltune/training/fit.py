@@ -134,6 +134,7 @@ def prepare(config: TrainConfig, *, resume: str | Path | None = None, found: Lab
                               channels_last=hardware.channels_last, max_epochs=given_epochs, batch_at=batch_at)
         batch_size = plan.batch_size
         config = config.updated(image_size=plan.image_size, epochs=plan.epochs, batch_size=batch_size)
+        work = workload(config, found)  # the batch may have changed, and with --max-steps-per-epoch the images too
     elif resume is not None and (Path(resume) / PLAN).is_file():  # where its time budget had moved the end
         config = config.updated(epochs=planned_epochs(Path(resume) / PLAN))
     elif config.optim.epochs is None:

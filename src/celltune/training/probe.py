@@ -11,7 +11,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from celltune.training.budget import Plan, Speed, Workload, larger_sizes, plan_run, smaller_sizes
+from celltune.training.budget import GROWN_EPOCHS, Plan, Speed, Workload, larger_sizes, plan_run, smaller_sizes
 
 
 def measure_speed(model: nn.Module, *, image_size: int, batch_size: int, in_chans: int, device: str = "cpu",
@@ -79,12 +79,17 @@ def probe_and_plan(model: nn.Module, *, budget: float, started: float, work: Wor
     larger = [] if size_fixed else [first.scaled(s) for s in larger_sizes(image_size, largest=native_size)]
     plan = plan_run(budget=budget, spent=time.monotonic() - started, speeds=speeds, work=work, batch_size=batch_size,
                     size_fixed=size_fixed, max_epochs=max_epochs, larger=larger)
-    if plan.image_size > image_size and batch_at is not None and batch_at(plan.image_size) < batch_size:
-        smaller = batch_at(plan.image_size)  # larger images: the batch the device's memory holds at their size
+    smaller = batch_at(plan.image_size) if plan.image_size > image_size and batch_at is not None else batch_size
+    if smaller < batch_size:  # larger images: the batch the device's memory holds at their size
         plan = replace(plan, batch_size=smaller, reason=f"{plan.reason}, batch {smaller} at {plan.image_size} px")
     if plan.image_size != image_size:
         chosen = measured(plan.image_size, plan.batch_size)
         plan = replan(plan, started=started, speed=chosen, work=work, max_epochs=max_epochs)
+    if smaller < batch_size and plan.epochs < GROWN_EPOCHS:  # the growth was judged at the larger batch's speed
+        kept = plan_run(budget=budget, spent=time.monotonic() - started, speeds=[first], work=work,
+                        batch_size=batch_size, size_fixed=True, max_epochs=max_epochs)
+        plan = replace(kept, reason=f"{kept.reason}; not grown: {plan.epochs} epochs fit at {plan.image_size} px "
+                                    f"with batch {smaller}", probe=[*plan.probe])
     return plan
 
 
