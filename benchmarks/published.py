@@ -12,7 +12,7 @@ trained without it would answer.
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from celltune.config.recipes import load_config
+from celltune.data import csvfiles
 from celltune.metrics.classification import classification_metrics
 from celltune.metrics.stats import bootstrap_intervals
 
@@ -49,9 +50,9 @@ PROTOCOLS = {
 def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """(class names, true class of each image, probabilities (N, C)) from a predictions.csv (path, true, predicted,
     confidence, p_CLASS...)."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    names = [k[2:] for k in rows[0] if k.startswith("p_")]
+    with csvfiles.open_csv(path) as f:  # cells as celltune wrote them, before its spreadsheet guard
+        header, rows = csvfiles.read_dicts(f)
+    names = [k[2:] for k in header if k.startswith("p_")]
     return names, [r["true"] for r in rows], np.array([[float(r[f"p_{n}"]) for n in names] for r in rows])
 
 
@@ -62,7 +63,8 @@ def rescore(names: list[str], truth: list[str], probs: np.ndarray,
     index = {names[i]: j for j, i in enumerate(kept)}
     rows = [k for k, t in enumerate(truth) if t in index]
     y_true = np.array([index[truth[k]] for k in rows])
-    sub = probs[np.ix_(rows, kept)]  # (N kept images, C kept classes)
+    sub = probs[np.ix_(rows, kept)]
+    sub = sub / sub.sum(1, keepdims=True)  # (N kept images, C kept classes), each row a distribution again
     y_pred = sub.argmax(1)
     result = classification_metrics(y_true, y_pred, [names[i] for i in kept], sub)
     intervals = bootstrap_intervals(y_true, y_pred, num_classes=len(kept))
@@ -81,7 +83,8 @@ def main() -> int:
             return 2
         scores = rescore(*read_predictions(run / "predictions.csv"), protocol)
         kept = f"without {', '.join(protocol.left_out)}" if protocol.left_out else "all classes"
-        print(f"{run} ({dataset}, test, {kept}); published: {protocol.source}")
+        split = json.loads((run / "metrics.json").read_text())["split"]  # test, or validation where there is none
+        print(f"{run} ({dataset}, {split}, {kept}); published: {protocol.source}")
         for metric, (value, (lo, hi)) in scores.items():
             print(f"  {metric}: {100 * value:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]")
     return 0
