@@ -18,15 +18,19 @@ from matplotlib.figure import Figure
 from celltune.data import csvfiles
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Written beside its place, then renamed over it: another process reading it (tune, cv, a resume) sees the old
-    file or the new one, never half of one, and a process killed while writing leaves the old file whole."""
+def write_whole(path: Path, text: str) -> None:
+    """``text`` written beside ``path``, then renamed over it: another process reading it (tune, cv, a resume) sees
+    the old file or the new one, never half of one, and a process killed while writing leaves the old file whole."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per process: writers never share one
     try:
-        partial.write_text(json.dumps(data, indent=2) + "\n")
+        partial.write_text(text)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_whole(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict:

@@ -8,7 +8,6 @@ import html
 import io
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from celltune.config.recipes import load_config
 from celltune.errors import CelltuneError
 from celltune.metrics.results import RunMetrics
 from celltune.reports.html import STYLE
-from celltune.reports.run_files import html_table, img_tag, read_json, save_figure
+from celltune.reports.run_files import html_table, img_tag, read_json, save_figure, write_whole
 from celltune.tuning.folds import mean_headline
 from celltune.tuning.importance import importance
 from celltune.tuning.study import trial_seconds
@@ -117,7 +116,7 @@ def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, h
             out["test_ci"] = getattr(test, "ci", None)
             out["test_without_twins"] = test.without_twins
             out["overstated_by"] = {k: out["val"][k] - v for k, v in out["test"].items()}
-    _replace_text(tune_dir / WINNER, json.dumps(out, indent=2, default=str) + "\n")
+    write_whole(tune_dir / WINNER, json.dumps(out, indent=2, default=str) + "\n")
     return out
 
 
@@ -212,15 +211,8 @@ def write_tune_report(tune_dir: Path, rows: list[dict[str, Any]], winner: dict[s
             f"<h2>Curves</h2>{img_tag(curves, 'validation curves')}"
             f"<h2>Which settings mattered</h2>{matter}<h2>Trials</h2>{trials}</body></html>")
     path = tune_dir / "tune.html"
-    _replace_text(path, page)
+    write_whole(path, page)
     return path
-
-
-def _replace_text(path: Path, text: str) -> None:
-    """Write ``path`` whole: several processes may finish at once, and a reader never sees half a file."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _chosen_on(folds: int) -> str:
@@ -245,6 +237,6 @@ def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has
         log.warning("%s: no trial completed; no winner", tune_dir)
     shares, basis = importance(study, folds=folds)
     summary = {"trials": rows, "winner": winner, "importance": shares, "importance_basis": basis, "folds": folds}
-    _replace_text(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_whole(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
     write_tune_report(tune_dir, rows, winner, shares, basis, folds=folds)
     return summary
