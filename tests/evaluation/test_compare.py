@@ -53,9 +53,9 @@ def test_two_models_counts_and_cli(data, tmp_path, capsys):
     only_a = sum(x and not y for x, y in zip(*right, strict=True))
     only_b = sum(y and not x for x, y in zip(*right, strict=True))
     capsys.readouterr()
-    assert main(["-q", "compare", str(a), str(b), "--data", str(data), "--json", str(tmp_path / "c.json")]) == 0
+    assert main(["-q", "compare", str(a), str(b), "--data", str(data), "--json", str(tmp_path / "new" / "c.json")]) == 0
     out = capsys.readouterr().out
-    c = json.loads((tmp_path / "c.json").read_text())
+    c = json.loads((tmp_path / "new" / "c.json").read_text())  # its folder made, not a traceback after the work
     assert (c["only_a"], c["only_b"]) == (only_a, only_b) and only_a + only_b > 0
     assert c["difference"]["accuracy"] == pytest.approx((sum(right[0]) - sum(right[1])) / 36)
     low, high = c["interval"]["accuracy"]

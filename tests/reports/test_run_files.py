@@ -50,3 +50,8 @@ def test_a_json_write_killed_halfway_leaves_the_old_file_whole(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no partial file left behind
     write_json(path, {"epochs_run": 4})
     assert read_json(path) == {"epochs_run": 4}
+
+
+def test_a_json_write_makes_its_missing_folder(tmp_path):
+    write_json(tmp_path / "out" / "deeper" / "c.json", {"a": 1})
+    assert read_json(tmp_path / "out" / "deeper" / "c.json") == {"a": 1}

@@ -35,7 +35,6 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    import json
     import time
 
     from celltune.audit.check import audit
@@ -45,6 +44,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from celltune.data.discovery import discover, discover_pool
     from celltune.errors import GroupSplitError
     from celltune.progress import bar
+    from celltune.reports.run_files import write_json
 
     where = {"label_names": args.label_names, "groups": args.groups, "groups_csv": args.groups_csv,
              "choice": ClassChoice.of(args)}
@@ -71,7 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(format_findings(result.findings) or "no findings")
     print(f"\n{counts['error']} error(s), {counts['warning']} warning(s)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json(Path(args.json), result.to_dict())
         print(f"every finding with all its files: {args.json}")
     return 1 if counts["error"] else 0
 

@@ -42,9 +42,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import json
-
     from celltune.evaluation.compare import compare_runs
+    from celltune.reports.run_files import write_json
 
     c = compare_runs(args.run_a, args.run_b, data=args.data, split=args.split, batch_size=args.batch_size,
                      tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap, twins=args.twins,
@@ -64,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"{label:<{width}}{'':>18}{clean['difference'][name]:>+9.4f}   [{low:+.4f}, {high:+.4f}]")
     print(f"\nMcNemar (exact): {c.only_a} images only A gets right, {c.only_b} only B; p = {c.p_value:.4g}")
     if args.json:
-        Path(args.json).write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        write_json(Path(args.json), c.to_dict())
     return 0
 
 

@@ -20,7 +20,9 @@ from celltune.data import csvfiles
 
 def write_whole(path: Path, text: str) -> None:
     """``text`` written beside ``path``, then renamed over it: another process reading it (tune, cv, a resume) sees
-    the old file or the new one, never half of one, and a process killed while writing leaves the old file whole."""
+    the old file or the new one, never half of one, and a process killed while writing leaves the old file whole.
+    A missing folder is made (a ``--json FILE`` in a new folder, asked for before minutes of work)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # one per process: writers never share one
     try:
         partial.write_text(text)
