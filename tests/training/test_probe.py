@@ -18,6 +18,7 @@ def test_probe_measures_a_copy_and_leaves_random_state_alone():
     state = torch.get_rng_state()
     speed = measure_speed(model, image_size=16, batch_size=4, in_chans=3, steps=2)
     assert speed.image_size == 16 and speed.train_images_per_second > 0 and speed.eval_images_per_second > 0
+    assert speed.batch_size == 4
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), state)
 
@@ -30,7 +31,7 @@ def test_a_plan_that_grows_the_image_measures_the_grown_size(monkeypatch):
         measured.append(image_size)
         batches.append(batch_size)
         factor = (64 / image_size) ** 2
-        return Speed(image_size, 225.0 * factor, 900.0 * factor)
+        return Speed(image_size, 225.0 * factor, 900.0 * factor, batch_size=batch_size)
 
     monkeypatch.setattr(probe, "measure_speed", fake_speed)
     work = Workload(train_images=1000, val_images=200, test_images=400)
@@ -51,6 +52,9 @@ def test_a_plan_that_grows_the_image_measures_the_grown_size(monkeypatch):
     measured.clear(), batches.clear()
     grown = planned(size_fixed=False, batch_at=lambda size: 2 ** int(math.log2(64 * (64 / size) ** 2)))
     assert (grown.image_size, grown.batch_size, batches) == (96, 16, [64, 16]) and "batch 16 at 96 px" in grown.reason
+    # plan.json says which batch each speed was measured at (the estimate at 96 px: from the measurement at 64)
+    assert [(s["image_size"], s["measured"], s["batch_size"]) for s in grown.to_dict()["probe"]] == [
+        (64, True, 64), (96, False, 64), (96, True, 16)]
     # where the batch still fits at the larger size, it stays
     assert planned(size_fixed=False, batch_at=lambda size: 64).batch_size == 64
 

@@ -61,12 +61,13 @@ class Speed:
     train_images_per_second: float
     eval_images_per_second: float
     measured: bool = True  # False: estimated from another size's measurement
+    batch_size: int | None = None  # the batch it was measured at (an estimate's: its measurement's)
 
     def scaled(self, image_size: int) -> Speed:
         """An estimate at another size: a CNN's work grows with the pixels."""
         factor = (self.image_size / image_size) ** 2
         return Speed(image_size, self.train_images_per_second * factor, self.eval_images_per_second * factor,
-                     measured=False)
+                     measured=False, batch_size=self.batch_size)
 
 
 @dataclass(frozen=True)

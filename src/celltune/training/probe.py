@@ -54,7 +54,7 @@ def measure_speed(model: nn.Module, *, image_size: int, batch_size: int, in_chan
         train = timed(train_step, steps)
         probe.eval()
         evaluate = timed(eval_step, steps)
-    return Speed(image_size, batch_size * steps / train, batch_size * steps / evaluate)
+    return Speed(image_size, batch_size * steps / train, batch_size * steps / evaluate, batch_size=batch_size)
 
 
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
