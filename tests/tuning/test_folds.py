@@ -192,3 +192,26 @@ def test_a_trial_whose_later_fold_had_no_time_says_which_fold():
     assert why_stopped(trial) == f"pruned before fold 2: {short}"
     trial = optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={"too_short": short})
     assert why_stopped(trial) == f"pruned before training: {short}"
+
+
+def test_a_trials_later_folds_train_at_the_size_its_first_fold_trained(tiny_data, tmp_path, monkeypatch):
+    from celltune.training import fit
+    from celltune.tuning import search
+    from celltune.tuning.folds import cross_validated
+
+    real_prepare = fit.prepare
+
+    def first_fold_at_48(config, **options):  # as if fold 1's own plan had chosen 48 px, a size none would here
+        return real_prepare(config.updated(image_size=48) if config.output.name == "fold-1" else config, **options)
+
+    monkeypatch.setattr(fit, "prepare", first_fold_at_48)
+    config = quick_config(tiny_data, tmp_path, epochs=1, freeze_backbone=True, bootstrap=0, image_size=None)
+    found, checks = search._data(config)
+    plan = plan_search_folds(found, folds=2, seed=0)
+    trial = SimpleNamespace(number=0, set_user_attr=lambda *_: None, report=lambda *_, **__: None,
+                            should_prune=lambda: False)
+    cross_validated(trial, config, run_dir=tmp_path / "trial", found=found, checks=checks, plan=plan, seconds=600)
+    # Planned alone, fold 2 would choose its own size (the size rule's 64 px, without the pin): it follows fold 1.
+    second = tmp_path / "trial" / "fold-2"
+    assert load_config(second / "config.yaml").data.image_size == 48
+    assert json.loads((second / "plan.json").read_text())["image_size"] == 48
