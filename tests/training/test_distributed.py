@@ -1,6 +1,7 @@
 """Two-process DDP on CPU (gloo) through Lightning's ddp_spawn, under torchrun and as SLURM tasks: validation metrics
 gathered across processes must be the single-process ones, with the sampler's padding images counted once."""
 
+import csv
 import json
 import os
 import socket
@@ -60,7 +61,7 @@ class _FirstDraw(CellClassifier):
 def test_two_process_ddp_metrics_equal_single_process_and_ranks_draw_their_own_augmentation(single, tmp_path):
     data, single_run = single
     run = prepare(config_from_dict({**_FIXED, "data": str(data), "out_dir": str(tmp_path), "name": "ddp",
-                                    "devices": 2, "strategy": "ddp_spawn"}))
+                                    "devices": 2, "strategy": "ddp_spawn", "logger": "csv"}))
     run.module.__class__ = _FirstDraw  # the same module, watched: pickled by reference into the spawned ranks
     ddp = run_prepared(run)
     _same_validation(single_run, ddp)
@@ -70,6 +71,11 @@ def test_two_process_ddp_metrics_equal_single_process_and_ranks_draw_their_own_a
     # Seeded alike for the same initial weights; each step's draws are seeded by the process's rank too.
     draws = [float((ddp / f"draw{rank}").read_text()) for rank in range(2)]
     assert draws[0] != draws[1]
+    # The CSV tracker holds the ranks' epochs and, below them, the test scores this process added (it failed so).
+    with (ddp / "csv" / "metrics.csv").open() as f:
+        logged = list(csv.DictReader(f))
+    assert [float(r["val_aca"]) for r in logged if r.get("val_aca")] == [float(r["val_aca"]) for r in history(ddp)]
+    assert float(logged[-1]["test_aca"]) == pytest.approx(m2["mean_class_accuracy"])
 
 
 def _train_command(tmp_path, data, name: str) -> list[str]:

@@ -95,3 +95,20 @@ def test_the_moving_average_starts_as_the_model_and_lags_behind_it():
     assert torch.allclose(module.ema.module.weight, start + 0.1)
     assert "ema.module.weight" in module.state_dict()  # saved in last.ckpt, for --resume
     assert not any(p.requires_grad for p in module.ema.parameters())  # nothing trains it but the average
+
+
+def _save_ema(rank, module, out):  # in a spawned process, as ddp_spawn sends the module to each rank
+    torch.save({"weights": module.ema.state_dict(), "rounding": module.ema._sr_generator.get_state()}, out)
+
+
+@pytest.mark.slow
+def test_a_module_with_a_moving_average_reaches_a_spawned_process_whole(tmp_path):
+    module = CellClassifier(torch.nn.Linear(3, 2), card=_card(2), optim=OptimConfig(), ema=0.999)
+    module.ema._sr_generator.manual_seed(7)
+    # torch.Generator itself does not survive the trip (the default --ema with --strategy ddp_spawn failed so)
+    torch.multiprocessing.start_processes(_save_ema, args=(module, tmp_path / "sent.pt"), nprocs=1,
+                                          start_method="spawn")
+    sent = torch.load(tmp_path / "sent.pt")
+    assert sent["weights"].keys() == module.ema.state_dict().keys()
+    assert all(torch.equal(sent["weights"][k], v) for k, v in module.ema.state_dict().items())
+    assert torch.equal(sent["rounding"], module.ema._sr_generator.get_state())

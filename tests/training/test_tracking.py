@@ -77,6 +77,23 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path):
     assert again[0].run_id == first[0].run_id  # type: ignore[attr-defined]
 
 
+def test_a_resumed_run_goes_on_in_the_csv_it_had(tmp_path):
+    config = config_from_dict({"data": "cells", "out_dir": str(tmp_path), "logger": "csv"})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = tracking.make_loggers(config.output, run_dir)
+    tracking.start(first, config, run_dir, resumed=False)
+    tracking.log_epoch(first, {"epoch": 1, "val_aca": 0.5})
+    first[0].save()
+    again = tracking.make_loggers(config.output, run_dir)  # the resumed process: a new writer
+    tracking.start(again, config, run_dir, resumed=True)
+    tracking.log_epoch(again, {"epoch": 2, "val_aca": 0.75, "lr": 0.01})  # a column the first never wrote
+    again[0].save()
+    with (run_dir / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["val_aca"], r["lr"]) for r in rows] == [("1", "0.5", ""), ("2", "0.75", "0.01")]
+
+
 def test_a_tracker_whose_package_is_missing_names_the_install(tmp_path, monkeypatch):
     real = tracking.importlib.util.find_spec
     monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))

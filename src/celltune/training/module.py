@@ -33,6 +33,27 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
+class SpawnableEma(ModelEmaV3):
+    """timm's moving average, sendable to ddp_spawn's processes: its ``torch.Generator`` (the stream for bfloat16
+    stochastic rounding) fails to rebuild in a spawned process ("unable to resize file"), so it travels as its device
+    and state bytes and is made again there."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        generator = state.pop("_sr_generator", None)
+        if generator is not None:
+            state["_sr_generator"] = (str(generator.device), generator.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        sent = state.pop("_sr_generator", None)
+        super().__setstate__(state)
+        if sent is not None:
+            device, raw = sent
+            self._sr_generator = torch.Generator(device=device)
+            self._sr_generator.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+
+
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
     """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to 0."""
     if step < warmup_steps:
@@ -115,7 +136,7 @@ class CellClassifier(L.LightningModule):
         self._train_sums = [0.0, 0.0, 0.0]
         # Registered as a submodule: Lightning moves it with the model and last.ckpt keeps it for --resume.
         # warmup_power 3/4: timm's choice for runs of thousands, not millions, of steps.
-        self.ema = ModelEmaV3(self.model, decay=ema, use_warmup=True, warmup_power=0.75) if ema else None
+        self.ema = SpawnableEma(self.model, decay=ema, use_warmup=True, warmup_power=0.75) if ema else None
         if self.ema is not None:
             self.ema.train()  # in step with the module (Lightning switches modes for validation); it never trains
             self.ema.requires_grad_(False)  # not trainable: no optimizer, DDP or parameter count takes it for one

@@ -4,6 +4,7 @@ MLflow, report.html and best.pt as artifacts. The run directory stays the record
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import logging
@@ -80,6 +81,8 @@ def parameters(config: TrainConfig) -> dict[str, Any]:
 def start(loggers: Sequence[Logger], config: TrainConfig, run_dir: Path, *, resumed: bool) -> None:
     """Before the first epoch (rank 0): the config as parameters, and MLflow's run id kept for ``--resume``."""
     for logger in loggers:
+        if isinstance(logger, CSVLogger) and resumed:
+            _keep_earlier_rows(logger)
         if isinstance(logger, MLFlowLogger):
             uri = tracking_uri(config.output)
             write_json(run_dir / TRACKING, {"mlflow_run_id": logger.run_id, "tracking_uri": uri})
@@ -107,6 +110,29 @@ def log_epoch(loggers: Sequence[Logger], row: dict[str, float]) -> None:
         logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
 
+def _keep_earlier_rows(logger: CSVLogger) -> None:
+    """A resumed run's metrics.csv goes on from the epochs it holds: Lightning's CSV writer deletes the file it finds
+    when it starts (it warns that it will)."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    earlier = path.read_bytes() if path.is_file() else None
+    logger.experiment  # noqa: B018 (starting the writer is what deletes the file)
+    if earlier is not None:
+        path.write_bytes(earlier)
+        _columns_written_elsewhere(logger)
+
+
+def _columns_written_elsewhere(logger: CSVLogger) -> None:
+    """Lightning's CSV writer, given a row with columns new to it, rewrites metrics.csv under the columns it has seen
+    itself. Under ddp_spawn the epochs were written by rank 0's process, and a resumed run's by the process before:
+    this one never saw their columns (the rewrite failed on them), so they are taken from the file's header."""
+    writer = logger.experiment
+    path = Path(writer.metrics_file_path)
+    if path.is_file():
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        writer.metrics_keys = sorted(set(writer.metrics_keys) | set(header))
+
+
 def finish(loggers: Sequence[Logger], run_dir: Path, metrics: RunMetrics) -> None:
     """After scoring (rank 0): the scored split's headline numbers and intervals (what metrics.json holds), MLflow's
     artifacts; then flushed."""
@@ -114,6 +140,8 @@ def finish(loggers: Sequence[Logger], run_dir: Path, metrics: RunMetrics) -> Non
     final = {**result.tracked(prefix=split), **result.tracked_intervals(prefix=split)}
     final = {k: float(v) for k, v in final.items() if v is not None}
     for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            _columns_written_elsewhere(logger)
         logger.log_metrics(final, step=metrics.epochs_run)
         if isinstance(logger, MLFlowLogger):
             for name in ARTIFACTS:
