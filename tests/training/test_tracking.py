@@ -66,30 +66,31 @@ def test_every_tracker_gets_the_epochs_the_final_scores_and_mlflow_the_files(tin
     assert (tmp_path / "runs" / "mlartifacts").is_dir()
 
 
-def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path):
-    config = config_from_dict({"data": "cells", "out_dir": str(tmp_path), "logger": "mlflow"})
+def _started_and_resumed(tmp_path, logger: str, first_epoch: dict | None = None):
+    """The trackers of a run started, given ``first_epoch``, then of the process that resumes it: (first, again)."""
+    config = config_from_dict({"data": "cells", "out_dir": str(tmp_path), "logger": logger})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     first = tracking.make_loggers(config.output, run_dir)
     tracking.start(first, config, run_dir, resumed=False)
-    again = tracking.make_loggers(config.output, run_dir)
+    if first_epoch:
+        tracking.log_epoch(first, first_epoch)
+        first[0].save()
+    again = tracking.make_loggers(config.output, run_dir)  # the resumed process: new trackers
     tracking.start(again, config, run_dir, resumed=True)  # parameters: logged once, by the first
+    return first, again
+
+
+def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path):
+    first, again = _started_and_resumed(tmp_path, "mlflow")
     assert again[0].run_id == first[0].run_id  # type: ignore[attr-defined]
 
 
 def test_a_resumed_run_goes_on_in_the_csv_it_had(tmp_path):
-    config = config_from_dict({"data": "cells", "out_dir": str(tmp_path), "logger": "csv"})
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    first = tracking.make_loggers(config.output, run_dir)
-    tracking.start(first, config, run_dir, resumed=False)
-    tracking.log_epoch(first, {"epoch": 1, "val_aca": 0.5})
-    first[0].save()
-    again = tracking.make_loggers(config.output, run_dir)  # the resumed process: a new writer
-    tracking.start(again, config, run_dir, resumed=True)
+    _, again = _started_and_resumed(tmp_path, "csv", {"epoch": 1, "val_aca": 0.5})
     tracking.log_epoch(again, {"epoch": 2, "val_aca": 0.75, "lr": 0.01})  # a column the first never wrote
     again[0].save()
-    with (run_dir / "csv" / "metrics.csv").open() as f:
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["step"], r["val_aca"], r["lr"]) for r in rows] == [("1", "0.5", ""), ("2", "0.75", "0.01")]
 
