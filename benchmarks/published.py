@@ -12,7 +12,6 @@ trained without it would answer.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from celltune.config.recipes import load_config
 from celltune.data import csvfiles
 from celltune.metrics.classification import classification_metrics
 from celltune.metrics.stats import bootstrap_intervals
+from celltune.reports.run_files import read_json
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def main() -> int:
             return 2
         scores = rescore(*read_predictions(run / "predictions.csv"), protocol)
         kept = f"without {', '.join(protocol.left_out)}" if protocol.left_out else "all classes"
-        split = json.loads((run / "metrics.json").read_text())["split"]  # test, or validation where there is none
+        split = read_json(run / "metrics.json")["split"]  # test, or validation where there is none
         print(f"{run} ({dataset}, {split}, {kept}); published: {protocol.source}")
         for metric, (value, (lo, hi)) in scores.items():
             print(f"  {metric}: {100 * value:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]")

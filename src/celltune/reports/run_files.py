@@ -8,8 +8,9 @@ import csv
 import html
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,8 +32,9 @@ def write_whole(path: Path, text: str) -> None:
         partial.unlink(missing_ok=True)
 
 
-def write_json(path: Path, data: dict) -> None:
-    write_whole(path, json.dumps(data, indent=2) + "\n")
+def write_json(path: Path, data: dict, *, default: Callable[[Any], Any] | None = None) -> None:
+    """``data`` as indented JSON, written whole; ``default``: json.dumps's, for values JSON has no type for."""
+    write_whole(path, json.dumps(data, indent=2, default=default) + "\n")
 
 
 def read_json(path: Path) -> dict:

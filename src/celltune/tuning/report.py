@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from celltune.config.recipes import load_config
 from celltune.errors import CelltuneError
 from celltune.metrics.results import RunMetrics
 from celltune.reports.html import STYLE
-from celltune.reports.run_files import html_table, img_tag, read_json, save_figure, write_whole
+from celltune.reports.run_files import html_table, img_tag, read_json, save_figure, write_json, write_whole
 from celltune.tuning.folds import mean_headline
 from celltune.tuning.importance import importance
 from celltune.tuning.study import trial_seconds
@@ -116,7 +115,7 @@ def _score_winner(tune_dir: Path, winner: FrozenTrial, config: TrainConfig, *, h
             out["test_ci"] = getattr(test, "ci", None)
             out["test_without_twins"] = test.without_twins
             out["overstated_by"] = {k: out["val"][k] - v for k, v in out["test"].items()}
-    write_whole(tune_dir / WINNER, json.dumps(out, indent=2, default=str) + "\n")
+    write_json(tune_dir / WINNER, out, default=str)
     return out
 
 
@@ -237,6 +236,6 @@ def finish_tune(tune_dir: Path, study: optuna.Study, config: TrainConfig, *, has
         log.warning("%s: no trial completed; no winner", tune_dir)
     shares, basis = importance(study, folds=folds)
     summary = {"trials": rows, "winner": winner, "importance": shares, "importance_basis": basis, "folds": folds}
-    write_whole(tune_dir / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(tune_dir / "tune.json", summary, default=str)
     write_tune_report(tune_dir, rows, winner, shares, basis, folds=folds)
     return summary
