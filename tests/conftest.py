@@ -172,3 +172,21 @@ def train_only(config: TrainConfig):
     run = prepare(config)
     run.trainer.fit(run.module, datamodule=run.datamodule)
     return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory) -> Path:
+    """A run trained through the command line (a recipe file, then flags over it), for the CLI tests."""
+    import yaml
+
+    from celltune.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    config = out / "recipe.yaml"
+    config.write_text(yaml.safe_dump({"model": "mobilenet_v2", "pretrained": False, "epochs": 3, "batch_size": 8,
+                                      "image_size": 32, "num_workers": 0, "accelerator": "cpu"}))
+    # Flags override the file: 1 epoch, not 3.
+    code = main(["-q", "train", "--recipe", str(config), "--data", str(tiny_data), "--epochs", "1",
+                 "--max-steps-per-epoch", "2", "--out-dir", str(out), "--name", "cli"])
+    assert code == 0
+    return out / "cli"

@@ -1,17 +1,20 @@
 import os
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from celltune.config import Augment, DataConfig, OptimConfig
 from celltune.data.discovery import discover
 from celltune.models.checkpoint import ModelCard
 from celltune.models.factory import create_model
 from celltune.training.datamodule import CellDataModule, class_weights
+from celltune.training.fit import prepare
 from celltune.training.module import CellClassifier
 
-from conftest import class_tree
+from conftest import class_tree, left_half_masks, quick_config
 
 
 def _card(found, size: int) -> ModelCard:
@@ -114,3 +117,40 @@ def test_class_weights_and_weighted_sampler_balance_the_classes(tmp_path):
     drawn = torch.cat(drawn)
     rare_fraction = float((drawn == 1).float().mean())
     assert 0.4 < rare_fraction < 0.6  # 3 of 33 images, but half of the draws
+
+
+_NO_AUGMENT = {"hflip": False, "vflip": False, "rot90": False, "rotation": 0, "crop_scale": 1.0}
+
+
+# The pixels a run's model sees, through the run's own setup (``prepare``).
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_masked_pixels_reach_the_model_as_zero(tiny_data, tmp_path, cache):
+    masks = tmp_path / "masks"
+    for split in discover(tiny_data).splits.values():
+        left_half_masks(tiny_data, split, masks)
+    run = prepare(quick_config(tiny_data, tmp_path, mask_dir=str(masks), cache=cache, augment=_NO_AUGMENT))
+    run.datamodule.prepare_data()
+    run.datamodule.setup("fit")
+    for loader in (run.datamodule.train_dataloader(), run.datamodule.val_dataloader()):
+        images = next(iter(loader))[0]
+        if run.datamodule.augment_batch is not None:  # cached: normalised on the device
+            images = run.datamodule.augment_batch(images)
+        mean, std = torch.tensor(run.card.mean)[:, None, None], torch.tensor(run.card.std)[:, None, None]
+        pixels = images * std + mean  # back to 0..1, before normalisation
+        assert float(pixels[..., 16:].abs().max()) < 1e-5 and float(pixels[..., :16].max()) > 0.1
+
+
+def test_intensity_dataset_uses_the_training_sets_own_statistics(tmp_path):
+    root = tmp_path / "d"
+    for cls, values in {"a": (10, 50), "b": (200, 250)}.items():  # two constant images per class in train
+        for split in ("train", "val"):
+            (root / split / cls).mkdir(parents=True)
+        for i, v in enumerate(values):
+            Image.new("L", (8, 8), v).save(root / "train" / cls / f"{i}.png")
+        Image.new("L", (8, 8), values[0] + 1).save(root / "val" / cls / "0.png")
+    run = prepare(quick_config(root, tmp_path, intensity="dataset", image_size=8))
+    pixels = np.repeat(np.array([10, 50, 200, 250]) / 255, 64)  # every training pixel, one channel
+    assert run.card.mean == pytest.approx([pixels.mean()] * 3)
+    assert run.card.std == pytest.approx([pixels.std(ddof=1)] * 3, rel=1e-5)
+    assert run.datamodule.normalize_batch is not None
+    assert torch.allclose(run.datamodule.normalize_batch.mean.flatten(), torch.tensor(run.card.mean) * 255)

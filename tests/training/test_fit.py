@@ -14,19 +14,16 @@ from celltune.config import Augment, OptimConfig
 from celltune.config.recipes import load_config
 from celltune.data.discovery import discover
 from celltune.data.synthetic import HPA_CHANNELS, make_multilabel_dataset
-from celltune.errors import ConfigError, DataError, MissingError, ModelNotFoundError, WriteError
+from celltune.errors import ConfigError, WriteError
 from celltune.metrics.results import ClassificationResult, MultilabelResult
 from celltune.models.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from celltune.models.factory import create_model, head_name
 from celltune.training.fit import fit, prepare
 from celltune.training.module import FocalLoss
 
-from conftest import class_tree, left_half_masks, quick_config, train_only
+from conftest import class_tree, quick_config, train_only
 
 slow = pytest.mark.slow
-
-_NO_AUGMENT = {"hflip": False, "vflip": False, "rot90": False, "rotation": 0, "crop_scale": 1.0}
-
 
 @pytest.fixture(scope="module")
 def hpa(tmp_path_factory):
@@ -178,39 +175,6 @@ def test_precision_and_memory_format_reach_the_trainer_and_the_batches(tiny_data
         assert run.model.features[0][0].weight.is_contiguous(memory_format=torch.channels_last) is channels_last
 
 
-@pytest.mark.parametrize("cache", ["on", "off"])
-def test_masked_pixels_reach_the_model_as_zero(tiny_data, tmp_path, cache):
-    masks = tmp_path / "masks"
-    for split in discover(tiny_data).splits.values():
-        left_half_masks(tiny_data, split, masks)
-    run = prepare(quick_config(tiny_data, tmp_path, mask_dir=str(masks), cache=cache, augment=_NO_AUGMENT))
-    run.datamodule.prepare_data()
-    run.datamodule.setup("fit")
-    for loader in (run.datamodule.train_dataloader(), run.datamodule.val_dataloader()):
-        images = next(iter(loader))[0]
-        if run.datamodule.augment_batch is not None:  # cached: normalised on the device
-            images = run.datamodule.augment_batch(images)
-        mean, std = torch.tensor(run.card.mean)[:, None, None], torch.tensor(run.card.std)[:, None, None]
-        pixels = images * std + mean  # back to 0..1, before normalisation
-        assert float(pixels[..., 16:].abs().max()) < 1e-5 and float(pixels[..., :16].max()) > 0.1
-
-
-def test_intensity_dataset_uses_the_training_sets_own_statistics(tmp_path):
-    root = tmp_path / "d"
-    for cls, values in {"a": (10, 50), "b": (200, 250)}.items():  # two constant images per class in train
-        for split in ("train", "val"):
-            (root / split / cls).mkdir(parents=True)
-        for i, v in enumerate(values):
-            Image.new("L", (8, 8), v).save(root / "train" / cls / f"{i}.png")
-        Image.new("L", (8, 8), values[0] + 1).save(root / "val" / cls / "0.png")
-    run = prepare(quick_config(root, tmp_path, intensity="dataset", image_size=8))
-    pixels = np.repeat(np.array([10, 50, 200, 250]) / 255, 64)  # every training pixel, one channel
-    assert run.card.mean == pytest.approx([pixels.mean()] * 3)
-    assert run.card.std == pytest.approx([pixels.std(ddof=1)] * 3, rel=1e-5)
-    assert run.datamodule.normalize_batch is not None
-    assert torch.allclose(run.datamodule.normalize_batch.mean.flatten(), torch.tensor(run.card.mean) * 255)
-
-
 @slow
 def test_focal_loss_trains_multilabel_data_to_a_finite_loss(hpa, tmp_path):
     run = prepare(_multilabel(hpa, tmp_path / "p", focal_gamma=2.0))
@@ -286,20 +250,6 @@ def test_class_weighted_loss_and_mixup_train(tmp_path):
     assert (run.run_dir / "best.pt").is_file() and math.isfinite(run.recorder.history[0]["train_loss"])
 
 
-def test_what_cannot_run_fails_before_any_work(tiny_data, tmp_path):
-    with pytest.raises(ConfigError, match="balance: sampler"):
-        prepare(quick_config(tiny_data, tmp_path, balance="loss", augment={"mixup": 0.8}))
-    with pytest.raises(ConfigError, match="give --data"):
-        prepare(quick_config("", tmp_path))
-    with pytest.raises(ConfigError, match="give one of them"):
-        prepare(quick_config(tiny_data, tmp_path, freeze_backbone=True, freeze_stride=4))
-    with pytest.raises(ModelNotFoundError, match="resnet18"):
-        prepare(quick_config(tiny_data, tmp_path, model="resnet81"))
-    with pytest.raises(MissingError, match="nothing to resume"):
-        prepare(quick_config(tiny_data, tmp_path), resume=tmp_path)
-    assert not (tmp_path / "t").exists()
-
-
 def test_a_start_that_fails_after_the_run_directory_opened_leaves_none(tiny_data, tmp_path):
     """The image cache is built when training starts; where it cannot be written (here a file stands where its
     folder should be), the error names the folder and the fixes, and the new run directory goes; others stay."""
@@ -321,36 +271,6 @@ def test_a_start_that_fails_after_the_run_directory_opened_leaves_none(tiny_data
 def test_contiguous_format_and_bf16_train_on_cpu(tiny_data, tmp_path):
     run = train_only(quick_config(tiny_data, tmp_path, epochs=1, precision="bf16-mixed", channels_last=False))
     assert run.trainer.precision == "bf16-mixed" and math.isfinite(run.recorder.history[0]["val_loss"])
-
-
-def _with_bad_files(tiny_data, root):
-    import shutil
-
-    shutil.copytree(tiny_data, root)
-    (root / "train" / "golgi" / "cut.png").write_bytes((root / "train" / "golgi" / "golgi_0000.png").read_bytes()[:60])
-    (root / "val" / "speckled" / "zero.png").write_bytes(b"")
-    return root
-
-
-def test_training_checks_the_data_first_and_reports_every_problem_at_once(tiny_data, tmp_path):
-    data = _with_bad_files(tiny_data, tmp_path / "d")
-    with pytest.raises(DataError, match="data checks found 1 problem") as err:
-        prepare(quick_config(data, tmp_path / "runs"))
-    assert "train/golgi/cut.png" in str(err.value) and "val/speckled/zero.png" in str(err.value)
-    assert not (tmp_path / "runs").exists()
-
-
-@slow
-def test_skip_unreadable_trains_without_the_bad_files_and_lists_them(tiny_data, tmp_path):
-    data = _with_bad_files(tiny_data, tmp_path / "d")
-    run = fit(quick_config(data, tmp_path / "runs", skip_unreadable=True, epochs=1))
-    assert (run / "skipped_files.txt").read_text().split() == [str(data / "train" / "golgi" / "cut.png"),
-                                                                str(data / "val" / "speckled" / "zero.png")]
-    checks = json.loads((run / "data_checks.json").read_text())
-    assert checks["errors"] == 0 and "unreadable" not in {f["code"] for f in checks["findings"]}
-    page = (run / "report.html").read_text()
-    assert "<h2>Data checks</h2>" in page
-    assert json.loads((run / "dataset.json").read_text())["totals"]["train"] == 36  # the cut file left out
 
 
 @slow
