@@ -8,20 +8,21 @@ out-of-fold predictions: each run's headline numbers with 95% intervals, B minus
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score
 
+from celltune.data import csvfiles
+from celltune.metrics.classification import classification_metrics
 from celltune.metrics.stats import bootstrap_intervals, paired_differences
 
 
 def read_oof(cv_dir: Path) -> dict[str, tuple[str, str, str]]:
     """{image path: (fold, true class, predicted class)} from a cv directory's oof_predictions.csv."""
-    with (cv_dir / "oof_predictions.csv").open(newline="") as f:
-        return {r["path"]: (r["fold"], r["true"], r["predicted"]) for r in csv.DictReader(f)}
+    with csvfiles.open_csv(cv_dir / "oof_predictions.csv") as f:  # cells as celltune wrote them, before its guard
+        _, rows = csvfiles.read_dicts(f)
+    return {r["path"]: (r["fold"], r["true"], r["predicted"]) for r in rows}
 
 
 def main() -> int:
@@ -44,10 +45,10 @@ def main() -> int:
         print(label + ": " + ", ".join(f"{k} [{100 * lo:.2f}, {100 * hi:.2f}]" for k, (lo, hi) in intervals.items()))
     for k, (diff, (lo, hi)) in paired_differences(truth, pred_b, pred_a, num_classes=len(names)).items():
         print(f"B - A {k}: {100 * diff:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
-    f1_a, f1_b = (f1_score(truth, pred, average=None, labels=range(len(names))) for pred in (pred_a, pred_b))
+    rows_a, rows_b = (classification_metrics(truth, pred, names).per_class for pred in (pred_a, pred_b))
     print(f"\n{'F1 per class':<24}{'A':>7}{'B':>7}{'B - A':>8}")
-    for name, x, y in zip(names, f1_a, f1_b, strict=True):
-        print(f"{name:<24}{100 * x:>7.1f}{100 * y:>7.1f}{100 * (y - x):>+8.1f}")
+    for x, y in zip(rows_a, rows_b, strict=True):
+        print(f"{x.name:<24}{100 * x.f1:>7.1f}{100 * y.f1:>7.1f}{100 * (y.f1 - x.f1):>+8.1f}")
     return 0
 
 
