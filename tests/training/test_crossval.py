@@ -82,6 +82,11 @@ def test_cv_makes_a_run_per_fold_holds_every_image_out_once_and_summarizes(patie
     qualities = [float(r["label_quality"]) for r in issues]
     assert qualities == sorted(qualities) and "Labels that look wrong" in page
     assert "mean +- std" in capsys.readouterr().out
+    # `celltune compare` reads the out-of-fold predictions as cv wrote them: against itself, cv.json's pooled numbers
+    assert main(["-q", "compare", str(parent), str(parent), "--json", str(tmp_path / "c.json")]) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert c["images"] == 61 and c["a"]["accuracy"] == pytest.approx(s["pooled"]["accuracy"])
+    assert c["a"]["macro_f1"] == pytest.approx(s["pooled"]["macro_f1"]) and c["difference"]["macro_f1"] == 0
 
 
 def test_folds_keep_groups_whole_and_validation_inside_the_training_part(patients):

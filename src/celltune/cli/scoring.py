@@ -42,14 +42,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from celltune.evaluation.compare import compare_runs
+    from celltune.errors import ConfigError
+    from celltune.evaluation.compare import compare_cv, compare_runs, is_cv_dir
     from celltune.reports.run_files import write_json
 
-    c = compare_runs(args.run_a, args.run_b, data=args.data, split=args.split, batch_size=args.batch_size,
-                     tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap, twins=args.twins,
-                     calibrate=args.calibrate)
+    cv = [is_cv_dir(r) for r in (args.run_a, args.run_b)]
+    if all(cv):
+        if args.data or args.mask_dir:
+            raise ConfigError("--data and --mask-dir are for two runs; two cv directories compare the predictions "
+                              "their folds made (leave both out)")
+        c = compare_cv(args.run_a, args.run_b, resamples=args.bootstrap)
+        where = f"out-of-fold predictions as the folds scored them, {c.images} images (each once)"
+    elif any(cv):
+        raise ConfigError("compare two runs or two cv directories, not one of each")
+    elif args.data is None:
+        raise ConfigError("--data: the data folder both runs were trained on (two cv directories need none)")
+    else:
+        c = compare_runs(args.run_a, args.run_b, data=args.data, split=args.split, batch_size=args.batch_size,
+                         tta=args.tta, mask_dir=args.mask_dir, resamples=args.bootstrap, twins=args.twins,
+                         calibrate=args.calibrate)
+        where = f"{c.split} split of {args.data}, {c.images} images"
     width = max(map(len, c.labels.values())) + 2
-    print(f"{c.split} split of {args.data}, {c.images} images; A = {c.runs[0]}, B = {c.runs[1]}\n")
+    print(f"{where}; A = {c.runs[0]}, B = {c.runs[1]}\n")
     print(f"{'':<{width}}{'A':>9}{'B':>9}{'A - B':>9}   95% CI of A - B (paired bootstrap)")
     for name, label in c.labels.items():
         low, high = c.interval[name]
@@ -61,6 +75,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for name, label in c.labels.items():
             low, high = clean["interval"][name]
             print(f"{label:<{width}}{'':>18}{clean['difference'][name]:>+9.4f}   [{low:+.4f}, {high:+.4f}]")
+    width = max(map(len, c.f1_per_class)) + 2
+    print(f"\n{'F1 per class':<{width}}{'A':>9}{'B':>9}{'A - B':>9}")
+    for name, (f1_a, f1_b) in c.f1_per_class.items():
+        print(f"{name:<{width}}{f1_a:>9.4f}{f1_b:>9.4f}{f1_a - f1_b:>+9.4f}")
     print(f"\nMcNemar (exact): {c.only_a} images only A gets right, {c.only_b} only B; p = {c.p_value:.4g}")
     if args.json:
         write_json(Path(args.json), c.to_dict())
@@ -134,11 +152,11 @@ def register(sub) -> None:
     add_flags(p, DataConfig, only={"max_image_pixels"}, with_defaults=True)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("compare", help="two trained models on the same images: differences with paired bootstrap "
-                       "intervals, McNemar's test")
-    p.add_argument("run_a", metavar="RUN_A", help="run directory or best.pt")
-    p.add_argument("run_b", metavar="RUN_B", help="run directory or best.pt")
-    p.add_argument("--data", required=True, help="the data folder both were trained on")
+    p = sub.add_parser("compare", help="two trained models on the same images (or two cv runs on their out-of-fold "
+                       "predictions): differences with paired bootstrap intervals, McNemar's test")
+    p.add_argument("run_a", metavar="RUN_A", help="run directory or best.pt; or a cv directory")
+    p.add_argument("run_b", metavar="RUN_B", help="run directory or best.pt; or a cv directory over the same folds")
+    p.add_argument("--data", help="the data folder both runs were trained on (not for two cv directories)")
     p.add_argument("--split", default="test", choices=get_args(Split))
     p.add_argument("--batch-size", type=int, default=64)
     add_flags(p, EvalConfig, only=SCORING, with_defaults=True)
