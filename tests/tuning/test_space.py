@@ -21,11 +21,12 @@ def test_the_default_space_reads_and_starts_with_the_product_defaults_then_the_o
     defaults, other_model = space.first_trials(TrainConfig())
     # The product defaults, as `celltune train --data D` runs them: each value is TrainConfig's own.
     assert defaults == {"model": "mobilenet_v2", "image_size": 96, "lr": 2e-3, "weight_decay": 0.05,
-                        "label_smoothing": 0.1, "ema": 0.999, "freeze_stride": 0, "augmentation": "flips_rot90",
-                        "mixing": "none"}
+                        "label_smoothing": 0.1, "ema": 0.999, "freeze_stride": 0, "balance": "none",
+                        "augmentation": "flips_rot90", "mixing": "none"}
     assert space.options(defaults) == {"model": "mobilenet_v2", "image_size": 96, "lr": 2e-3, "weight_decay": 0.05,
-                                       "label_smoothing": 0.1, "ema": 0.999, "freeze_stride": 0, "rot90": True,
-                                       "rotation": 0.0, "randaugment_ops": 0, "mixup": 0.0, "cutmix": 0.0}
+                                       "label_smoothing": 0.1, "ema": 0.999, "freeze_stride": 0, "balance": "none",
+                                       "rot90": True, "rotation": 0.0, "randaugment_ops": 0, "mixup": 0.0,
+                                       "cutmix": 0.0}
     assert TrainConfig().updated(**space.options(defaults)).updated(image_size=None) == TrainConfig()
     assert other_model == {**defaults, "model": "tf_efficientnet_lite0"}
 
@@ -104,6 +105,7 @@ def test_choices_training_refuses_with_the_base_recipe_are_left_out_before_any_t
     kept = compatible(space, base, multilabel=True)
     assert next(p for p in kept.params if p.name == "freeze_stride").choices == [0]  # 4 with --freeze-backbone: no
     assert list(kept.families["mixing"]) == ["none"]  # no Mixup/CutMix on multi-label data
+    assert next(p for p in kept.params if p.name == "balance").choices == ["none"]  # nor class balancing
     assert "freeze_stride 4 left out: --freeze-backbone already freezes" in caplog.text
     assert compatible(space, base.updated(freeze_backbone=False), multilabel=False) == space
     only_four = read_space(write(tmp_path, "options:\n  freeze_stride: {choices: [4]}\n"))
@@ -112,3 +114,13 @@ def test_choices_training_refuses_with_the_base_recipe_are_left_out_before_any_t
         compatible(only_four, base, multilabel=False)
     unknown = read_space(write(tmp_path, "options:\n  model: {choices: [resnet18, resnet_18x]}\n"))
     assert next(p for p in compatible(unknown, base, multilabel=False).params).choices == ["resnet18"]
+
+
+def test_a_value_the_recipe_sets_outside_the_choices_is_searched_too(tmp_path, caplog):
+    space = resolve_sizes(read_space(), 96)
+    base = TrainConfig().updated(data=str(tmp_path), balance="loss")  # celltune tune --balance loss
+    kept = compatible(space, base, multilabel=False)
+    assert next(p for p in kept.params if p.name == "balance").choices == ["none", "sampler", "loss"]
+    assert list(kept.families["mixing"]) == ["none"]  # Mixup does not combine with the weighted loss
+    assert kept.first_trials(base)[0]["balance"] == "loss"  # the first trial runs the recipe as given
+    assert "balance 'loss' (the recipe's) added to its choices" in caplog.text

@@ -243,7 +243,8 @@ def space_from_dict(data: Mapping[str, Any], source: str = "tune.yaml") -> Space
 def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
     """``space`` without the choices and sets that training refuses with the base recipe ``config`` (Mixup with
     ``--balance loss``, ``--freeze-stride`` with ``--freeze-backbone``, Mixup on multi-label data, a model name
-    nobody knows ...), each left out with a warning; a searched option left with nothing is an error."""
+    nobody knows ...), each left out with a warning, and with a value the recipe sets (not the default) of a searched
+    option among its choices; a searched option left with nothing is an error."""
     from celltune.training.preflight import check, check_labels
 
     def refusal(options: dict[str, Any]) -> str | None:
@@ -254,6 +255,16 @@ def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
         except CelltuneError as err:  # a config refused, a model nobody knows
             return str(err)
         return None
+
+    flat, defaults = _flat_values(config), _flat_values(TrainConfig())
+
+    def with_recipes_value(p: Param) -> Param:
+        # A value the recipe sets (`celltune tune --balance loss`) is searched too: its first trial runs the recipe.
+        value = _base_value(p, flat)
+        if p.choices is None or p.holds(value) or value == defaults[p.name]:
+            return p
+        log.warning("search space: %s %r (the recipe's) added to its choices", p.name, value)
+        return replace(p, choices=[*p.choices, value])
 
     def kept(name: str, values: dict[Any, dict[str, Any]]) -> list[Any]:
         keep = []
@@ -269,7 +280,7 @@ def compatible(space: Space, config: TrainConfig, *, multilabel: bool) -> Space:
         return keep
 
     params = [p if p.choices is None else replace(p, choices=kept(p.name, {c: {p.name: c} for c in p.choices}))
-              for p in space.params]
+              for p in map(with_recipes_value, space.params)]
     for p in params:
         if p.choices is None:
             kept(p.name, {p.low: {p.name: p.low}, p.high: {p.name: p.high}})  # both ends must train
