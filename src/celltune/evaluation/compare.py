@@ -6,7 +6,6 @@ folds (their out-of-fold predictions).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from celltune.metrics.multilabel import multilabel_metrics
 from celltune.metrics.results import Result, labelled
 from celltune.metrics.stats import mcnemar_exact, paired_differences
 from celltune.models.checkpoint import load_checkpoint
+from celltune.reports.run_files import read_json
 
 _SPLIT_KEYS = tuple(k for k in split_record(DataConfig()) if k not in CHOICE_FIELDS)  # with ClassChoice.of: a split
 OUT_OF_FOLD = "out of fold"  # Comparison.split of two cv runs
@@ -153,7 +153,7 @@ def _out_of_fold(cv_dir: Path) -> tuple[list[str], bool, dict[str, tuple[str, st
         raise ConfigError(f"{cv_dir}: no cv.json, the cross-validation has not finished: `celltune cv --resume "
                           f"{cv_dir}` trains its folds left, `celltune cv --collect {cv_dir}` gathers folds run as "
                           f"separate jobs")
-    summary = json.loads((cv_dir / "cv.json").read_text())
+    summary = read_json(cv_dir / "cv.json")
     root = load_config(cv_dir / "config.yaml").data.root if (cv_dir / "config.yaml").is_file() else None
     with csvfiles.open_csv(cv_dir / "oof_predictions.csv") as f:
         _, rows = csvfiles.read_dicts(f)
